@@ -1,0 +1,214 @@
+"""The `cnnlab` command: models, datasets, summary, train, evaluate, predict.
+
+Library code returns data; this module prints it. A user error prints one line,
+`error: ...`, and exits with status 2 (`--debug` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, NoReturn
+
+from cnnlab.config import TrainConfig, load_config_file
+from cnnlab.data import dataset_names
+from cnnlab.errors import CnnlabError
+from cnnlab.versions import __version__
+
+__all__ = ["main", "build_parser"]
+
+EXIT_USER_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # argparse's own errors: one line too
+        raise CnnlabError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("data", nargs="?", help="dataset name or image folder (same as --dataset)")
+    p.add_argument("--dataset", help="digits (built in, offline), mnist, fashion-mnist, cifar10, or a folder")
+    p.add_argument("--model", help="registry name, see `cnnlab models` (default seed-mnist)")
+    p.add_argument("--epochs", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float)
+    p.add_argument("--validation-split", type=float, help="fraction from the end of the training data (0.1)")
+    p.add_argument("--early-stopping", dest="early_stopping_patience", type=int, metavar="PATIENCE")
+    p.add_argument("--no-restore-best", dest="restore_best_weights", action="store_false", default=None,
+                   help="with --early-stopping, keep the last epoch's weights instead of the best")
+    p.add_argument("--reduce-lr", dest="reduce_lr_patience", type=int, metavar="PATIENCE")
+    p.add_argument("--reduce-lr-factor", type=float)
+    p.add_argument("--min-lr", type=float)
+    p.add_argument("--monitor", help="metric for early stopping / LR / checkpoints (val_loss)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--image-size", type=_positive_int, nargs=2, metavar=("H", "W"))
+    p.add_argument("--run-dir", help="directory for this run (must not exist)")
+    p.add_argument("--runs-root", help="parent for automatically named runs (runs)")
+    p.add_argument("--config", help="a .toml or .json file of settings; flags override it")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="folder with dataset files (default $CNNLAB_DATA or the user cache)")
+    p.add_argument("--no-download", dest="download", action="store_false", default=None,
+                   help="never download missing dataset files")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="cnnlab", description="Build, train, evaluate and use CNN image classifiers.")
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("models", help="list registered models")
+    p.add_argument("--json", action="store_true")
+    sub.add_parser("datasets", help="list built-in datasets")
+
+    p = sub.add_parser("summary", help="layers, output shapes and parameter counts")
+    p.add_argument("model", help="registry name, run directory or model file")
+    p.add_argument("--input-shape", type=_positive_int, nargs=3, metavar=("H", "W", "C"))
+    p.add_argument("--num-classes", type=_positive_int, default=10)
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("train", help="train a model; writes a run directory")
+    _train_args(p)
+    _data_args(p)
+
+    p = sub.add_parser("evaluate", help="test loss and accuracy of a run or model file")
+    p.add_argument("model", help="run directory or model file")
+    p.add_argument("--dataset", help="dataset name or folder (default: the run's own)")
+    p.add_argument("--split", default="test", choices=["train", "test"])
+    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--json", action="store_true")
+    _data_args(p)
+
+    p = sub.add_parser("predict", help="class names and probabilities for images")
+    p.add_argument("model", help="run directory or model file")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--top-k", type=_positive_int, default=3)
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def _cmd_models(args: argparse.Namespace) -> None:
+    from cnnlab.models.zoo import MODELS
+
+    specs = [MODELS.get(n) for n in MODELS]
+    if args.json:
+        print(json.dumps([{"name": s.name, "input_shape": s.default_input_shape, "source": s.source,
+                           "description": s.description} for s in specs], indent=2))
+        return
+    for s in specs:
+        print(f"{s.name:<16} {'x'.join(map(str, s.default_input_shape)):<12} {s.description}")
+
+
+def _cmd_summary(args: argparse.Namespace) -> None:
+    from cnnlab.models import build_model, load_model, model_summary
+
+    if Path(args.model).exists():
+        model, card = load_model(args.model)
+        shape = args.input_shape or card.input_shape
+    else:
+        model = build_model(args.model, args.input_shape, args.num_classes)
+        shape = args.input_shape or getattr(model, "input_shape", None) or (224, 224, 3)
+    summary = model_summary(model, shape)
+    if args.json:
+        print(json.dumps({"rows": [vars(r) for r in summary.rows], "total": summary.total,
+                          "trainable": summary.trainable, "non_trainable": summary.non_trainable}, indent=2))
+    else:
+        print(summary)
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    settings: dict[str, Any] = load_config_file(args.config) if args.config else {}
+    if args.data and args.dataset and args.data != args.dataset:
+        raise CnnlabError(f"two datasets given: {args.data!r} and --dataset {args.dataset!r}; give one")
+    for f in fields(TrainConfig):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            settings[f.name] = value
+    if args.data:
+        settings["dataset"] = args.data
+    return TrainConfig(**settings)
+
+
+def _cmd_train(args: argparse.Namespace) -> None:
+    from cnnlab.jobs import train_run
+
+    result = train_run(_train_config(args), verbose=0 if args.quiet else 1)
+    last = {k: v[-1] for k, v in result.history.items()}
+    print(f"run directory: {result.run_dir}")
+    print(f"epochs: {len(result.history['loss'])}  train time: {result.seconds:.1f} s  "
+          f"loss: {last['loss']:.4f}  accuracy: {last['accuracy']:.4f}"
+          + (f"  val_accuracy: {last['val_accuracy']:.4f}" if "val_accuracy" in last else ""))
+    if result.test is not None:
+        print(f"test loss: {result.test['loss']:.4f}  test accuracy: {result.test['accuracy']:.4f}")
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> None:
+    from cnnlab.jobs import evaluate_model
+
+    metrics, _, dataset, n = evaluate_model(args.model, args.dataset, args.split, args.data_dir,
+                                            args.download is not False, args.batch_size)
+    if args.json:
+        print(json.dumps({"dataset": dataset, "split": args.split, "n": n, **metrics}))
+    else:
+        print(f"{dataset} ({args.split}, {n} images): loss {metrics['loss']:.4f}  accuracy {metrics['accuracy']:.4f}")
+
+
+def _cmd_predict(args: argparse.Namespace) -> None:
+    from cnnlab.predict import predict_files
+
+    predictions = predict_files(args.model, args.inputs, args.top_k)
+    if args.json:
+        print(json.dumps([{"path": p.path, "top": [{"class": c, "probability": v} for c, v in p.top]}
+                          for p in predictions], indent=2))
+        return
+    for p in predictions:
+        print(f"{p.path}: " + ", ".join(f"{c} {v:.3f}" for c, v in p.top))
+
+
+COMMANDS = {"models": _cmd_models, "summary": _cmd_summary, "train": _cmd_train,
+            "evaluate": _cmd_evaluate, "predict": _cmd_predict,
+            "datasets": lambda args: print("\n".join(dataset_names()))}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI in-process; return the exit status.
+
+    >>> main(["summary", "seed-mnist"])  # doctest: +ELLIPSIS
+    Layer (type)...
+    0
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        COMMANDS[args.command](args)
+    except CnnlabError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

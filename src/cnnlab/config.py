@@ -1,0 +1,91 @@
+"""Training settings: one typed field per setting, with its unit and why its default.
+
+Precedence: these defaults, then a config file (`--config run.toml` or .json), then CLI flags.
+Unknown keys in a config file fail with the closest valid names.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from cnnlab.errors import CnnlabError, did_you_mean
+
+__all__ = ["TrainConfig", "load_config_file"]
+
+
+@dataclass
+class TrainConfig:
+    """Everything one training run depends on; saved as config.json in the run directory."""
+
+    dataset: str = "digits"            # built-in name (digits, mnist, fashion-mnist, cifar10) or image folder
+    model: str = "seed-mnist"          # registry name (`cnnlab models`)
+    epochs: int = 1                    # passes over the training data; Keras's default
+    batch_size: int = 32               # images per step; Keras's default, what the seeds use
+    learning_rate: float = 1e-3        # adam step size; Keras's default
+    validation_split: float = 0.1      # fraction held out from the END of the training data (Keras); seeds use 0.1
+    early_stopping_patience: int | None = None  # epochs without val improvement before stopping; None: off
+    restore_best_weights: bool = True  # with early stopping, keep the best epoch's weights (seed 003)
+    reduce_lr_patience: int | None = None       # epochs without improvement before lowering the LR; None: off
+    reduce_lr_factor: float = 0.5      # LR multiplier on a plateau (seed 003 uses 0.5)
+    min_lr: float = 1e-6               # floor for ReduceLROnPlateau (seed 003)
+    monitor: str = "val_loss"          # metric watched by early stopping, LR reduction and checkpoints
+    seed: int | None = None            # RNG seed for init and shuffling; None: drawn at random and recorded
+    data_dir: str | None = None        # where dataset files live; None: $CNNLAB_DATA or the user cache dir
+    download: bool = True              # fetch missing built-in datasets with torchvision's downloader
+    image_size: list[int] | None = None  # [H, W] to resize images to; None: native size
+    run_dir: str | None = None         # where this run's files go; None: runs/<dataset>-<model>-<time>
+    runs_root: str = "runs"            # parent of automatically named run directories
+
+    def validate(self) -> None:
+        """Check every field a user can get wrong, before anything is loaded or written."""
+        for name in ("epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise CnnlabError(f"{name} must be a positive integer; got {value!r}")
+        if not isinstance(self.learning_rate, (int, float)) or not self.learning_rate > 0:
+            raise CnnlabError(f"learning_rate must be a positive number; got {self.learning_rate!r}")
+        if not 0.0 <= self.validation_split < 1.0:
+            raise CnnlabError(f"validation_split must be in [0, 1), e.g. 0.1; got {self.validation_split!r}")
+        for name in ("early_stopping_patience", "reduce_lr_patience"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 0):
+                raise CnnlabError(f"{name} must be a non-negative integer or unset; got {value!r}")
+        if not 0.0 < self.reduce_lr_factor < 1.0:
+            raise CnnlabError(f"reduce_lr_factor must be between 0 and 1; got {self.reduce_lr_factor!r}")
+        if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) <= 0):
+            raise CnnlabError(f"image_size must be two positive integers HEIGHT WIDTH; got {self.image_size!r}")
+        if (self.early_stopping_patience is not None or self.reduce_lr_patience is not None) \
+                and self.monitor.startswith("val_") and self.validation_split == 0:
+            raise CnnlabError(f"monitoring {self.monitor!r} needs validation data: set validation_split > 0 "
+                              f"(e.g. --validation-split 0.1) or --monitor loss")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a .toml or .json config file into {field: value}, rejecting unknown keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise CnnlabError(f"config file not found: {path}")
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(path.read_text())
+        elif path.suffix == ".json":
+            data = json.loads(path.read_text())
+        else:
+            raise CnnlabError(f"config file {path} must end in .toml or .json")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise CnnlabError(f"config file {path} is not valid {path.suffix[1:].upper()}: {exc}") from None
+    if not isinstance(data, dict):
+        raise CnnlabError(f"config file {path} must hold a table of settings, got {type(data).__name__}")
+    valid = [f.name for f in fields(TrainConfig)]
+    for key in data:
+        normalized = key.replace("-", "_")
+        if normalized not in valid:
+            raise CnnlabError(f"config file {path}: unknown setting {key!r}.{did_you_mean(normalized, valid)}")
+    return {k.replace("-", "_"): v for k, v in data.items()}

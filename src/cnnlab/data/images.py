@@ -1,0 +1,135 @@
+"""Finding and decoding single image files with Pillow, the way Keras's `load_img` does.
+
+Every decode goes through `read_image`, so EXIF rotation, mode conversion and resizing are the
+same for folder datasets, prediction and serving.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from cnnlab.errors import CnnlabError
+
+__all__ = ["IMAGE_EXTENSIONS", "GRAYSCALE_MODES", "list_images", "read_image", "probe_image"]
+
+IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
+
+# Pillow modes that hold one intensity per pixel ("LA" is gray + alpha; "I;16*" are 16-bit PNG/TIFF).
+GRAYSCALE_MODES: frozenset[str] = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+# EXIF orientations 5..8 rotate by 90 degrees, so the decoded image has width and height swapped.
+_TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
+_EXIF_ORIENTATION_TAG = 0x0112
+
+
+def list_images(path: str | Path) -> list[Path]:
+    """Image files at `path`: a file gives [it]; a folder gives every image under it, sorted.
+
+    Hidden files and folders (names starting with ".") are skipped, and only extensions in
+    IMAGE_EXTENSIONS (any case) count, so stray .txt or .DS_Store files do no harm.
+
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for name in ["b.png", "a.JPG", ".hidden.png", "notes.txt"]:
+    ...     _ = (root / name).write_bytes(b"")
+    >>> [p.name for p in list_images(root)]
+    ['a.JPG', 'b.png']
+    """
+    root = Path(path).expanduser()
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise CnnlabError(f"image path {str(root)!r} does not exist; give an image file or a folder of images")
+    found: list[Path] = []
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = [d for d in subfolders if not d.startswith(".")]  # prune hidden folders in place
+        found.extend(Path(folder) / f for f in files
+                     if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
+    return sorted(found)
+
+
+def read_image(path: str | Path, channels: int, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Decode one image file to a (C, H, W) uint8 tensor with `channels` 1 (gray) or 3 (RGB).
+
+    The image is turned upright by its EXIF orientation, converted (alpha is dropped; palette,
+    CMYK and 16-bit images are handled) and resized to `size` = (H, W) with bilinear filtering.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "red.png"
+    >>> Image.new("RGBA", (40, 30), "red").save(path)
+    >>> read_image(path, channels=3).shape, read_image(path, channels=1, size=(224, 224)).shape
+    (torch.Size([3, 30, 40]), torch.Size([1, 224, 224]))
+    """
+    if channels not in (1, 3):
+        raise CnnlabError(f"read_image: channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+    if size is not None and not (len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise CnnlabError(f"read_image: size must be (height, width), two positive integers, got {size!r}")
+    try:
+        with Image.open(path) as opened:
+            image = ImageOps.exif_transpose(opened)
+            image.load()
+            image = _convert(image, channels)
+            if size is not None and (image.height, image.width) != tuple(size):
+                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            pixels = np.asarray(image, dtype=np.uint8)
+    # Pillow's format plugins signal a bad file with OSError, SyntaxError, ValueError, struct.error
+    # and others; any of them means the same thing to the user: this file cannot be read.
+    except Exception as error:
+        raise _decode_error(path, error) from error
+    tensor = torch.from_numpy(pixels.copy())
+    return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()  # (H, W, C) -> (C, H, W)
+
+
+def probe_image(path: str | Path) -> tuple[str, tuple[int, int]]:
+    """(Pillow mode, (H, W) once EXIF-rotated) read from the file header, without decoding pixels.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "wide.png"
+    >>> Image.new("L", (640, 480)).save(path)
+    >>> probe_image(path)
+    ('L', (480, 640))
+    """
+    try:
+        with Image.open(path) as image:
+            mode, (width, height) = image.mode, image.size
+            if image.getexif().get(_EXIF_ORIENTATION_TAG, 1) in _TRANSPOSING_ORIENTATIONS:
+                width, height = height, width
+    except Exception as error:  # same reasons as in read_image
+        raise _decode_error(path, error) from error
+    return mode, (height, width)
+
+
+def _convert(image: Image.Image, channels: int) -> Image.Image:
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        image = _wide_to_8bit(image)
+    elif image.mode == "P":
+        image = image.convert("RGBA")  # palette transparency is only honoured via RGBA
+    return image.convert("L" if channels == 1 else "RGB")
+
+
+def _wide_to_8bit(image: Image.Image) -> Image.Image:
+    # Pillow's own I -> L conversion clips at 255, which turns 16-bit photos white; scale instead.
+    values = np.asarray(image, dtype=np.float32)
+    peak = float(values.max()) if values.size else 0.0
+    if image.mode.startswith("I;16") or peak > 255:
+        values = values / 257.0  # 65535 -> 255
+    elif image.mode == "F" and peak <= 1.0:
+        values = values * 255.0  # float images in [0, 1]
+    return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))  # 2-D uint8 -> mode "L"
+
+
+def _decode_error(path: str | Path, error: BaseException) -> CnnlabError:
+    if isinstance(error, FileNotFoundError):
+        reason = "file not found"
+    elif isinstance(error, IsADirectoryError):
+        reason = "it is a folder"
+    else:
+        reason = " ".join(f"{type(error).__name__}: {error}".split())
+    kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
+    return CnnlabError(f"could not decode image {str(path)!r} ({reason}); expected a readable image "
+                       f"({kinds}); replace or delete the file")

@@ -1,0 +1,153 @@
+"""`load_dataset`: a built-in dataset by name, or any folder with one subfolder per class.
+
+Built-in datasets (all (N, C, H, W) uint8, 10 classes):
+
+| name          | train  | test   | image   | files needed                                  |
+|---------------|--------|--------|---------|-----------------------------------------------|
+| digits        | 1,437  | 360    | 28x28x1 | none (scikit-learn's 8x8 digits, upscaled)    |
+| mnist         | 60,000 | 10,000 | 28x28x1 | IDX files or mnist.npz                        |
+| fashion-mnist | 60,000 | 10,000 | 28x28x1 | IDX files                                     |
+| cifar10       | 50,000 | 10,000 | 32x32x3 | cifar-10-python.tar.gz or cifar-10-batches-py |
+
+Files are read from the data folder: the `data_dir` argument, else $CNNLAB_DATA, else the user
+cache folder (~/.cache/cnnlab/datasets on Linux); missing ones are downloaded with torchvision.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import platformdirs
+import torch
+
+from cnnlab.data.arrays import ArrayDataset, resize_images
+from cnnlab.data.cifar import load_cifar10
+from cnnlab.data.folders import load_image_folder
+from cnnlab.data.idx import MNIST_CLASSES, load_mnist_like
+from cnnlab.errors import CnnlabError, did_you_mean
+from cnnlab.registry import Registry
+
+__all__ = ["load_dataset", "dataset_names", "default_data_dir", "resolve_data_dir", "SPLITS"]
+
+SPLITS = ("train", "test")
+DATA_DIR_ENV = "CNNLAB_DATA"
+
+Loader = Callable[[str, Path, bool], ArrayDataset]  # (split, data_dir, download) -> dataset
+_BUILTIN: Registry[Loader] = Registry("dataset")
+_ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
+            "cifar-10": "cifar10", "cifar_10": "cifar10"}
+
+# digits: 20% test, as the other built-ins hold out about a seventh; a fixed seed so every run,
+# machine and library version sees the same 360 test images.
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SEED = 0
+DIGITS_SIZE = (28, 28)  # MNIST's size, so MNIST models train on digits unchanged
+
+
+def dataset_names() -> list[str]:
+    """The built-in dataset names.
+
+    >>> dataset_names()
+    ['digits', 'mnist', 'fashion-mnist', 'cifar10']
+    """
+    return _BUILTIN.names()
+
+
+def default_data_dir() -> Path:
+    """$CNNLAB_DATA if set, else the user cache folder's `datasets` (e.g. ~/.cache/cnnlab/datasets).
+
+    >>> default_data_dir().name   # doctest: +SKIP
+    'datasets'
+    """
+    from_env = os.environ.get(DATA_DIR_ENV, "").strip()
+    if from_env:
+        return Path(from_env).expanduser()
+    return Path(platformdirs.user_cache_dir("cnnlab")) / "datasets"
+
+
+def resolve_data_dir(data_dir: str | Path | None) -> Path:
+    """The data folder to use: `data_dir` if given, else $CNNLAB_DATA, else the cache folder.
+
+    >>> resolve_data_dir("/data")
+    PosixPath('/data')
+    """
+    if data_dir is None or str(data_dir).strip() == "":
+        return default_data_dir()
+    return Path(data_dir).expanduser()
+
+
+def load_dataset(name_or_path: str | Path, split: str = "train", data_dir: str | Path | None = None,
+                 download: bool = True, image_size: tuple[int, int] | None = None) -> ArrayDataset:
+    """A built-in dataset by name (see `dataset_names()`), or a folder with one subfolder per class.
+
+    Names are case-insensitive. A `Path`, or a string that is not a built-in name, is read as a
+    folder; a folder with `train/` and `test/` subfolders is split, `split` picks one. With
+    `image_size` (H, W) all images are resized once, so small images can feed big models.
+
+    >>> data = load_dataset("digits", split="test")
+    >>> len(data), data.input_shape, data.class_names[:3]
+    (360, (28, 28, 1), ['0', '1', '2'])
+    """
+    if split not in SPLITS:
+        raise CnnlabError(f"split must be 'train' or 'test', got {split!r}.{did_you_mean(str(split), SPLITS)}")
+    size = _check_image_size(image_size)
+    builtin = _builtin_name(name_or_path)
+    if builtin is not None:
+        data = _BUILTIN.get(builtin)(split, resolve_data_dir(data_dir), download)
+        if size is not None and size != tuple(data.images.shape[2:]):
+            data = ArrayDataset(resize_images(data.images, size), data.labels, data.class_names, data.name)
+        return data
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return load_image_folder(path, split, size)
+    if path.exists():
+        raise CnnlabError(f"dataset {str(path)!r} is a file; give a folder with one subfolder per class "
+                          f"(extract archives first) or a built-in name: {', '.join(dataset_names())}")
+    text = str(name_or_path)
+    if isinstance(name_or_path, Path) or "/" in text or os.sep in text:
+        raise CnnlabError(f"dataset folder {text!r} does not exist; give a folder with one subfolder per class "
+                          f"or a built-in name: {', '.join(dataset_names())}")
+    raise CnnlabError(f"unknown dataset {text!r}.{did_you_mean(text, dataset_names())} "
+                      f"Built-in: {', '.join(dataset_names())}; or give a folder with one subfolder per class.")
+
+
+def _builtin_name(name_or_path: str | Path) -> str | None:
+    if not isinstance(name_or_path, str):
+        return None
+    key = name_or_path.strip().lower()
+    key = _ALIASES.get(key, key)
+    return key if key in _BUILTIN else None
+
+
+def _check_image_size(image_size: object) -> tuple[int, int] | None:
+    if image_size is None:
+        return None
+    if (isinstance(image_size, (tuple, list)) and len(image_size) == 2
+            and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v > 0 for v in image_size)):
+        return int(image_size[0]), int(image_size[1])
+    raise CnnlabError(f"image_size must be (height, width) in pixels, two positive integers, got {image_size!r}; "
+                      f"e.g. image_size=(224, 224)")
+
+
+def _load_digits(split: str, data_dir: Path, download: bool) -> ArrayDataset:
+    """scikit-learn's 1,797 real 8x8 digits (0..16), as 28x28 uint8 with a fixed train/test split."""
+    from sklearn.datasets import load_digits  # imported here: scikit-learn takes about a second to import
+
+    digits = load_digits()
+    pixels = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # (1797, 8, 8), 16 -> 255
+    images = resize_images(torch.from_numpy(pixels)[:, None], DIGITS_SIZE)  # (1797, 1, 28, 28)
+    order = np.random.default_rng(DIGITS_SEED).permutation(len(pixels))
+    split_at = int(len(order) * (1 - DIGITS_TEST_FRACTION))  # 1437 train, 360 test
+    chosen = torch.from_numpy(order[:split_at] if split == "train" else order[split_at:])
+    labels = torch.from_numpy(digits.target.astype(np.int64))
+    return ArrayDataset(images[chosen], labels[chosen], list(MNIST_CLASSES), name="digits")
+
+
+_BUILTIN.add("digits", _load_digits)
+_BUILTIN.add("mnist", lambda split, data_dir, download: load_mnist_like("mnist", split, data_dir, download))
+_BUILTIN.add("fashion-mnist",
+             lambda split, data_dir, download: load_mnist_like("fashion-mnist", split, data_dir, download))
+_BUILTIN.add("cifar10", load_cifar10)

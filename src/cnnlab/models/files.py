@@ -1,0 +1,151 @@
+"""Self-describing model files: safetensors weights plus a JSON description. Never a pickle.
+
+`save_model` writes `NAME.safetensors` (the weights, with the description also embedded in the
+safetensors header) and `NAME.json` (the same description, for people and scripts). The
+description holds everything predicting needs: the architecture and its arguments, class names,
+input shape, preprocessing, whether outputs are logits or probabilities, metrics and versions.
+Loading reads only tensors and JSON, so a model file from a stranger cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from cnnlab.errors import CnnlabError
+from cnnlab.models.layers import Sequential
+from cnnlab.models.zoo import MODELS, build_model, output_kind
+from cnnlab.versions import versions
+
+__all__ = ["ModelCard", "save_model", "load_model", "resolve_model_path", "atomic_write"]
+
+FORMAT = "cnnlab-model/1"
+METADATA_KEY = "cnnlab"
+
+
+@dataclass
+class ModelCard:
+    """What a model file says about its model."""
+
+    architecture: dict[str, Any]       # {"name": registry name} or {"name": "sequential", "config": {...}}
+    class_names: list[str]
+    input_shape: list[int]             # [H, W, C]
+    outputs: str = "logits"            # or "probabilities" (the model ends in a softmax)
+    preprocessing: dict[str, Any] = field(default_factory=lambda: {"scale": 1 / 255, "channels_first": True})
+    metrics: dict[str, float] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=versions)
+    format: str = FORMAT
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call `write(tmp_path)`, then rename onto `path`: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _architecture(model: nn.Module) -> dict[str, Any]:
+    if isinstance(model, Sequential):
+        return {"name": getattr(model, "cnnlab_name", "sequential"), "config": model.get_config()}
+    name = getattr(model, "cnnlab_name", None)
+    if name is None:
+        raise CnnlabError(f"cannot save a {type(model).__name__}: only cnnlab Sequential models and models from "
+                          f"build_model() can be described in a model file")
+    return {"name": name}
+
+
+def save_model(model: nn.Module, path: str | Path, class_names: list[str], input_shape: list[int] | tuple[int, ...],
+               metrics: dict[str, float] | None = None) -> Path:
+    """Write `path` (.safetensors) and its .json description; return the .safetensors path.
+
+    >>> import tempfile; from cnnlab.models.zoo import build_model
+    >>> p = save_model(build_model("seed-mnist"), Path(tempfile.mkdtemp()) / "m.safetensors",
+    ...                [str(i) for i in range(10)], (28, 28, 1))
+    >>> load_model(p)[1].class_names[:3]
+    ['0', '1', '2']
+    """
+    path = Path(path).with_suffix(".safetensors")
+    card = ModelCard(_architecture(model), list(class_names), list(input_shape), output_kind(model),
+                     metrics=dict(metrics or {}))
+    text = json.dumps(asdict(card), indent=2)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={METADATA_KEY: text}))
+    atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(text + "\n"))
+    return path
+
+
+def resolve_model_path(source: str | Path) -> Path:
+    """A run directory, a .safetensors file or its .json -> the .safetensors path."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    elif path.suffix == ".json":
+        path = path.with_suffix(".safetensors")
+    if not path.is_file():
+        raise CnnlabError(f"model not found: {path} does not exist; give a run directory (runs/NAME), "
+                          f"a .safetensors model file, or its .json")
+    return path
+
+
+def _read_card(path: Path) -> ModelCard:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CnnlabError(f"{path} is not a safetensors model file ({exc}); cnnlab never loads pickles: "
+                          f"re-save the model with cnnlab") from None
+    text = meta.get(METADATA_KEY)
+    if text is None and path.with_suffix(".json").is_file():
+        text = path.with_suffix(".json").read_text()
+    if text is None:
+        raise CnnlabError(f"{path} has no cnnlab description (no '{METADATA_KEY}' metadata and no "
+                          f"{path.with_suffix('.json').name} beside it); it was not written by cnnlab")
+    try:
+        data = json.loads(text)
+        card = ModelCard(**{k: data[k] for k in ("architecture", "class_names", "input_shape")},
+                         **{k: data[k] for k in ("outputs", "preprocessing", "metrics", "versions", "format")
+                            if k in data})
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise CnnlabError(f"{path}: the model description is damaged or incomplete ({exc!r}); "
+                          f"re-save the model with cnnlab") from None
+    return card
+
+
+def load_model(source: str | Path) -> tuple[nn.Module, ModelCard]:
+    """Rebuild the model from its description and load its weights; returns (model in eval mode, card)."""
+    path = resolve_model_path(source)
+    card = _read_card(path)
+    arch = card.architecture
+    try:
+        if "config" in arch:
+            model: nn.Module = Sequential.from_config(arch["config"])
+        elif arch.get("name") in MODELS:
+            model = build_model(arch["name"], tuple(card.input_shape), len(card.class_names))
+        else:
+            raise CnnlabError(f"{path}: unknown architecture {arch.get('name')!r}; this cnnlab "
+                              f"({versions()['cnnlab']}) cannot build it. Upgrade cnnlab or re-export the model")
+        with safe_open(str(path), framework="pt") as f:
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        model.load_state_dict(tensors, strict=True)
+    except (RuntimeError, KeyError, TypeError, SafetensorError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        raise CnnlabError(f"{path}: the weights do not match the described architecture ({first}); "
+                          f"the file was altered or written by another program") from None
+    if arch.get("name") != "sequential":
+        model.cnnlab_name = arch["name"]  # type: ignore[assignment]
+    return model.eval(), card
+

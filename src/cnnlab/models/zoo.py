@@ -1,0 +1,229 @@
+"""The model registry: the tutorials' models, classic small CNNs, and torchvision's famous ones.
+
+Every entry builds an `nn.Module` for an input shape (H, W, C) and a class count, so one code
+path trains, summarizes, saves and loads all of them (contract tests run over the registry).
+Parameter counts below are for the default input shape and 10 classes, checked in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torchvision
+from torch import nn
+
+from cnnlab.errors import CnnlabError
+from cnnlab.models.layers import (
+    Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
+    GlobalAveragePooling2D, MaxPooling2D, ResidualBlock, Sequential,
+)
+from cnnlab.registry import Registry
+
+__all__ = ["ModelSpec", "MODELS", "build_model", "model_names", "output_kind"]
+
+InputShape = tuple[int, int, int]  # (H, W, C)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build one registered model, and what it expects."""
+
+    name: str
+    build: Callable[[InputShape, int], nn.Module]
+    default_input_shape: InputShape
+    source: str        # where it comes from (a seed, a paper, torchvision)
+    description: str
+
+
+MODELS: Registry[ModelSpec] = Registry("model")
+
+
+def _add(name: str, default_input_shape: InputShape, source: str, description: str) -> Callable[
+        [Callable[[InputShape, int], nn.Module]], Callable[[InputShape, int], nn.Module]]:
+    def wrap(build: Callable[[InputShape, int], nn.Module]) -> Callable[[InputShape, int], nn.Module]:
+        MODELS.add(name, ModelSpec(name, build, default_input_shape, source, description))
+        return build
+    return wrap
+
+
+@_add("seed-mnist", (28, 28, 1), "seeds 000/001/002",
+      "The tutorials' MNIST CNN: 2 conv + 2 max-pool, Dense 64, softmax (121,930 params)")
+def seed_mnist(input_shape: InputShape, num_classes: int) -> nn.Module:
+    return Sequential([
+        Conv2D(32, (3, 3), activation="relu", input_shape=input_shape),
+        MaxPooling2D((2, 2)),
+        Conv2D(64, (3, 3), activation="relu"),
+        MaxPooling2D((2, 2)),
+        Flatten(),
+        Dense(64, activation="relu"),
+        Dense(num_classes, activation="softmax"),
+    ])
+
+
+@_add("seed-cifar10", (32, 32, 3), "seed 004",
+      "Seed 004's CIFAR-10 CNN as written: 2 conv + 2 max-pool, Dense 64, logits (167,562 params)")
+def seed_cifar10(input_shape: InputShape, num_classes: int) -> nn.Module:
+    return Sequential([
+        Conv2D(32, (3, 3), activation="relu", input_shape=input_shape),
+        MaxPooling2D((2, 2)),
+        Conv2D(64, (3, 3), activation="relu"),
+        MaxPooling2D((2, 2)),
+        Flatten(),
+        Dense(64, activation="relu"),
+        Dense(num_classes),
+    ])
+
+
+@_add("tf-cifar10", (32, 32, 3), "TensorFlow's CNN tutorial (the source seed 004 abridges)",
+      "Seed 004's CNN with the TensorFlow tutorial's third Conv2D(64): logits (122,570 params)")
+def tf_cifar10(input_shape: InputShape, num_classes: int) -> nn.Module:
+    return Sequential([
+        Conv2D(32, (3, 3), activation="relu", input_shape=input_shape),
+        MaxPooling2D((2, 2)),
+        Conv2D(64, (3, 3), activation="relu"),
+        MaxPooling2D((2, 2)),
+        Conv2D(64, (3, 3), activation="relu"),
+        Flatten(),
+        Dense(64, activation="relu"),
+        Dense(num_classes),
+    ])
+
+
+@_add("seed-shapes", (28, 28, 1), "seed 003 (shape tracing)",
+      "Seed 003's shape-tracing CNN: 16-32-64 filters, Dense 128, softmax (98,442 params)")
+def seed_shapes(input_shape: InputShape, num_classes: int) -> nn.Module:
+    return Sequential([
+        Conv2D(16, (3, 3), activation="relu", input_shape=input_shape),   # 26x26x16
+        MaxPooling2D((2, 2)),                                              # 13x13x16
+        Conv2D(32, (3, 3), activation="relu"),                             # 11x11x32
+        MaxPooling2D((2, 2)),                                              # 5x5x32
+        Conv2D(64, (3, 3), activation="relu"),                             # 3x3x64
+        Flatten(),                                                         # 576
+        Dense(128, activation="relu"),
+        Dense(num_classes, activation="softmax"),
+    ])
+
+
+def _vgg_block(filters: int, input_shape: InputShape | None = None) -> list:
+    first = Conv2D(filters, (3, 3), activation="relu", padding="same", input_shape=input_shape)
+    return [first, BatchNormalization(),
+            Conv2D(filters, (3, 3), activation="relu", padding="same"), BatchNormalization(),
+            MaxPooling2D((2, 2)), Dropout(0.25)]
+
+
+@_add("seed-cifar10-bn", (32, 32, 3), "seed 003 (CIFAR-10 code example)",
+      "Seed 003's CIFAR-10 CNN: 3 blocks of 2 conv + BatchNorm + Dropout, Dense 256 (816,938 params)")
+def seed_cifar10_bn(input_shape: InputShape, num_classes: int) -> nn.Module:
+    return Sequential([
+        *_vgg_block(32, input_shape), *_vgg_block(64), *_vgg_block(128),
+        Flatten(),
+        Dense(256, activation="relu"),
+        BatchNormalization(),
+        Dropout(0.5),
+        Dense(num_classes, activation="softmax"),
+    ])
+
+
+@_add("lenet5", (28, 28, 1), "LeCun et al. 1998, as in seed 003",
+      "LeNet-5: conv 6 (5x5, same) - avg-pool - conv 16 (5x5) - avg-pool - 120 - 84, ReLU (61,706 params)")
+def lenet5(input_shape: InputShape, num_classes: int) -> nn.Module:
+    # ReLU rather than the paper's scaled tanh: it trains faster with adam and is what modern
+    # re-implementations use; the layer sizes are the paper's.
+    return Sequential([
+        Conv2D(6, (5, 5), activation="relu", padding="same", input_shape=input_shape),
+        AveragePooling2D((2, 2)),
+        Conv2D(16, (5, 5), activation="relu"),
+        AveragePooling2D((2, 2)),
+        Flatten(),
+        Dense(120, activation="relu"),
+        Dense(84, activation="relu"),
+        Dense(num_classes, activation="softmax"),
+    ])
+
+
+@_add("resnet-small", (32, 32, 3), "seed 003's residual block",
+      "A small ResNet: stem + residual blocks 32, 64/2, 128/2 of seed 003's block, GAP, logits")
+def resnet_small(input_shape: InputShape, num_classes: int) -> nn.Module:
+    return Sequential([
+        Conv2D(32, (3, 3), padding="same", input_shape=input_shape),
+        BatchNormalization(),
+        Activation("relu"),
+        ResidualBlock(32),
+        ResidualBlock(64, strides=2),
+        ResidualBlock(128, strides=2),
+        GlobalAveragePooling2D(),
+        Dense(num_classes),
+    ])
+
+
+FIRST_CONV = {"alexnet": "features.0", "vgg16": "features.0", "resnet50": "conv1", "mobilenet_v2": "features.0.0"}
+
+
+def _torchvision(name: str, input_shape: InputShape, num_classes: int) -> nn.Module:
+    model: nn.Module = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
+    channels = input_shape[2]
+    if channels != 3:  # a grayscale dataset: same first conv, other input depth
+        old = model.get_submodule(FIRST_CONV[name])
+        assert isinstance(old, nn.Conv2d)
+        model.set_submodule(FIRST_CONV[name], nn.Conv2d(
+            channels, old.out_channels, old.kernel_size, old.stride, old.padding,  # type: ignore[arg-type]
+            bias=old.bias is not None))
+    return model
+
+
+def _torchvision_builder(name: str) -> Callable[[InputShape, int], nn.Module]:
+    def build(input_shape: InputShape, num_classes: int) -> nn.Module:
+        return _torchvision(name, input_shape, num_classes)
+    return build
+
+
+for _name, _desc in [
+    ("alexnet", "AlexNet (Krizhevsky 2012): 5 conv + 3 dense, ReLU, Dropout"),
+    ("vgg16", "VGG16 (Simonyan & Zisserman 2014): 13 conv 3x3 + 3 dense"),
+    ("resnet50", "ResNet-50 (He et al. 2015): bottleneck residual blocks"),
+    ("mobilenet_v2", "MobileNetV2 (Sandler et al. 2018): inverted residuals, depthwise convs"),
+]:
+    MODELS.add(_name, ModelSpec(_name, _torchvision_builder(_name), (224, 224, 3), "torchvision (untrained)", _desc))
+
+
+def model_names() -> list[str]:
+    """Names of all registered models, in registry order.
+
+    >>> "seed-mnist" in model_names()
+    True
+    """
+    return MODELS.names()
+
+
+def output_kind(model: nn.Module) -> str:
+    """'probabilities' when the model ends in a softmax (Keras style), else 'logits'."""
+    return str(getattr(model, "outputs", "logits"))
+
+
+def build_model(name: str, input_shape: Sequence[int] | None = None, num_classes: int = 10) -> nn.Module:
+    """Build a registered model for an input shape (H, W, C) and a number of classes.
+
+    >>> build_model("seed-mnist")(torch.zeros(1, 1, 28, 28)).shape
+    torch.Size([1, 10])
+    """
+    spec = MODELS.get(name)
+    shape = tuple(input_shape) if input_shape is not None else spec.default_input_shape
+    if len(shape) != 3 or not all(isinstance(v, int) and v > 0 for v in shape):
+        raise CnnlabError(f"input shape must be (height, width, channels) like 28 28 1; got {shape!r}")
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise CnnlabError(f"num_classes must be an int >= 2; got {num_classes!r}")
+    model = spec.build(shape, num_classes)  # type: ignore[arg-type]
+    if not isinstance(model, Sequential):  # torchvision nets: check the input is large enough
+        try:
+            with torch.no_grad():
+                model.eval()(torch.zeros(1, shape[2], shape[0], shape[1]))
+        except RuntimeError as exc:
+            raise CnnlabError(
+                f"model {name!r} cannot take {shape[0]}x{shape[1]}x{shape[2]} inputs: its feature maps shrink "
+                f"to nothing ({str(exc).splitlines()[0]}). Use larger images, e.g. --image-size "
+                f"{spec.default_input_shape[0]} {spec.default_input_shape[1]}") from None
+        model.train()
+    model.cnnlab_name = name  # type: ignore[assignment]
+    return model

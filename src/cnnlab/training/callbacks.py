@@ -1,0 +1,172 @@
+"""Keras-style callbacks. They observe each epoch's logs and set flags; they never own the loop.
+
+The loop calls `on_train_begin(state)`, `on_epoch_end(epoch, logs, state)` and
+`on_train_end(state)`. A callback stops training by setting `state.stop_training`, changes the
+learning rate by setting `state.lr` (the loop applies it), and keeps its own counters.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cnnlab.errors import CnnlabError
+
+__all__ = ["TrainState", "Callback", "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint", "CSVLogger"]
+
+
+@dataclass
+class TrainState:
+    """What the loop shares with callbacks."""
+
+    model: nn.Module
+    lr: float
+    epoch: int = 0
+    stop_training: bool = False
+
+
+class Callback:
+    def on_train_begin(self, state: TrainState) -> None:
+        pass
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float], state: TrainState) -> None:
+        pass
+
+    def on_train_end(self, state: TrainState) -> None:
+        pass
+
+
+class _Monitor:
+    """Tracks the best value of one metric ('min' for losses, 'max' for accuracies)."""
+
+    def __init__(self, monitor: str, mode: str, min_delta: float, who: str) -> None:
+        if mode == "auto":
+            mode = "max" if "acc" in monitor else "min"
+        if mode not in ("min", "max"):
+            raise CnnlabError(f"{who}: mode must be 'min', 'max' or 'auto'; got {mode!r}")
+        self.monitor, self.mode, self.min_delta, self.who = monitor, mode, abs(min_delta), who
+        self.best = math.inf if mode == "min" else -math.inf
+
+    def value(self, logs: dict[str, float]) -> float:
+        if self.monitor not in logs:
+            raise CnnlabError(f"{self.who} monitors {self.monitor!r} but the logs have only {sorted(logs)}; "
+                              f"use one of those (val_* needs validation data)")
+        return logs[self.monitor]
+
+    def improved(self, value: float) -> bool:
+        if self.mode == "min":
+            return value < self.best - self.min_delta
+        return value > self.best + self.min_delta
+
+
+class EarlyStopping(Callback):
+    """Stop when `monitor` has not improved for `patience` epochs; optionally restore the best weights.
+
+    >>> es = EarlyStopping(patience=1)
+    >>> s = TrainState(model=torch.nn.Linear(1, 1), lr=1e-3)
+    >>> for e, loss in enumerate([1.0, 0.5, 0.6]):
+    ...     es.on_epoch_end(e, {"val_loss": loss}, s)
+    >>> s.stop_training, es.stopped_epoch, es.best_epoch
+    (True, 2, 1)
+    """
+
+    def __init__(self, monitor: str = "val_loss", patience: int = 0, min_delta: float = 0.0, mode: str = "auto",
+                 restore_best_weights: bool = False) -> None:
+        self.tracker = _Monitor(monitor, mode, min_delta, "EarlyStopping")
+        self.patience, self.restore_best_weights = patience, restore_best_weights
+        self.wait, self.stopped_epoch, self.best_epoch = 0, -1, -1
+        self.best_state: dict[str, torch.Tensor] | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float], state: TrainState) -> None:
+        value = self.tracker.value(logs)
+        if self.tracker.improved(value):
+            self.tracker.best, self.best_epoch, self.wait = value, epoch, 0
+            if self.restore_best_weights:
+                self.best_state = copy.deepcopy(state.model.state_dict())
+            return
+        self.wait += 1
+        if self.wait >= self.patience and epoch > 0:  # Keras: patience=2 stops on the 2nd epoch without gain
+            self.stopped_epoch, state.stop_training = epoch, True
+
+    def on_train_end(self, state: TrainState) -> None:
+        if self.restore_best_weights and self.best_state is not None:
+            state.model.load_state_dict(self.best_state)
+
+
+class ReduceLROnPlateau(Callback):
+    """Multiply the learning rate by `factor` after `patience` epochs without improvement.
+
+    >>> r = ReduceLROnPlateau(factor=0.5, patience=1, min_lr=0.2)
+    >>> s = TrainState(model=torch.nn.Linear(1, 1), lr=1.0)
+    >>> for e, loss in enumerate([1.0, 1.0, 1.0, 1.0, 1.0, 1.0]):
+    ...     r.on_epoch_end(e, {"val_loss": loss}, s)
+    >>> s.lr
+    0.2
+    """
+
+    def __init__(self, monitor: str = "val_loss", factor: float = 0.1, patience: int = 10, min_delta: float = 1e-4,
+                 cooldown: int = 0, min_lr: float = 0.0, mode: str = "auto") -> None:
+        if not 0.0 < factor < 1.0:
+            raise CnnlabError(f"ReduceLROnPlateau: factor must be between 0 and 1; got {factor!r}")
+        self.tracker = _Monitor(monitor, mode, min_delta, "ReduceLROnPlateau")
+        self.factor, self.patience, self.cooldown, self.min_lr = factor, patience, cooldown, min_lr
+        self.wait, self.cooldown_left = 0, 0
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float], state: TrainState) -> None:
+        value = self.tracker.value(logs)
+        if self.cooldown_left > 0:
+            self.cooldown_left -= 1
+            self.wait = 0
+        if self.tracker.improved(value):
+            self.tracker.best, self.wait = value, 0
+            return
+        if self.cooldown_left > 0:
+            return
+        self.wait += 1
+        if self.wait >= self.patience and state.lr > self.min_lr:
+            state.lr = max(state.lr * self.factor, self.min_lr)
+            self.cooldown_left, self.wait = self.cooldown, 0
+
+
+class ModelCheckpoint(Callback):
+    """Call `save(model, path)` at epoch ends: every epoch, or when `monitor` improves."""
+
+    def __init__(self, path: str | Path, save: Callable[[nn.Module, Path], object], monitor: str = "val_loss",
+                 save_best_only: bool = True, mode: str = "auto") -> None:
+        self.path, self.save, self.save_best_only = Path(path), save, save_best_only
+        self.tracker = _Monitor(monitor, mode, 0.0, "ModelCheckpoint")
+        self.saved_epoch = -1
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float], state: TrainState) -> None:
+        if self.save_best_only:
+            value = self.tracker.value(logs)
+            if not self.tracker.improved(value):
+                return
+            self.tracker.best = value
+        self.save(state.model, self.path)
+        self.saved_epoch = epoch
+
+
+class CSVLogger(Callback):
+    """Append one row per epoch (epoch, then the logs) to a CSV file, flushed as it goes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.fields: list[str] | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float], state: TrainState) -> None:
+        new = self.fields is None
+        if self.fields is None:
+            self.fields = ["epoch", *logs]
+        with self.path.open("w" if new else "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=self.fields)
+            if new:
+                writer.writeheader()
+            writer.writerow({"epoch": epoch, **logs})

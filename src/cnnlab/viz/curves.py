@@ -1,0 +1,41 @@
+"""Training curves: accuracy and loss per epoch, training vs validation (as seed 004 plots)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+__all__ = ["plot_history"]
+
+
+def plot_history(history: dict[str, list[float]], path: str | Path, title: str = "") -> Path:
+    """Write a PNG with accuracy (left) and loss (right) curves; return its path.
+
+    >>> import tempfile
+    >>> p = plot_history({"loss": [1.0, 0.5], "accuracy": [0.5, 0.8]}, Path(tempfile.mkdtemp()) / "c.png")
+    >>> p.stat().st_size > 0
+    True
+    """
+    path = Path(path)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
+        for key, label in ((metric, "train"), (f"val_{metric}", "validation")):
+            values = history.get(key)
+            if values:
+                epochs = range(1, len(values) + 1)
+                ax.plot(epochs, values, marker="o", label=label)
+        ax.set_xlabel("Epoch")
+        ax.set_ylabel(metric.capitalize())
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right" if metric == "accuracy" else "upper right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,174 @@
+"""Every CLI command in-process: outputs, run directories, and one-line errors that lose nothing."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cnnlab import load_dataset, load_model, model_names, predict_proba
+from cnnlab.cli import main
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, out, err, *fragments):
+    assert code == 2, (out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "digits-run"
+    assert main(["train", "--dataset", "digits", "--model", "seed-mnist", "--epochs", "2", "--seed", "0",
+                 "--run-dir", str(run_dir), "--quiet"]) == 0
+    return run_dir
+
+
+def test_models_and_datasets_lists(capsys):
+    code, out, _ = run(capsys, "models")
+    assert code == 0 and all(name in out for name in model_names())
+    code, out, _ = run(capsys, "models", "--json")
+    assert {m["name"] for m in json.loads(out)} == set(model_names())
+    code, out, _ = run(capsys, "datasets")
+    assert out.split() == ["digits", "mnist", "fashion-mnist", "cifar10"]
+
+
+def test_train_writes_a_complete_run_directory(trained_run):
+    names = {p.name for p in trained_run.iterdir()}
+    assert {"config.json", "versions.json", "history.csv", "history.json", "model.safetensors", "model.json",
+            "best.safetensors", "best.json", "curves.png", "metrics.json"} <= names
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["seed"] == 0 and config["epochs"] == 2 and config["input_shape"] == [28, 28, 1]
+    history = json.loads((trained_run / "history.json").read_text())["history"]
+    assert len(history["loss"]) == 2 and len(history["val_accuracy"]) == 2
+    assert len((trained_run / "history.csv").read_text().strip().splitlines()) == 3
+    with Image.open(trained_run / "curves.png") as img:
+        assert img.size == (1000, 400) and len(np.unique(np.asarray(img.convert("L")))) > 10
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert 0.5 < metrics["test_accuracy"] <= 1.0
+
+
+def test_evaluate_reproduces_the_runs_test_accuracy(trained_run, capsys):
+    code, out, _ = run(capsys, "evaluate", str(trained_run), "--json")
+    assert code == 0
+    result = json.loads(out)
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert result["n"] == 360 and result["dataset"] == "digits"
+    assert result["accuracy"] == pytest.approx(metrics["test_accuracy"])
+    code, out, _ = run(capsys, "evaluate", str(trained_run / "model.safetensors"), "--dataset", "digits")
+    assert code == 0 and "accuracy" in out and "360 images" in out
+
+
+def test_predict_gives_class_names_and_matches_the_model(trained_run, tmp_path, capsys):
+    test = load_dataset("digits", split="test")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(5):
+        Image.fromarray(test.images[i, 0].numpy()).save(folder / f"{i}.png")
+    code, out, _ = run(capsys, "predict", str(trained_run), str(folder), "--top-k", "3", "--json")
+    assert code == 0
+    predictions = json.loads(out)
+    assert [p["path"].rsplit("/", 1)[1] for p in predictions] == [f"{i}.png" for i in range(5)]
+    model, card = load_model(trained_run)
+    expected = predict_proba(model, test.images[:5])
+    for i, p in enumerate(predictions):
+        probs = [t["probability"] for t in p["top"]]
+        assert len(probs) == 3 and probs == sorted(probs, reverse=True)
+        assert p["top"][0]["class"] == card.class_names[int(expected[i].argmax())]
+        assert probs[0] == pytest.approx(float(expected[i].max()), abs=1e-6)
+    code, out, _ = run(capsys, "predict", str(trained_run), str(folder / "0.png"))
+    assert code == 0 and out.startswith(str(folder / "0.png") + ": ")
+
+
+def test_existing_run_directory_is_never_overwritten(trained_run, capsys):
+    before = {p.name: p.read_bytes() for p in trained_run.iterdir()}
+    code, out, err = run(capsys, "train", "--dataset", "digits", "--run-dir", str(trained_run), "--quiet")
+    assert_one_line_error(code, out, err, str(trained_run), "already exists")
+    assert {p.name: p.read_bytes() for p in trained_run.iterdir()} == before
+
+
+def _folder(root, classes, mode="L", size=(28, 28), per_class=3):
+    for name in classes:
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            color = 255 if mode == "L" else (255, 0, 0)
+            Image.new(mode, size, color).save(root / name / f"{i}.png")
+    return root
+
+
+def test_bad_inputs_get_one_line_and_leave_nothing(tmp_path, capsys, trained_run):
+    runs = tmp_path / "runs"
+    cases = [
+        (["train", "--model", "seed-mnst"], ["unknown model 'seed-mnst'", "seed-mnist"]),
+        (["train", "--dataset", "fashion-mnst"], ["unknown dataset", "fashion-mnist"]),
+        (["train", "--epochs", "0"], ["--epochs", "positive integer"]),
+        (["train", "--batch-size", "-3"], ["--batch-size"]),
+        (["train", "--dataset", "fashion-mnist", "--data-dir", str(tmp_path / "empty"), "--no-download"],
+         ["train-images-idx3-ubyte", str(tmp_path / "empty")]),
+        (["train", str(_folder(tmp_path / "one", ["cat"]))], ["at least 2 classes"]),
+        (["summary", "vgg17"], ["unknown model 'vgg17'", "vgg16"]),
+        (["evaluate", str(tmp_path / "no-such-run")], ["model not found"]),
+        (["frobnicate"], ["invalid choice"]),
+    ]
+    for argv, fragments in cases:
+        code, out, err = run(capsys, *argv, *(["--runs-root", str(runs)] if argv[0] == "train" else []))
+        assert_one_line_error(code, out, err, *fragments)
+    assert not runs.exists()
+
+
+def test_empty_class_folder_and_corrupt_image_are_named(tmp_path, capsys, trained_run):
+    root = _folder(tmp_path / "photos", ["a", "b"])
+    (root / "c").mkdir()
+    code, out, err = run(capsys, "train", str(root), "--run-dir", str(tmp_path / "r1"), "--quiet")
+    assert_one_line_error(code, out, err, str(root / "c"))
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    code, out, err = run(capsys, "predict", str(trained_run), str(bad))
+    assert_one_line_error(code, out, err, str(bad))
+    assert out == "" and not (tmp_path / "r1").exists()
+
+
+def test_evaluating_on_data_with_other_channels_is_a_clear_error(tmp_path, capsys, trained_run):
+    root = _folder(tmp_path / "rgb", [str(i) for i in range(10)], mode="RGB", per_class=1)
+    code, out, err = run(capsys, "evaluate", str(trained_run), "--dataset", str(root), "--split", "train")
+    assert_one_line_error(code, out, err, "1 channel", "have 3")
+
+
+def test_config_file_then_flags(tmp_path, capsys):
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text('model = "lenet5"\nepochs = 1\nbatch-size = 64\nvalidation_split = 0.2\n')
+    run_dir = tmp_path / "run"
+    code, out, err = run(capsys, "train", "--config", str(cfg), "--batch-size", "128", "--run-dir", str(run_dir),
+                         "--quiet", "--seed", "1")
+    assert code == 0, err
+    config = json.loads((run_dir / "config.json").read_text())
+    assert (config["model"], config["batch_size"], config["validation_split"]) == ("lenet5", 128, 0.2)
+    cfg.write_text("epoch = 3\n")
+    code, out, err = run(capsys, "train", "--config", str(cfg))
+    assert_one_line_error(code, out, err, "unknown setting 'epoch'", "epochs")
+
+
+def test_debug_shows_the_traceback():
+    from cnnlab import CnnlabError
+
+    with pytest.raises(CnnlabError):
+        main(["--debug", "summary", "nope"])
+
+
+def test_image_size_lets_small_images_feed_a_bigger_model(tmp_path, capsys):
+    run_dir = tmp_path / "r"
+    code, out, err = run(capsys, "train", "--dataset", "digits", "--model", "seed-cifar10", "--image-size", "32", "32",
+                         "--epochs", "1", "--run-dir", str(run_dir), "--quiet")
+    assert code == 0, err
+    assert json.loads((run_dir / "config.json").read_text())["input_shape"] == [32, 32, 1]
+    assert np.isfinite(json.loads((run_dir / "metrics.json").read_text())["test_loss"])
+    assert torch.is_tensor(load_model(run_dir)[0].conv2d.weight)

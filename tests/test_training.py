@@ -1,0 +1,127 @@
+"""The training loop and callbacks: Keras semantics, reproducibility, and an accuracy gate."""
+
+import pytest
+import torch
+from torch import nn
+
+from cnnlab import (
+    ArrayDataset, CnnlabError, EarlyStopping, ReduceLROnPlateau, build_model, evaluate, fit, load_dataset,
+)
+from cnnlab.training import CSVLogger, ModelCheckpoint, TrainState
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset("digits", download=False), load_dataset("digits", split="test", download=False)
+
+
+def test_seed_mnist_cnn_learns_digits_to_95_percent(digits):
+    train, test = digits
+    torch.manual_seed(0)
+    model = build_model("seed-mnist", train.input_shape, train.num_classes)
+    history = fit(model, train, epochs=12, validation_split=0.1, seed=0, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    metrics = evaluate(model, test)
+    assert metrics["accuracy"] >= 0.95, metrics
+
+
+def test_same_seed_gives_identical_weights(digits):
+    train = digits[0].subset(range(200))
+    weights = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        model = build_model("seed-mnist")
+        fit(model, train, epochs=1, seed=3, verbose=0)
+        weights.append(model.state_dict())
+    for key in weights[0]:
+        assert torch.equal(weights[0][key], weights[1][key]), key
+
+
+def test_validation_split_takes_the_end_of_the_data_before_shuffling(digits):
+    data = digits[0].subset(range(200))
+    model = build_model("seed-mnist")
+    history = fit(model, data, epochs=2, validation_split=0.1, seed=0, verbose=0)
+    tail = evaluate(model, data.subset(range(180, 200)))  # Keras: int(200 * 0.9) = 180 onwards
+    assert history.history["val_loss"][-1] == pytest.approx(tail["loss"], rel=1e-6)
+    assert history.history["val_accuracy"][-1] == tail["accuracy"]
+    head = evaluate(model, data.subset(range(20)))
+    assert head["loss"] != pytest.approx(tail["loss"], rel=1e-6)
+
+
+def test_early_stopping_stops_and_restores_best_weights():
+    es = EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)
+    model = nn.Linear(1, 1)
+    state = TrainState(model=model, lr=1e-3)
+    for epoch, loss in enumerate([0.9, 0.5, 0.7, 0.8]):
+        with torch.no_grad():
+            model.weight.fill_(epoch)
+        es.on_epoch_end(epoch, {"val_loss": loss}, state)
+    assert state.stop_training and es.stopped_epoch == 3 and es.best_epoch == 1
+    es.on_train_end(state)
+    assert model.weight.item() == 1.0
+
+
+def test_reduce_lr_on_plateau_follows_keras_counting():
+    r = ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2, min_lr=0.1)
+    state = TrainState(model=nn.Linear(1, 1), lr=1.0)
+    lrs = []
+    for epoch, loss in enumerate([1.0, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9]):
+        r.on_epoch_end(epoch, {"val_loss": loss}, state)
+        lrs.append(state.lr)
+    assert lrs == [1.0, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25, 0.125, 0.125]
+
+
+def test_the_loop_applies_the_new_learning_rate(digits):
+    train = digits[0].subset(range(128))
+    history = fit(build_model("seed-mnist"), train, epochs=4, validation_split=0.25, seed=0, verbose=0,
+                  callbacks=[ReduceLROnPlateau(monitor="accuracy", mode="max", factor=0.5, patience=0,
+                                               min_delta=10.0)])
+    assert history.history["lr"] == [1e-3, 1e-3, 5e-4, 2.5e-4]  # each epoch logs the rate it trained with
+
+
+def test_monitoring_a_missing_metric_names_what_exists(digits):
+    with pytest.raises(CnnlabError, match="monitors 'val_loss'.*accuracy"):
+        fit(build_model("seed-mnist"), digits[0].subset(range(64)), epochs=1, verbose=0,
+            callbacks=[EarlyStopping()])
+
+
+def test_csv_logger_and_checkpoint(digits, tmp_path):
+    saved = []
+    cb = ModelCheckpoint(tmp_path / "best", lambda m, p: saved.append(p), monitor="val_loss")
+    fit(build_model("seed-mnist"), digits[0].subset(range(128)), epochs=2, validation_split=0.25, verbose=0,
+        seed=1, callbacks=[CSVLogger(tmp_path / "h.csv"), cb])
+    rows = (tmp_path / "h.csv").read_text().strip().splitlines()
+    assert rows[0] == "epoch,loss,accuracy,val_loss,val_accuracy,lr" and len(rows) == 3
+    assert saved and cb.saved_epoch >= 0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"epochs": 0}, "epochs must be a positive integer"),
+    ({"batch_size": -1}, "batch_size must be a positive integer"),
+    ({"validation_split": 1.0}, "validation_split"),
+])
+def test_bad_arguments(digits, kwargs, message):
+    with pytest.raises(CnnlabError, match=message):
+        fit(build_model("seed-mnist"), digits[0], verbose=0, **kwargs)
+
+
+def test_wrong_channels_for_the_model_is_a_clear_error(digits):
+    model = build_model("seed-cifar10")  # 32x32x3
+    with pytest.raises(CnnlabError, match="takes 3 channel.*images have 1"):
+        fit(model, digits[0], verbose=0)
+    with pytest.raises(CnnlabError, match="num_classes=10"):
+        fit(build_model("seed-mnist", num_classes=5), digits[0], verbose=0)
+
+
+def test_a_nan_loss_stops_with_the_step():
+    class Broken(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            return x.flatten(1)[:, :2] * self.scale * float("nan")
+
+    data = ArrayDataset(torch.zeros(8, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 1] * 4), ["a", "b"])
+    with pytest.raises(CnnlabError, match="loss became nan at epoch 1, step 1"):
+        fit(Broken(), data, epochs=1, verbose=0)
