@@ -136,7 +136,7 @@ def fit(model: nn.Module, train: ArrayDataset, *, epochs: int = 1, batch_size: i
         model.train()
         order = torch.randperm(len(train), generator=generator)
         bar = tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", disable=verbose != 1, file=sys.stderr,
-                   leave=True, dynamic_ncols=True)
+                   leave=True, dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 5.0)  # logs: few lines
         seen, loss_sum, correct = 0, 0.0, 0
         for images, labels in _batches(train, batch_size, order):
             out = model(images)
