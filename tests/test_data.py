@@ -23,6 +23,8 @@ from PIL import Image
 from cnnlab.data import (
     IMAGE_EXTENSIONS,
     ArrayDataset,
+    FolderDataset,
+    class_weights,
     dataset_names,
     default_data_dir,
     float_images,
@@ -30,6 +32,7 @@ from cnnlab.data import (
     load_dataset,
     read_image,
     resolve_data_dir,
+    stratified_split,
 )
 from cnnlab.errors import CnnlabError
 
@@ -335,7 +338,7 @@ def test_split_folder(tmp_path: Path) -> None:
 @pytest.mark.parametrize("problem, pattern", [
     ("one class", r"only one class subfolder \('a'\).*at least 2 classes"),
     ("empty class", r"class folder '.*/b' has no images"),
-    ("corrupt image", r"could not decode image '.*/b/broken.png'"),
+    ("corrupt image", r"class folder '.*/b' has no decodable images \(1 file\(s\) could not be decoded: broken.png\)"),
     ("no subfolders", r"has no class subfolders \(it holds 1 image directly"),
     ("no test split", r"has no test/ subfolder"),
 ])
@@ -470,3 +473,203 @@ def test_image_size_resizes_builtin() -> None:
     data = load_dataset("digits", split="test", image_size=(32, 40))
     assert data.images.shape == (360, 1, 32, 40) and data.images.dtype == torch.uint8
     assert data.input_shape == (32, 40, 1)
+
+
+# ---------------------------------------------------------------- batches: in memory and streaming alike
+
+def invert(batch: torch.Tensor) -> torch.Tensor:
+    return 255 - batch
+
+
+def invert_in_place(batch: torch.Tensor) -> torch.Tensor:
+    return batch.bitwise_not_()  # 255 - x for uint8, written into the batch it was given
+
+
+def colour_tree(root: Path) -> None:
+    """9 RGB images in 3 classes, two sizes (so both loaders resize), distinct pixels."""
+    rng = np.random.default_rng(0)
+    for i in range(9):
+        hw = (12, 10) if i % 4 else (9, 14)
+        save(root / f"class{i % 3}" / f"{i}.png", rng.integers(0, 256, (*hw, 3), dtype=np.uint8))
+
+
+def all_batches(data: ArrayDataset | FolderDataset, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    parts = list(data.batches(**kwargs))
+    return torch.cat([images for images, _ in parts]), torch.cat([labels for _, labels in parts])
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_array_and_folder_batches_are_identical(tmp_path: Path, workers: int) -> None:
+    colour_tree(tmp_path)
+    memory, stream = load_dataset(tmp_path, in_memory=True), load_dataset(tmp_path, in_memory=False)
+    assert isinstance(memory, ArrayDataset) and isinstance(stream, FolderDataset)
+    assert stream.input_shape == memory.input_shape == (12, 10, 3) and stream.class_names == memory.class_names
+    assert torch.equal(stream.labels, memory.labels) and len(stream) == len(memory) == 9
+    order = torch.randperm(9, generator=torch.Generator().manual_seed(1))
+    for kwargs in ({"batch_size": 4, "order": order}, {"batch_size": 5}):
+        from_memory = list(memory.batches(workers=workers, **kwargs))
+        from_disk = list(stream.batches(workers=workers, **kwargs))
+        assert [len(labels) for _, labels in from_disk] == [len(labels) for _, labels in from_memory]
+        for (a_images, a_labels), (b_images, b_labels) in zip(from_memory, from_disk, strict=True):
+            assert a_images.dtype == b_images.dtype == torch.uint8 and b_labels.dtype == torch.int64
+            assert torch.equal(a_images, b_images) and torch.equal(a_labels, b_labels)
+    images, labels = all_batches(memory, batch_size=4, order=order)
+    assert torch.equal(images, memory.images[order]) and torch.equal(labels, memory.labels[order])
+
+
+@pytest.mark.parametrize("augment", [invert, invert_in_place])
+def test_augment_applies_only_to_the_batches_asked_for(tmp_path: Path, augment: Any) -> None:
+    colour_tree(tmp_path)
+    memory, stream = load_dataset(tmp_path, in_memory=True), load_dataset(tmp_path, in_memory=False)
+    stored = memory.images.clone()
+    order = torch.tensor([8, 0, 4, 2, 6, 1, 3, 5, 7])
+    for data, workers in ((memory, 0), (stream, 0), (stream, 2)):
+        for kwargs in ({"batch_size": 4}, {"batch_size": 4, "order": order}):
+            plain, _ = all_batches(data, workers=workers, **kwargs)
+            augmented, _ = all_batches(data, augment=augment, workers=workers, **kwargs)
+            assert torch.equal(augmented, 255 - plain)
+            assert torch.equal(all_batches(data, workers=workers, **kwargs)[0], plain)  # nothing stuck
+    assert torch.equal(memory.images, stored)  # the in-place augment changed copies, never the dataset
+
+
+def test_float_arrays_are_not_augmented_and_bad_augment_is_named() -> None:
+    floats = ArrayDataset.from_arrays(np.full((3, 4, 4), 0.25, np.float32), [0, 1, 0])
+    images, labels = all_batches(floats, batch_size=2, augment=invert)
+    assert images.dtype == torch.float32 and torch.equal(images, floats.images) and labels.tolist() == [0, 1, 0]
+    uint8 = ArrayDataset.from_arrays(np.zeros((3, 4, 4), np.uint8), [0, 1, 0])
+    with pytest.raises(CnnlabError, match=r"augment returned torch.float32 \(2, 1, 4, 4\).*uint8"):
+        next(uint8.batches(2, augment=float_images))
+    for bad, pattern in ((0, "batch_size must be a positive integer"), (2.5, "batch_size")):
+        with pytest.raises(CnnlabError, match=pattern):
+            next(uint8.batches(bad))  # type: ignore[arg-type]
+    with pytest.raises(CnnlabError, match=r"order: indices span 0\.\.3 but arrays has 3 samples"):
+        next(uint8.batches(2, order=torch.tensor([0, 3])))
+    with pytest.raises(CnnlabError, match="workers must be an integer >= 0"):
+        next(uint8.batches(2, workers=-1))
+
+
+# ---------------------------------------------------------------- undecodable files
+
+def broken_tree(root: Path) -> dict[str, Path]:
+    """Good images in two classes plus a zero-byte PNG, a text 'PNG' and a JPEG cut in half."""
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        save(root / ("a" if i < 2 else "b") / f"{i}.png", rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    save(root / "b" / "photo.jpg", rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    bad = {"empty": root / "a" / "empty.png", "text": root / "b" / "readme.png", "truncated": root / "a" / "cut.jpg"}
+    bad["empty"].write_bytes(b"")
+    bad["text"].write_text("this is not a PNG")
+    jpeg = (root / "b" / "photo.jpg").read_bytes()
+    bad["truncated"].write_bytes(jpeg[: len(jpeg) // 2])
+    return bad
+
+
+def test_undecodable_files_are_skipped_and_named_in_memory(tmp_path: Path) -> None:
+    bad = broken_tree(tmp_path)
+    data = load_dataset(tmp_path, in_memory=True)
+    assert isinstance(data, ArrayDataset) and len(data) == 5 and data.labels.tolist() == [0, 0, 1, 1, 1]
+    assert sorted(data.skipped) == sorted(str(p) for p in bad.values())
+    assert data.subset([0]).skipped == data.skipped and data.split_last(0.4)[1].skipped == data.skipped
+
+
+def test_undecodable_files_are_skipped_and_named_streaming(tmp_path: Path) -> None:
+    bad = broken_tree(tmp_path)
+    data = load_dataset(tmp_path, in_memory=False)
+    assert isinstance(data, FolderDataset)
+    # Streaming reads only headers up front: empty and non-image files are skipped now...
+    assert sorted(data.skipped) == sorted([str(bad["empty"]), str(bad["text"])])
+    assert data.subset([1, 0]).skipped == data.skipped
+    # ...and the half JPEG, whose header is intact, is dropped when its batch is decoded.
+    images, labels = all_batches(data, batch_size=2)
+    assert len(labels) == len(data) - 1 == 5 and data.skipped_during_training == [str(bad["truncated"])]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_file_corrupted_after_loading_is_dropped_and_recorded(tmp_path: Path, workers: int) -> None:
+    colour_tree(tmp_path)
+    data = load_dataset(tmp_path, in_memory=False)
+    assert isinstance(data, FolderDataset)
+    expected, _ = all_batches(data, batch_size=4)
+    victim = data.paths[4]
+    victim.write_bytes(b"\x89PNG\r\n\x1a\n damaged on disk")
+    train, validation = data.split_last(0.3)
+    for _ in range(2):  # two epochs: the name is recorded once
+        images, labels = all_batches(train, batch_size=4, workers=workers)
+        assert torch.equal(images, torch.cat([expected[:4], expected[5:6]])) and len(labels) == 5
+    assert data.skipped_during_training == train.skipped_during_training == [str(victim)]  # shared with parts
+    assert [len(lab) for _, lab in train.batches(1, workers=workers)] == [1] * 5  # the all-bad batch is gone
+    assert data.skipped == []
+
+
+def test_in_memory_none_decides_by_decoded_size(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    colour_tree(tmp_path)
+    assert isinstance(load_dataset(tmp_path), ArrayDataset)
+    monkeypatch.setattr("cnnlab.data.folders.MEMORY_BUDGET_BYTES", 9 * 3 * 12 * 10)  # exactly fits
+    assert isinstance(load_dataset(tmp_path), ArrayDataset)
+    monkeypatch.setattr("cnnlab.data.folders.MEMORY_BUDGET_BYTES", 9 * 3 * 12 * 10 - 1)
+    data = load_dataset(tmp_path, image_size=(6, 5))
+    assert isinstance(load_dataset(tmp_path), FolderDataset) and isinstance(data, ArrayDataset)
+    assert isinstance(load_dataset(tmp_path, in_memory=True), ArrayDataset)
+    assert isinstance(load_dataset("digits", split="test", in_memory=False), ArrayDataset)  # built-ins: memory
+    with pytest.raises(CnnlabError, match="in_memory must be True, False or None"):
+        load_dataset(tmp_path, in_memory="yes")  # type: ignore[arg-type]
+
+
+def test_folder_dataset_surface(tmp_path: Path) -> None:
+    colour_tree(tmp_path)
+    data = load_dataset(tmp_path, in_memory=False)
+    assert isinstance(data, FolderDataset)
+    assert (data.name, data.channels, data.size, data.num_classes) == (tmp_path.name, 3, (12, 10), 3)
+    assert [p.name for p in data.paths[:3]] == ["0.png", "3.png", "6.png"] and data.labels[:4].tolist() == [0] * 3 + [1]
+    part = data.subset(torch.tensor([8, 0]))
+    assert [p.name for p in part.paths] == ["8.png", "0.png"] and part.labels.tolist() == [2, 0]
+    assert repr(part) == f"FolderDataset(name={tmp_path.name!r}, files=2, classes=3, image=3x12x10, skipped=0)"
+    with pytest.raises(CnnlabError, match="2 paths but 1 labels"):
+        FolderDataset(data.paths[:2], data.labels[:1], data.class_names, 3, (4, 4))
+    with pytest.raises(CnnlabError, match="channels must be 1"):
+        FolderDataset(data.paths, data.labels, data.class_names, 4, (4, 4))
+
+
+# ---------------------------------------------------------------- stratified splits, class weights
+
+def test_stratified_split_properties() -> None:
+    counts = [50, 20, 7, 3, 2]
+    shuffle = torch.randperm(82, generator=torch.Generator().manual_seed(5))
+    labels = torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])[shuffle]
+    parts = stratified_split(labels, (0.8, 0.1, 0.1), seed=0)
+    everything = torch.cat(parts)
+    assert sorted(everything.tolist()) == list(range(82))  # disjoint and complete
+    assert all(torch.equal(p, p.sort().values) and p.dtype == torch.int64 for p in parts)
+    per_part = [labels[p].bincount(minlength=5).tolist() for p in parts]
+    # Largest remainder per class; classes of >= 3 images appear in every part; the 2-image class cannot.
+    assert per_part == [[40, 16, 5, 1, 2], [5, 2, 1, 1, 0], [5, 2, 1, 1, 0]]
+    again = stratified_split(labels, [0.8, 0.1, 0.1], seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(parts, again, strict=True))
+    other = stratified_split(labels, (0.8, 0.1, 0.1), seed=1)
+    assert not torch.equal(parts[1], other[1])
+    # Halves of the odd classes (7, 3) round per class; ties go to the first part: 25+10+4+2+1, 25+10+3+1+1.
+    assert [len(p) for p in stratified_split(labels, (0.5, 0.5), seed=0)] == [42, 40]
+
+
+@pytest.mark.parametrize("fractions, pattern", [
+    ((0.8, 0.1), r"positive and sum to 1, got \(0.8, 0.1\) \(sum 0.9\)"),
+    ((1.2, -0.2), "positive and sum to 1"),
+    ("0.8", "a sequence of numbers"),
+    ((), "a sequence of numbers"),
+])
+def test_stratified_split_rejects_bad_fractions(fractions: Any, pattern: str) -> None:
+    with pytest.raises(CnnlabError, match=pattern):
+        stratified_split(torch.tensor([0, 1, 0, 1]), fractions, seed=0)
+
+
+def test_class_weights_match_scikit_learn() -> None:
+    from sklearn.utils.class_weight import compute_class_weight
+
+    labels = torch.tensor([0] * 30 + [1] * 5 + [2] * 12 + [3])
+    expected = compute_class_weight("balanced", classes=np.arange(4), y=labels.numpy())
+    weights = class_weights(labels, 4)
+    assert weights.dtype == torch.float32 and weights.shape == (4,)
+    assert weights.tolist() == pytest.approx(expected.tolist(), rel=1e-6)
+    assert class_weights(torch.tensor([0, 0, 2]), 3).tolist() == pytest.approx([0.5, 0.0, 1.0])  # absent: 0
+    with pytest.raises(CnnlabError, match=r"labels span 0..3 but num_classes=3"):
+        class_weights(labels, 3)

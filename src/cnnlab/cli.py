@@ -56,6 +56,19 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--monitor", help="metric for early stopping / LR / checkpoints (val_loss)")
     p.add_argument("--seed", type=int)
     p.add_argument("--image-size", type=_positive_int, nargs=2, metavar=("H", "W"))
+    p.add_argument("--augment", help='training data only: "rotate=20,shift=0.2,flip=h,zoom=0.2" or light/standard')
+    p.add_argument("--class-weights", choices=["auto"], help="weight the loss by inverse class frequency")
+    p.add_argument("--pretrained", action="store_true", default=None,
+                   help="start from ImageNet weights (--model vgg16/resnet50/mobilenet_v2/resnet18/efficientnet_b0)")
+    p.add_argument("--weights", help="local weights: a torchvision .pth/.safetensors state_dict, or a cnnlab model "
+                                     "file or run to reuse as the backbone")
+    p.add_argument("--freeze", action="store_true", default=None, help="train only the new head (frozen backbone)")
+    p.add_argument("--unfreeze-top", type=int, metavar="N", help="then fine-tune the top N backbone blocks")
+    p.add_argument("--fine-tune-epochs", type=_positive_int)
+    p.add_argument("--fine-tune-lr", type=float, help="learning rate of the fine-tuning phase (1e-5)")
+    p.add_argument("--init-from", help="start from the weights of this run or model file")
+    p.add_argument("--test-fraction", type=float, help="test share carved from an unsplit image folder (0.1)")
+    p.add_argument("--workers", type=int, help="DataLoader processes for large image folders (2)")
     p.add_argument("--run-dir", help="directory for this run (must not exist)")
     p.add_argument("--runs-root", help="parent for automatically named runs (runs)")
     p.add_argument("--config", help="a .toml or .json file of settings; flags override it")
@@ -87,6 +100,26 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train a model; writes a run directory")
     _train_args(p)
     _data_args(p)
+
+    p = sub.add_parser("fine-tune", help="continue a transfer-learning run: unfreeze top blocks, low LR")
+    p.add_argument("run", help="the run directory to start from")
+    p.add_argument("--unfreeze-top", type=int, required=True, metavar="N")
+    p.add_argument("--epochs", type=_positive_int, default=5)
+    p.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float, default=1e-5)
+    p.add_argument("--run-dir")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--quiet", action="store_true")
+
+    p = sub.add_parser("check-data", help="report problems in an image folder (exit 1 if training would fail)")
+    p.add_argument("path")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("augment-preview", help="an image and N augmented versions of it, as one PNG")
+    p.add_argument("image")
+    p.add_argument("--augment", default="standard")
+    p.add_argument("-n", type=_positive_int, default=9)
+    p.add_argument("-o", "--output", default="augment_preview.png")
+    p.add_argument("--seed", type=int, default=0)
 
     p = sub.add_parser("evaluate", help="test loss and accuracy of a run or model file")
     p.add_argument("model", help="run directory or model file")
@@ -149,14 +182,55 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
 def _cmd_train(args: argparse.Namespace) -> None:
     from cnnlab.jobs import train_run
 
-    result = train_run(_train_config(args), verbose=0 if args.quiet else 1)
+    _print_result(train_run(_train_config(args), verbose=0 if args.quiet else 1))
+
+
+def _print_result(result: Any) -> None:
     last = {k: v[-1] for k, v in result.history.items()}
+    config = json.loads((result.run_dir / "config.json").read_text())
     print(f"run directory: {result.run_dir}")
+    for phase in config["phases"]:
+        print(f"phase {phase['name']}: {phase['epochs']} epochs at lr {phase['learning_rate']:g}, "
+              f"trainable params {phase['trainable']:,}, non-trainable {phase['non_trainable']:,}")
+    if result.skipped:
+        print(f"skipped {len(result.skipped)} undecodable image(s); listed in {result.run_dir / 'skipped_files.txt'}")
     print(f"epochs: {len(result.history['loss'])}  train time: {result.seconds:.1f} s  "
           f"loss: {last['loss']:.4f}  accuracy: {last['accuracy']:.4f}"
           + (f"  val_accuracy: {last['val_accuracy']:.4f}" if "val_accuracy" in last else ""))
     if result.test is not None:
         print(f"test loss: {result.test['loss']:.4f}  test accuracy: {result.test['accuracy']:.4f}")
+
+
+def _cmd_fine_tune(args: argparse.Namespace) -> None:
+    from cnnlab.jobs import train_run
+
+    config_path = Path(args.run) / "config.json"
+    if not config_path.is_file():
+        raise CnnlabError(f"{args.run} is not a run directory (no config.json); give the run to fine-tune")
+    previous = json.loads(config_path.read_text())
+    keep = {f.name: previous[f.name] for f in fields(TrainConfig) if f.name in previous}
+    config = TrainConfig(**{**keep, "init_from": args.run, "unfreeze_top": args.unfreeze_top, "epochs": args.epochs,
+                            "learning_rate": args.learning_rate, "run_dir": args.run_dir, "seed": args.seed,
+                            "pretrained": False, "weights": None, "freeze": False})
+    _print_result(train_run(config, verbose=0 if args.quiet else 1))
+
+
+def _cmd_check_data(args: argparse.Namespace) -> int:
+    from cnnlab.data import check_dataset
+
+    report = check_dataset(args.path)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.to_text())
+    return 0 if report.ok else 1
+
+
+def _cmd_augment_preview(args: argparse.Namespace) -> None:
+    from cnnlab.data import Augmenter, parse_augment, read_image
+    from cnnlab.viz import augment_preview
+
+    spec = parse_augment(args.augment)
+    image = read_image(args.image, channels=3)
+    path = augment_preview(image, Augmenter(spec), args.n, args.output, seed=args.seed)
+    print(f"wrote {path}")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
@@ -182,7 +256,8 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         print(f"{p.path}: " + ", ".join(f"{c} {v:.3f}" for c, v in p.top))
 
 
-COMMANDS = {"models": _cmd_models, "summary": _cmd_summary, "train": _cmd_train,
+COMMANDS = {"models": _cmd_models, "summary": _cmd_summary, "train": _cmd_train, "fine-tune": _cmd_fine_tune,
+            "check-data": _cmd_check_data, "augment-preview": _cmd_augment_preview,
             "evaluate": _cmd_evaluate, "predict": _cmd_predict,
             "datasets": lambda args: print("\n".join(dataset_names()))}
 
@@ -198,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
-        COMMANDS[args.command](args)
+        status = COMMANDS[args.command](args)
     except CnnlabError as exc:
         if debug:
             raise
@@ -207,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    return 0
+    return int(status or 0)
 
 
 if __name__ == "__main__":

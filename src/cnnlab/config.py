@@ -37,6 +37,17 @@ class TrainConfig:
     data_dir: str | None = None        # where dataset files live; None: $CNNLAB_DATA or the user cache dir
     download: bool = True              # fetch missing built-in datasets with torchvision's downloader
     image_size: list[int] | None = None  # [H, W] to resize images to; None: native size
+    augment: str = ""                  # training data only: "rotate=20,flip=h,..." or a preset (light, standard)
+    class_weights: str | None = None   # "auto": weight the loss by inverse class frequency (imbalanced data)
+    pretrained: bool = False           # start the backbone from torchvision's ImageNet weights (transfer learning)
+    weights: str | None = None         # local weights: a torchvision state_dict or a cnnlab model file to build on
+    freeze: bool = False               # train only the new head on a frozen backbone (transfer phase 1)
+    unfreeze_top: int | None = None    # then fine-tune the top N backbone blocks (transfer phase 2)
+    fine_tune_epochs: int = 5          # epochs of phase 2
+    fine_tune_lr: float = 1e-5         # phase 2 learning rate: 10-100x below phase 1 so pretrained features survive
+    init_from: str | None = None       # a run directory or model file whose weights this run starts from
+    test_fraction: float = 0.1         # held-out test share when an image folder has no test/ subfolder
+    workers: int = 2                   # DataLoader processes for image folders too large for memory (2 cores here)
     run_dir: str | None = None         # where this run's files go; None: runs/<dataset>-<model>-<time>
     runs_root: str = "runs"            # parent of automatically named run directories
 
@@ -56,6 +67,14 @@ class TrainConfig:
                 raise CnnlabError(f"{name} must be a non-negative integer or unset; got {value!r}")
         if not 0.0 < self.reduce_lr_factor < 1.0:
             raise CnnlabError(f"reduce_lr_factor must be between 0 and 1; got {self.reduce_lr_factor!r}")
+        if self.unfreeze_top is not None and (not isinstance(self.unfreeze_top, int) or self.unfreeze_top < 0):
+            raise CnnlabError(f"unfreeze_top must be a non-negative integer; got {self.unfreeze_top!r}")
+        if not isinstance(self.fine_tune_epochs, int) or self.fine_tune_epochs <= 0:
+            raise CnnlabError(f"fine_tune_epochs must be a positive integer; got {self.fine_tune_epochs!r}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise CnnlabError(f"test_fraction must be in (0, 1), e.g. 0.1; got {self.test_fraction!r}")
+        if self.class_weights not in (None, "auto"):
+            raise CnnlabError(f"class_weights must be 'auto' or unset; got {self.class_weights!r}")
         if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) <= 0):
             raise CnnlabError(f"image_size must be two positive integers HEIGHT WIDTH; got {self.image_size!r}")
         if (self.early_stopping_patience is not None or self.reduce_lr_patience is not None) \

@@ -19,11 +19,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from cnnlab.config import TrainConfig
-from cnnlab.data import ArrayDataset, load_dataset
+from cnnlab.data import (
+    ArrayDataset, Augmenter, FolderDataset, class_weights, dataset_names, load_dataset, parse_augment,
+    stratified_split,
+)
 from cnnlab.errors import CnnlabError
-from cnnlab.models.files import ModelCard, atomic_write, load_model, save_model
+from cnnlab.models.files import ModelCard, atomic_write, load_model, read_card, resolve_model_path, save_model
+from cnnlab.models.layers import Sequential
+from cnnlab.models.summary import count_parameters
+from cnnlab.models.transfer import BACKBONES, TransferModel, backbone_preprocessing, transfer_model
 from cnnlab.models.zoo import build_model
 from cnnlab.training import (
     Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, evaluate, fit,
@@ -31,7 +38,9 @@ from cnnlab.training import (
 from cnnlab.versions import versions
 from cnnlab.viz import plot_history
 
-__all__ = ["RunResult", "train_run", "evaluate_model", "new_run_dir"]
+__all__ = ["RunResult", "Phase", "train_run", "evaluate_model", "new_run_dir"]
+
+Dataset = ArrayDataset | FolderDataset
 
 
 @dataclass
@@ -41,6 +50,7 @@ class RunResult:
     test: dict[str, float] | None      # test loss/accuracy, when the dataset has a test split
     seconds: float
     epoch_seconds: list[float]
+    skipped: list[str]                  # image files that could not be decoded and were left out
 
 
 def new_run_dir(config: TrainConfig) -> Path:
@@ -61,24 +71,134 @@ def new_run_dir(config: TrainConfig) -> Path:
     return path
 
 
-def _load_split(config: TrainConfig, split: str) -> ArrayDataset:
-    size = tuple(config.image_size) if config.image_size else None
+def _is_folder(config: TrainConfig) -> bool:
+    return config.dataset.lower().replace("_", "-") not in dataset_names() and Path(config.dataset).is_dir()
+
+
+def _uses_transfer(config: TrainConfig) -> bool:
+    return config.pretrained or config.weights is not None or config.freeze or (
+        config.unfreeze_top is not None and config.init_from is None)
+
+
+def _image_size(config: TrainConfig) -> tuple[int, int] | None:
+    """--image-size, else the size a pretrained torchvision backbone was trained at (224), else native."""
+    if config.image_size:
+        return (int(config.image_size[0]), int(config.image_size[1]))
+    if config.init_from:  # continue at the size the model was trained at
+        h, w, _ = read_card(resolve_model_path(config.init_from)).input_shape
+        return (h, w)
+    if _uses_transfer(config) and config.model in BACKBONES and not _is_model_file(config.weights):
+        size = backbone_preprocessing(config.model)["size"]
+        return (size[0], size[1])
+    return None
+
+
+def _is_model_file(path: str | None) -> bool:
+    """A cnnlab model file (not a bare state_dict)?"""
+    if path is None:
+        return False
+    p = Path(path)
+    return p.is_dir() or p.with_suffix(".json").is_file()
+
+
+def _load_split(config: TrainConfig, split: str, size: tuple[int, int] | None) -> Dataset:
     return load_dataset(config.dataset, split=split, data_dir=config.data_dir, download=config.download,
-                        image_size=size)  # type: ignore[arg-type]
+                        image_size=size)
 
 
-def _test_split(config: TrainConfig) -> ArrayDataset | None:
+def _test_split(config: TrainConfig, size: tuple[int, int] | None) -> Dataset | None:
     try:
-        return _load_split(config, "test")
+        return _load_split(config, "test", size)
     except CnnlabError as exc:
-        if "no test" in str(exc):  # an unsplit image folder: nothing to test on
+        if "no test" in str(exc):  # an unsplit image folder: carve a test part out below
             return None
         raise
 
 
-def _callbacks(config: TrainConfig, run_dir: Path, save: Any) -> list[Callback]:
+@dataclass
+class _Data:
+    train: Dataset
+    validation: Dataset | None          # None: fit takes validation_split from the end (Keras)
+    test: Dataset | None
+    split: dict[str, Any] | None        # how an image folder was split (written to split.json)
+
+
+def _prepare_data(config: TrainConfig, seed: int) -> _Data:
+    size = _image_size(config)
+    train, test = _load_split(config, "train", size), _test_split(config, size)
+    if not _is_folder(config):
+        return _Data(train, None, test, None)
+    # Image folders are sorted by class, so Keras's "last 10%" would validate on one class only:
+    # split per class instead, seeded, and record it in the run.
+    wanted = [("train", 1.0 - config.validation_split - (config.test_fraction if test is None else 0.0)),
+              ("validation", config.validation_split), ("test", config.test_fraction if test is None else 0.0)]
+    wanted = [(name, fraction) for name, fraction in wanted if fraction > 0]
+    parts = stratified_split(train.labels, [fraction for _, fraction in wanted], seed)
+    by_name = {name: idx for (name, _), idx in zip(wanted, parts, strict=True)}
+    record = {"seed": seed, "fractions": dict(wanted), **{n: idx.tolist() for n, idx in by_name.items()}}
+    if "test" in by_name:
+        test = train.subset(by_name["test"])
+    validation = train.subset(by_name["validation"]) if "validation" in by_name else None
+    return _Data(train.subset(by_name["train"]), validation, test, record)
+
+
+def _build(config: TrainConfig, train: Dataset) -> nn.Module:
+    if config.init_from:
+        model, card = load_model(config.init_from)
+        if card.class_names != train.class_names:
+            raise CnnlabError(f"--init-from {config.init_from} was trained on classes {card.class_names[:5]}..., "
+                              f"not this dataset's {train.class_names[:5]}...; to reuse its features on new "
+                              f"classes use --weights {config.init_from} --freeze")
+        return model.train()
+    if not _uses_transfer(config):
+        return build_model(config.model, train.input_shape, train.num_classes)
+    if _is_model_file(config.weights):
+        backbone, _ = load_model(str(config.weights))
+        if not isinstance(backbone, Sequential):
+            raise CnnlabError(f"--weights {config.weights}: only cnnlab Sequential models can serve as a backbone")
+        return transfer_model(backbone, train.num_classes, train.input_shape)
+    if config.model not in BACKBONES:
+        raise CnnlabError(f"--pretrained/--freeze need a backbone: one of {', '.join(BACKBONES)} "
+                          f"(got --model {config.model!r}), or --weights a cnnlab model file")
+    return transfer_model(config.model, train.num_classes, train.input_shape, config.pretrained or bool(config.weights),
+                          config.weights)
+
+
+@dataclass
+class Phase:
+    name: str
+    epochs: int
+    learning_rate: float
+    unfreeze_top: int | None            # None: every parameter trains
+    trainable: int = 0
+    non_trainable: int = 0
+
+
+def _phases(config: TrainConfig, model: nn.Module) -> list[Phase]:
+    transfer = isinstance(model, TransferModel)
+    if config.unfreeze_top is not None and not transfer:
+        raise CnnlabError("--unfreeze-top applies to transfer-learning models (--pretrained/--weights/--freeze)")
+    if config.init_from or config.unfreeze_top is None:
+        top = config.unfreeze_top if config.unfreeze_top is not None else (0 if config.freeze else None)
+        return [Phase("train" if top is None else "head" if top == 0 else "fine-tune", config.epochs,
+                      config.learning_rate, top if transfer else None)]
+    return [Phase("head", config.epochs, config.learning_rate, 0),
+            Phase("fine-tune", config.fine_tune_epochs, config.fine_tune_lr, config.unfreeze_top)]
+
+
+def _apply_phase(model: nn.Module, phase: Phase) -> None:
+    if isinstance(model, TransferModel):
+        if phase.unfreeze_top is None:
+            model.requires_grad_(True)
+            model.unfrozen_top = -1
+        else:
+            model.freeze(phase.unfreeze_top)
+    _, phase.trainable, phase.non_trainable = count_parameters(model)
+
+
+def _callbacks(config: TrainConfig, run_dir: Path, save: Any, has_validation: bool) -> list[Callback]:
     callbacks: list[Callback] = [CSVLogger(run_dir / "history.csv")]
-    if config.validation_split > 0 or not config.monitor.startswith("val_"):
+    if has_validation or not config.monitor.startswith("val_"):
         callbacks.append(ModelCheckpoint(run_dir / "best.safetensors", save, monitor=config.monitor))
     if config.early_stopping_patience is not None:
         callbacks.append(EarlyStopping(config.monitor, patience=config.early_stopping_patience,
@@ -93,61 +213,106 @@ def _write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
+def _start(config: TrainConfig) -> tuple[Path, _Data, nn.Module, list[Phase]]:
+    """Everything that can fail on user input, before the run directory exists."""
+    config.validate()
+    run_dir = new_run_dir(config)
+    if config.seed is None:
+        config.seed = random.SystemRandom().randrange(2**31)
+    data = _prepare_data(config, config.seed)
+    torch.manual_seed(config.seed)
+    model = _build(config, data.train)
+    phases = _phases(config, model)
+    for phase in phases:
+        _apply_phase(model, phase)
+    parse_augment(config.augment)
+    return run_dir, data, model, phases
+
+
 def train_run(config: TrainConfig, verbose: int = 1) -> RunResult:
-    """Load data, build the model, train, test once, and write the run directory.
+    """Load data, build the model, train (in one or two phases), test once, write the run directory.
 
     >>> import tempfile
     >>> r = train_run(TrainConfig(epochs=1, run_dir=tempfile.mkdtemp() + "/run"), verbose=0)
     >>> sorted(p.name for p in r.run_dir.iterdir())[:3]
     ['best.json', 'best.safetensors', 'config.json']
     """
-    config.validate()
-    run_dir = new_run_dir(config)
-    train = _load_split(config, "train")
-    test = _test_split(config)
-    if config.seed is None:
-        config.seed = random.SystemRandom().randrange(2**31)
-    torch.manual_seed(config.seed)
-    model = build_model(config.model, train.input_shape, train.num_classes)
-    classes, shape = train.class_names, train.input_shape
+    run_dir, data, model, phases = _start(config)
+    train, classes, shape = data.train, data.train.class_names, data.train.input_shape
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_json(run_dir / "config.json", {**config.to_dict(), "class_names": classes, "input_shape": list(shape),
-                                          "train_size": len(train), "test_size": len(test) if test else 0})
+                                          "train_size": len(train), "test_size": len(data.test) if data.test else 0,
+                                          "phases": [vars(p) for p in phases]})
     _write_json(run_dir / "versions.json", versions())
+    if data.split is not None:
+        _write_json(run_dir / "split.json", data.split)
 
-    def save(m: torch.nn.Module, path: Path, metrics: dict[str, float] | None = None) -> Path:
+    def save(m: nn.Module, path: Path, metrics: dict[str, float] | None = None) -> Path:
         return save_model(m, path, classes, shape, metrics)
 
+    weights = class_weights(train.labels, train.num_classes) if config.class_weights == "auto" else None
+    history: dict[str, list[float]] = {}
+    epoch_seconds: list[float] = []
     start = time.perf_counter()
-    history = fit(model, train, epochs=config.epochs, batch_size=config.batch_size,
-                  learning_rate=config.learning_rate, validation_split=config.validation_split,
-                  callbacks=_callbacks(config, run_dir, save), seed=config.seed, verbose=verbose)
+    for phase in phases:
+        _apply_phase(model, phase)
+        h = fit(model, train, epochs=phase.epochs, batch_size=config.batch_size, learning_rate=phase.learning_rate,
+                validation_split=config.validation_split if data.validation is None else 0.0,
+                validation_data=data.validation, seed=config.seed, verbose=verbose,
+                callbacks=_callbacks(config, run_dir, save, config.validation_split > 0 or bool(data.validation)),
+                augment=Augmenter(parse_augment(config.augment)), class_weights=weights, workers=config.workers)
+        for key, values in h.history.items():
+            history.setdefault(key, []).extend(values)
+        history.setdefault("phase", []).extend([float(phases.index(phase))] * len(h.history["loss"]))
+        epoch_seconds += h.epoch_seconds
     seconds = time.perf_counter() - start
-    test_metrics = evaluate(model, test) if test is not None else None
-    final = {k: v[-1] for k, v in history.history.items()}
+    return _finish(run_dir, model, save, data, history, epoch_seconds, seconds, config)
+
+
+def _finish(run_dir: Path, model: nn.Module, save: Any, data: _Data, history: dict[str, list[float]],
+            epoch_seconds: list[float], seconds: float, config: TrainConfig) -> RunResult:
+    test_metrics = evaluate(model, data.test) if data.test is not None else None
+    final = {k: v[-1] for k, v in history.items() if k != "phase"}
     metrics = {**final, **({f"test_{k}": v for k, v in test_metrics.items()} if test_metrics else {})}
     save(model, run_dir / "model.safetensors", metrics)
-    _write_json(run_dir / "history.json", {"history": history.history, "epoch_seconds": history.epoch_seconds})
-    _write_json(run_dir / "metrics.json", {**metrics, "train_seconds": seconds})
-    plot_history(history.history, run_dir / "curves.png", title=f"{config.model} on {config.dataset}")
-    return RunResult(run_dir, history.history, test_metrics, seconds, history.epoch_seconds)
+    _write_json(run_dir / "history.json", {"history": history, "epoch_seconds": epoch_seconds})
+    skipped = sorted(set(getattr(data.train, "skipped", [])) | set(getattr(data.train, "skipped_during_training", [])))
+    _write_json(run_dir / "metrics.json", {**metrics, "train_seconds": seconds, "skipped_files": len(skipped)})
+    if skipped:
+        atomic_write(run_dir / "skipped_files.txt", lambda tmp: tmp.write_text("\n".join(skipped) + "\n"))
+    plot_history(history, run_dir / "curves.png", title=f"{config.model} on {Path(config.dataset).name}")
+    return RunResult(run_dir, history, test_metrics, seconds, epoch_seconds, skipped)
 
 
 def evaluate_model(source: str | Path, dataset: str | None = None, split: str = "test",
                    data_dir: str | None = None, download: bool = True,
                    batch_size: int = 256) -> tuple[dict[str, float], ModelCard, str, int]:
-    """Evaluate a run directory or model file on a dataset split: (metrics, card, dataset name, n)."""
+    """Evaluate a run directory or model file on a dataset split: (metrics, card, dataset name, n).
+
+    Without `dataset`, a run is evaluated on its own dataset's test split; for an image folder
+    the run split itself, that is the test part recorded in split.json.
+    """
     model, card = load_model(source)
+    h, w, c = card.input_shape
+    run_split = Path(source) / "split.json"
     if dataset is None:
         config_path = Path(source) / "config.json"
         if not config_path.is_file():
             raise CnnlabError(f"which dataset? {source} is not a run directory with a config.json; "
                               f"pass --dataset NAME_OR_FOLDER")
         dataset = str(json.loads(config_path.read_text())["dataset"])
-    h, w, _ = card.input_shape
+        recorded = json.loads(run_split.read_text()) if run_split.is_file() else {}
+        if split in recorded and split != "train":
+            data = load_dataset(dataset, "train", data_dir, download, image_size=(h, w)).subset(recorded[split])
+            return _evaluate_checked(model, card, data, dataset, split, batch_size)
     data = load_dataset(dataset, split=split, data_dir=data_dir, download=download)
-    if data.input_shape[:2] != (h, w) and data.input_shape[2] == card.input_shape[2]:
+    if data.input_shape[:2] != (h, w) and data.input_shape[2] == c:
         data = load_dataset(dataset, split=split, data_dir=data_dir, download=download, image_size=(h, w))
+    return _evaluate_checked(model, card, data, dataset, split, batch_size)
+
+
+def _evaluate_checked(model: nn.Module, card: ModelCard, data: Dataset, dataset: str, split: str,
+                      batch_size: int) -> tuple[dict[str, float], ModelCard, str, int]:
     if data.class_names != card.class_names:
         raise CnnlabError(f"{dataset} ({split}) has classes {data.class_names[:5]}... but the model was trained on "
                           f"{card.class_names[:5]}...; evaluate it on the dataset it was trained for")

@@ -1,7 +1,9 @@
-"""Datasets as in-memory tensors: built-ins (digits, MNIST, Fashion-MNIST, CIFAR-10), image folders, arrays.
+"""Datasets: built-ins (digits, MNIST, Fashion-MNIST, CIFAR-10), image folders, arrays; splits and checks.
 
-Every loader returns an `ArrayDataset` of uint8 (N, C, H, W) images and int64 labels; batches
-become float32 in [0, 1] through `float_images`, the one place normalization happens.
+Every loader returns an `ArrayDataset` of uint8 (N, C, H, W) images and int64 labels, or, for an
+image folder too big for memory, a `FolderDataset` that decodes files batch by batch. Both give
+`batches(batch_size, order, augment, workers)`; batches become float32 in [0, 1] through
+`float_images`, the one place normalization happens.
 
 >>> from cnnlab.data import load_dataset, float_images
 >>> data = load_dataset("digits")
@@ -10,17 +12,31 @@ become float32 in [0, 1] through `float_images`, the one place normalization hap
 """
 
 from cnnlab.data.arrays import ArrayDataset, float_images
+from cnnlab.data.augment import Augmenter, AugmentSpec, parse_augment
+from cnnlab.data.checks import DataReport, check_dataset
+from cnnlab.data.folders import MEMORY_BUDGET_BYTES
 from cnnlab.data.images import IMAGE_EXTENSIONS, list_images, read_image
 from cnnlab.data.loading import dataset_names, default_data_dir, load_dataset, resolve_data_dir
+from cnnlab.data.splits import class_weights, stratified_split
+from cnnlab.data.streaming import FolderDataset
 
 __all__ = [
     "ArrayDataset",
+    "FolderDataset",
     "float_images",
     "dataset_names",
     "default_data_dir",
     "resolve_data_dir",
     "load_dataset",
+    "MEMORY_BUDGET_BYTES",
     "read_image",
     "IMAGE_EXTENSIONS",
     "list_images",
+    "stratified_split",
+    "class_weights",
+    "check_dataset",
+    "DataReport",
+    "Augmenter",
+    "AugmentSpec",
+    "parse_augment",
 ]

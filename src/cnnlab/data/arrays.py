@@ -8,14 +8,22 @@ converts layout and scale once and explains what it could not understand.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cnnlab.data.batching import (
+    Augment,
+    check_augmented,
+    check_batch_size,
+    check_indices,
+    check_workers,
+    split_point,
+)
 from cnnlab.errors import CnnlabError
 
 __all__ = ["ArrayDataset", "float_images", "resize_images"]
@@ -28,7 +36,8 @@ ACCEPTED_SHAPES = "(N, H, W), (N, H, W, C) or (N, C, H, W) with C in 1, 3, 4"
 class ArrayDataset:
     """Images (N, C, H, W), integer labels (N,) and the class names the labels index.
 
-    `images` is uint8 in 0..255, or float32 already scaled to about [0, 1].
+    `images` is uint8 in 0..255, or float32 already scaled to about [0, 1]. `skipped` names the
+    files of an image folder that were left out because they could not be decoded.
 
     >>> data = ArrayDataset.from_arrays(np.zeros((4, 28, 28), np.uint8), [0, 1, 0, 1])
     >>> len(data), data.input_shape, data.class_names
@@ -39,6 +48,7 @@ class ArrayDataset:
     labels: torch.Tensor
     class_names: list[str]
     name: str = "arrays"
+    skipped: list[str] = field(default_factory=list)  # files of a folder that could not be decoded
 
     def __post_init__(self) -> None:
         self.class_names = [str(c) for c in self.class_names]
@@ -73,19 +83,14 @@ class ArrayDataset:
         return len(self.class_names)
 
     def subset(self, indices: torch.Tensor | Sequence[int]) -> ArrayDataset:
-        """The samples at `indices`, in that order, with the same class names.
+        """The samples at `indices`, in that order, with the same class names and skipped files.
 
         >>> ArrayDataset.from_arrays(np.zeros((5, 8, 8), np.uint8), [0, 1, 2, 3, 4]).subset([4, 0]).labels
         tensor([4, 0])
         """
-        index = torch.as_tensor(indices if isinstance(indices, torch.Tensor) else list(indices), dtype=torch.long)
-        if index.ndim != 1:
-            raise CnnlabError(f"subset: indices must be 1-D, got shape {tuple(index.shape)}")
-        n = len(self)
-        if len(index) and (int(index.min()) < -n or int(index.max()) >= n):
-            raise CnnlabError(f"subset: indices span {int(index.min())}..{int(index.max())} but {self.name} has "
-                              f"{n} samples; use indices in 0..{n - 1}")
-        return ArrayDataset(self.images[index], self.labels[index], list(self.class_names), self.name)
+        index = check_indices(indices, len(self), self.name, "subset")
+        return ArrayDataset(self.images[index], self.labels[index], list(self.class_names), self.name,
+                            list(self.skipped))
 
     def split_last(self, fraction: float) -> tuple[ArrayDataset, ArrayDataset]:
         """(train, validation): the last `fraction` of samples in stored order, as Keras's `validation_split`.
@@ -97,17 +102,35 @@ class ArrayDataset:
         >>> len(train), val.labels.tolist()
         (8, [8, 9])
         """
-        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-            raise CnnlabError(f"validation_split must be a fraction between 0 and 1 (exclusive), got {fraction!r}; "
-                              f"e.g. validation_split=0.1 keeps the last 10% for validation")
-        n = len(self)
-        split_at = int(n * (1 - fraction))
-        if split_at == 0 or split_at == n:
-            raise CnnlabError(f"validation_split={fraction} of {n} samples leaves "
-                              f"{'no training' if split_at == 0 else 'no validation'} samples; "
-                              f"use a fraction that gives both parts at least one sample")
-        everything = torch.arange(n)
+        split_at = split_point(len(self), fraction)
+        everything = torch.arange(len(self))
         return self.subset(everything[:split_at]), self.subset(everything[split_at:])
+
+    def batches(self, batch_size: int, order: torch.Tensor | None = None, augment: Augment | None = None,
+                workers: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images (B, C, H, W), labels (B,)) batches, visiting samples in `order` (None: stored order).
+
+        `augment` transforms each uint8 batch (a copy: the stored images never change); float
+        images are yielded as they are. `workers` is accepted for the same call as
+        `FolderDataset.batches` and ignored: slicing memory needs no worker processes.
+
+        >>> data = ArrayDataset.from_arrays(np.zeros((5, 2, 2), np.uint8), [0, 1, 0, 1, 0])
+        >>> [labels.tolist() for _, labels in data.batches(2, order=torch.tensor([4, 3, 2, 1, 0]))]
+        [[0, 1], [0, 1], [0]]
+        >>> next(data.batches(5, augment=lambda x: 255 - x))[0].unique().tolist()
+        [255]
+        """
+        check_batch_size(batch_size)
+        check_workers(workers)
+        index = None if order is None else check_indices(order, len(self), self.name, "order")
+        total = len(self) if index is None else len(index)
+        for start in range(0, total, batch_size):
+            rows = slice(start, start + batch_size) if index is None else index[start:start + batch_size]
+            images, labels = self.images[rows], self.labels[rows]
+            if augment is not None and images.dtype == torch.uint8:
+                # A slice is a view of the stored images (tensor indexing copies): an in-place augment gets a copy.
+                images = check_augmented(images, augment(images.clone() if index is None else images))
+            yield images, labels
 
     @classmethod
     def from_arrays(cls, images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor | Sequence[int],

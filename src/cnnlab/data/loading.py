@@ -27,6 +27,7 @@ from cnnlab.data.arrays import ArrayDataset, resize_images
 from cnnlab.data.cifar import load_cifar10
 from cnnlab.data.folders import load_image_folder
 from cnnlab.data.idx import MNIST_CLASSES, load_mnist_like
+from cnnlab.data.streaming import FolderDataset
 from cnnlab.errors import CnnlabError, did_you_mean
 from cnnlab.registry import Registry
 
@@ -80,12 +81,16 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path:
 
 
 def load_dataset(name_or_path: str | Path, split: str = "train", data_dir: str | Path | None = None,
-                 download: bool = True, image_size: tuple[int, int] | None = None) -> ArrayDataset:
+                 download: bool = True, image_size: tuple[int, int] | None = None,
+                 in_memory: bool | None = None) -> ArrayDataset | FolderDataset:
     """A built-in dataset by name (see `dataset_names()`), or a folder with one subfolder per class.
 
     Names are case-insensitive. A `Path`, or a string that is not a built-in name, is read as a
     folder; a folder with `train/` and `test/` subfolders is split, `split` picks one. With
     `image_size` (H, W) all images are resized once, so small images can feed big models.
+    A folder is decoded into memory (`ArrayDataset`) when its images fit MEMORY_BUDGET_BYTES,
+    else streamed from disk (`FolderDataset`); `in_memory` True/False forces one. Built-in
+    datasets are always in memory. Undecodable files in a folder are skipped and listed in `.skipped`.
 
     >>> data = load_dataset("digits", split="test")
     >>> len(data), data.input_shape, data.class_names[:3]
@@ -94,6 +99,8 @@ def load_dataset(name_or_path: str | Path, split: str = "train", data_dir: str |
     if split not in SPLITS:
         raise CnnlabError(f"split must be 'train' or 'test', got {split!r}.{did_you_mean(str(split), SPLITS)}")
     size = _check_image_size(image_size)
+    if in_memory is not None and not isinstance(in_memory, bool):
+        raise CnnlabError(f"in_memory must be True, False or None (decide by size), got {in_memory!r}")
     builtin = _builtin_name(name_or_path)
     if builtin is not None:
         data = _BUILTIN.get(builtin)(split, resolve_data_dir(data_dir), download)
@@ -102,7 +109,7 @@ def load_dataset(name_or_path: str | Path, split: str = "train", data_dir: str |
         return data
     path = Path(name_or_path).expanduser()
     if path.is_dir():
-        return load_image_folder(path, split, size)
+        return load_image_folder(path, split, size, in_memory)
     if path.exists():
         raise CnnlabError(f"dataset {str(path)!r} is a file; give a folder with one subfolder per class "
                           f"(extract archives first) or a built-in name: {', '.join(dataset_names())}")

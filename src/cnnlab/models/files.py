@@ -22,10 +22,11 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.models.layers import Sequential
+from cnnlab.models.transfer import TransferModel
 from cnnlab.models.zoo import MODELS, build_model, output_kind
 from cnnlab.versions import versions
 
-__all__ = ["ModelCard", "save_model", "load_model", "resolve_model_path", "atomic_write"]
+__all__ = ["ModelCard", "save_model", "load_model", "read_card", "resolve_model_path", "atomic_write"]
 
 FORMAT = "cnnlab-model/1"
 METADATA_KEY = "cnnlab"
@@ -59,6 +60,8 @@ def atomic_write(path: Path, write: Any) -> None:
 
 
 def _architecture(model: nn.Module) -> dict[str, Any]:
+    if isinstance(model, TransferModel):
+        return {"name": "transfer", "transfer": model.get_config()}
     if isinstance(model, Sequential):
         return {"name": getattr(model, "cnnlab_name", "sequential"), "config": model.get_config()}
     name = getattr(model, "cnnlab_name", None)
@@ -101,7 +104,8 @@ def resolve_model_path(source: str | Path) -> Path:
     return path
 
 
-def _read_card(path: Path) -> ModelCard:
+def read_card(path: Path) -> ModelCard:
+    """The description of a .safetensors model file (header metadata, else the .json beside it)."""
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -128,11 +132,13 @@ def _read_card(path: Path) -> ModelCard:
 def load_model(source: str | Path) -> tuple[nn.Module, ModelCard]:
     """Rebuild the model from its description and load its weights; returns (model in eval mode, card)."""
     path = resolve_model_path(source)
-    card = _read_card(path)
+    card = read_card(path)
     arch = card.architecture
     try:
-        if "config" in arch:
-            model: nn.Module = Sequential.from_config(arch["config"])
+        if arch.get("name") == "transfer" and "transfer" in arch:
+            model: nn.Module = TransferModel.from_config(arch["transfer"])
+        elif "config" in arch:
+            model = Sequential.from_config(arch["config"])
         elif arch.get("name") in MODELS:
             model = build_model(arch["name"], tuple(card.input_shape), len(card.class_names))
         else:
@@ -145,7 +151,7 @@ def load_model(source: str | Path) -> tuple[nn.Module, ModelCard]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
         raise CnnlabError(f"{path}: the weights do not match the described architecture ({first}); "
                           f"the file was altered or written by another program") from None
-    if arch.get("name") != "sequential":
+    if arch.get("name") not in ("sequential", "transfer"):
         model.cnnlab_name = arch["name"]  # type: ignore[assignment]
     return model.eval(), card
 

@@ -396,16 +396,17 @@ class Residual(Layer):
                 "activation": self.activation}
 
 
-def ResidualBlock(filters: int, strides: int = 1, project: bool = False) -> Residual:
+def ResidualBlock(filters: int, strides: int = 1, project: bool = False, momentum: float = 0.99) -> Residual:
     """Seed 003's residual block: Conv-BN-ReLU-Conv-BN, add the input, ReLU.
 
     With strides > 1 or `project`, the shortcut is a 1x1 Conv2D + BN so both branches match.
+    `momentum` is the BatchNorm moving-average momentum (Keras's 0.99 by default).
     """
-    body = [Conv2D(filters, 3, strides=strides, padding="same"), BatchNormalization(), Activation("relu"),
-            Conv2D(filters, 3, padding="same"), BatchNormalization()]
+    body = [Conv2D(filters, 3, strides=strides, padding="same"), BatchNormalization(momentum),
+            Activation("relu"), Conv2D(filters, 3, padding="same"), BatchNormalization(momentum)]
     shortcut: list[Layer] = []
     if strides != 1 or project:
-        shortcut = [Conv2D(filters, 1, strides=strides, padding="same"), BatchNormalization()]
+        shortcut = [Conv2D(filters, 1, strides=strides, padding="same"), BatchNormalization(momentum)]
     return Residual(body, shortcut, activation="relu")
 
 

@@ -24,6 +24,7 @@ from cnnlab.registry import Registry
 __all__ = ["ModelSpec", "MODELS", "build_model", "model_names", "output_kind"]
 
 InputShape = tuple[int, int, int]  # (H, W, C)
+BN_MOMENTUM_FAST = 0.9  # BatchNorm moving-average momentum for non-seed models (see resnet_small)
 
 
 @dataclass(frozen=True)
@@ -146,13 +147,17 @@ def lenet5(input_shape: InputShape, num_classes: int) -> nn.Module:
 @_add("resnet-small", (32, 32, 3), "seed 003's residual block",
       "A small ResNet: stem + residual blocks 32, 64/2, 128/2 of seed 003's block, GAP, logits")
 def resnet_small(input_shape: InputShape, num_classes: int) -> nn.Module:
+    # BatchNorm momentum 0.9 (PyTorch's default), not Keras's 0.99: with 0.99 the moving statistics
+    # still hold 40% of their initial values after 90 steps, and a short run evaluated at 20%
+    # accuracy on its own training digits (measured); 0.9 forgets the initial values in ~40 steps.
+    bn = BN_MOMENTUM_FAST
     return Sequential([
         Conv2D(32, (3, 3), padding="same", input_shape=input_shape),
-        BatchNormalization(),
+        BatchNormalization(bn),
         Activation("relu"),
-        ResidualBlock(32),
-        ResidualBlock(64, strides=2),
-        ResidualBlock(128, strides=2),
+        ResidualBlock(32, momentum=bn),
+        ResidualBlock(64, strides=2, momentum=bn),
+        ResidualBlock(128, strides=2, momentum=bn),
         GlobalAveragePooling2D(),
         Dense(num_classes),
     ])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -20,12 +20,14 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from cnnlab.data import ArrayDataset, float_images
+from cnnlab.data import ArrayDataset, FolderDataset, float_images
 from cnnlab.errors import CnnlabError
 from cnnlab.models.zoo import output_kind
 from cnnlab.training.callbacks import Callback, TrainState
 
 __all__ = ["History", "fit", "evaluate", "predict_proba", "loss_fn", "check_compatible"]
+
+Dataset = ArrayDataset | FolderDataset  # both give .batches(), .labels, .input_shape, .class_names
 
 KERAS_EPSILON = 1e-7  # Keras clips probabilities to [eps, 1 - eps] before the log, and uses it as adam's eps
 
@@ -42,22 +44,18 @@ class History:
             self.history.setdefault(key, []).append(value)
 
 
-def loss_fn(outputs: torch.Tensor, labels: torch.Tensor, kind: str) -> torch.Tensor:
-    """Mean sparse categorical cross-entropy on 'probabilities' or 'logits'."""
+def loss_fn(outputs: torch.Tensor, labels: torch.Tensor, kind: str,
+            class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean sparse categorical cross-entropy on 'probabilities' or 'logits' (optionally class-weighted).
+
+    With weights, the mean is weighted as Keras's class_weight is: sum(w_y * loss) / sum(w_y).
+    """
     if kind == "probabilities":
-        return F.nll_loss(torch.log(outputs.clamp(KERAS_EPSILON, 1 - KERAS_EPSILON)), labels)
-    return F.cross_entropy(outputs, labels)
+        return F.nll_loss(torch.log(outputs.clamp(KERAS_EPSILON, 1 - KERAS_EPSILON)), labels, weight=class_weights)
+    return F.cross_entropy(outputs, labels, weight=class_weights)
 
 
-def _batches(data: ArrayDataset, batch_size: int, order: torch.Tensor | None = None) -> Iterator[
-        tuple[torch.Tensor, torch.Tensor]]:
-    n = len(data)
-    for start in range(0, n, batch_size):
-        idx = order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
-        yield float_images(data.images[idx]), data.labels[idx]
-
-
-def check_compatible(model: nn.Module, data: ArrayDataset, where: str) -> None:
+def check_compatible(model: nn.Module, data: Dataset, where: str) -> None:
     """Fail with one line when the data's image shape or class count cannot fit the model."""
     expected = getattr(model, "input_shape", None)
     if expected is not None and tuple(expected) != tuple(data.input_shape):
@@ -72,22 +70,23 @@ def check_compatible(model: nn.Module, data: ArrayDataset, where: str) -> None:
                           f"{_num_outputs(model, data)} outputs; build it with num_classes={data.num_classes}")
 
 
-def _num_outputs(model: nn.Module, data: ArrayDataset) -> int:
+def _num_outputs(model: nn.Module, data: Dataset) -> int:
+    h, w, c = data.input_shape
     with torch.no_grad():
         was = model.training
-        out = model.eval()(float_images(data.images[:1]))
+        out = model.eval()(torch.zeros(1, c, h, w))
         model.train(was)
     return int(out.shape[1])
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: ArrayDataset, batch_size: int = 256) -> dict[str, float]:
+def evaluate(model: nn.Module, data: Dataset, batch_size: int = 256) -> dict[str, float]:
     """Mean loss and accuracy of `model` on `data`: {"loss": ..., "accuracy": ...}."""
     check_compatible(model, data, "evaluate")
     model.eval()
     kind, total_loss, correct = output_kind(model), 0.0, 0
-    for images, labels in _batches(data, batch_size):
-        out = model(images)
+    for images, labels in data.batches(batch_size):
+        out = model(float_images(images))
         total_loss += float(loss_fn(out, labels, kind)) * len(labels)
         correct += int((out.argmax(1) == labels).sum())
     return {"loss": total_loss / len(data), "accuracy": correct / len(data)}
@@ -98,16 +97,22 @@ def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 256)
     """Class probabilities (N, classes) for uint8 or float (N, C, H, W) images."""
     model.eval()
     outs = []
-    for start in range(0, len(images), batch_size):
+    for start in range(0, len(images), batch_size):  # images already in memory: plain slicing
         out = model(float_images(images[start:start + batch_size]))
         outs.append(out if output_kind(model) == "probabilities" else F.softmax(out, dim=1))
     return torch.cat(outs)
 
 
-def fit(model: nn.Module, train: ArrayDataset, *, epochs: int = 1, batch_size: int = 32,
-        learning_rate: float = 1e-3, validation_split: float = 0.0, validation_data: ArrayDataset | None = None,
-        callbacks: Sequence[Callback] = (), seed: int | None = None, verbose: int = 1) -> History:
+def fit(model: nn.Module, train: Dataset, *, epochs: int = 1, batch_size: int = 32,
+        learning_rate: float = 1e-3, validation_split: float = 0.0, validation_data: Dataset | None = None,
+        callbacks: Sequence[Callback] = (), seed: int | None = None, verbose: int = 1,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None, class_weights: torch.Tensor | None = None,
+        workers: int = 0) -> History:
     """Train `model` on `train` with adam and sparse categorical cross-entropy, Keras-style.
+
+    `augment` transforms uint8 training batches only (never validation data); `class_weights`
+    (one per class) weight the loss; only parameters with requires_grad are optimized, so a
+    frozen backbone stays as it is.
 
     >>> from cnnlab.data import load_dataset; from cnnlab.models.zoo import build_model
     >>> data = load_dataset("digits").subset(range(64))
@@ -126,7 +131,10 @@ def fit(model: nn.Module, train: ArrayDataset, *, epochs: int = 1, batch_size: i
         train, validation_data = train.split_last(validation_split)
     check_compatible(model, train, "fit")
     generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.seed() % 2**31))
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, eps=KERAS_EPSILON)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise CnnlabError("every parameter of the model is frozen: nothing to train (unfreeze some layers)")
+    optimizer = torch.optim.Adam(trainable, lr=learning_rate, eps=KERAS_EPSILON)
     state, history, kind = TrainState(model=model, lr=learning_rate), History(), output_kind(model)
     steps = math.ceil(len(train) / batch_size)
     for cb in callbacks:
@@ -138,9 +146,9 @@ def fit(model: nn.Module, train: ArrayDataset, *, epochs: int = 1, batch_size: i
         bar = tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", disable=verbose != 1, file=sys.stderr,
                    leave=True, dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 5.0)  # logs: few lines
         seen, loss_sum, correct = 0, 0.0, 0
-        for images, labels in _batches(train, batch_size, order):
-            out = model(images)
-            loss = loss_fn(out, labels, kind)
+        for images, labels in train.batches(batch_size, order, augment, workers):
+            out = model(float_images(images))
+            loss = loss_fn(out, labels, kind, class_weights)
             if not torch.isfinite(loss):
                 step = seen // batch_size + 1
                 raise CnnlabError(f"the loss became {float(loss.detach())} at epoch {epoch + 1}, step {step}; "

@@ -1,0 +1,237 @@
+"""Transfer learning: a pretrained backbone without its head, frozen, a new head; then fine-tuning.
+
+    model = transfer_model("mobilenet_v2", num_classes=5, input_shape=(224, 224, 3), pretrained=True)
+    model.freeze()              # phase 1: only the new head trains
+    model.freeze(unfreeze_top=3)  # phase 2: the top 3 backbone blocks train too (at a low LR)
+
+The backbone's own preprocessing (ImageNet mean/std from torchvision's weights metadata, and
+grayscale -> RGB) is the model's first module, so nobody normalizes by hand and a saved model
+predicts correctly on raw [0, 1] pixels. BatchNorm layers of the backbone stay in inference mode
+in both phases, as Keras's fine-tuning guide advises: updating ImageNet statistics from a few
+hundred images wrecks them. A backbone can also be a cnnlab model file (one you trained before):
+its convolutional base, up to its Flatten or GlobalAveragePooling2D, becomes the backbone.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torchvision
+from safetensors.torch import load_file
+from torch import nn
+
+from cnnlab.errors import CnnlabError, did_you_mean
+from cnnlab.models.layers import Conv2D, Dense, Flatten, GlobalAveragePooling2D, Residual, Sequential
+
+__all__ = ["BACKBONES", "TransferModel", "transfer_model", "backbone_preprocessing"]
+
+BACKBONES = ("vgg16", "resnet50", "mobilenet_v2", "resnet18", "efficientnet_b0")
+DOWNLOAD_TIMEOUT_S = 30.0   # a weights file is 14-530 MB: allow a slow start, but fail offline in seconds
+HEAD_DROPOUT = 0.2          # Keras's transfer-learning tutorials put Dropout(0.2) before the new Dense
+
+
+def backbone_preprocessing(name: str) -> dict[str, Any]:
+    """Input size and normalization a torchvision backbone's ImageNet weights were trained with.
+
+    >>> backbone_preprocessing("resnet18")["mean"]
+    [0.485, 0.456, 0.406]
+    """
+    _check_backbone(name)
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    tf = weights.transforms()
+    return {"size": [int(tf.crop_size[0])] * 2, "resize": int(tf.resize_size[0]), "mean": list(tf.mean),
+            "std": list(tf.std), "interpolation": tf.interpolation.value, "weights": str(weights),
+            "url": weights.url}
+
+
+def _check_backbone(name: str) -> None:
+    if name not in BACKBONES:
+        raise CnnlabError(f"no pretrained backbone {name!r}.{did_you_mean(name, BACKBONES)} "
+                          f"Available: {', '.join(BACKBONES)}, or a cnnlab model file trained before")
+
+
+class Preprocess(nn.Module):
+    """Raw [0, 1] pixels -> what the backbone expects: grayscale repeated to RGB, then (x - mean) / std."""
+
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, in_channels: int, backbone_channels: int, mean: Sequence[float] | None,
+                 std: Sequence[float] | None) -> None:
+        super().__init__()
+        self.in_channels, self.backbone_channels = in_channels, backbone_channels
+        c = backbone_channels
+        self.register_buffer("mean", torch.tensor(mean or [0.0] * c).view(1, c, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std or [1.0] * c).view(1, c, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, in_channels, H, W) -> (N, backbone_channels, H, W)
+        if self.in_channels == 1 and self.backbone_channels == 3:
+            x = x.expand(-1, 3, -1, -1)
+        return (x - self.mean) / self.std
+
+
+def _blocks_of_flat(modules: Sequence[nn.Module]) -> list[nn.Module]:
+    """Group a flat layer list into blocks that each start at a weight layer (VGG, cnnlab Sequential)."""
+    blocks: list[list[nn.Module]] = []
+    for m in modules:
+        if isinstance(m, (nn.Conv2d, Conv2D, Residual, Dense)) or not blocks:
+            blocks.append([])
+        blocks[-1].append(m)
+    return [nn.Sequential(*b) for b in blocks]
+
+
+def _torchvision_blocks(name: str, model: nn.Module) -> list[nn.Module]:
+    if name.startswith("resnet"):
+        stem = nn.Sequential(*(model.get_submodule(n) for n in ("conv1", "bn1", "relu", "maxpool")))
+        layers = [model.get_submodule(f"layer{i}") for i in range(1, 5)]
+        return [stem, *[block for layer in layers for block in layer.children()]]
+    stages = list(model.get_submodule("features").children())
+    if name == "vgg16":  # one flat list of conv/relu/pool: a block per convolution
+        return _blocks_of_flat(stages)
+    return stages  # mobilenet_v2, efficientnet_b0: one block per stage
+
+
+def _sequential_blocks(model: Sequential) -> list[nn.Module]:
+    """The convolutional base: every layer up to and including the first Flatten or
+    GlobalAveragePooling2D; the layers after it (the old classifier) are replaced by the new head."""
+    layers = list(model)
+    cut = next((i for i, m in enumerate(layers) if isinstance(m, (Flatten, GlobalAveragePooling2D))), None)
+    if cut is None or cut == 0:
+        raise CnnlabError("this model has no convolutional base ending in Flatten or GlobalAveragePooling2D "
+                          "to reuse as a backbone")
+    return _blocks_of_flat(layers[:cut + 1])
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise CnnlabError(f"weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: no code runs
+    except Exception as exc:  # noqa: BLE001 - torch.load raises UnpicklingError, EOFError, zip and runtime errors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CnnlabError(f"cannot read weights file {path} ({first[:200]}); expected a .safetensors file or a "
+                          f"PyTorch state_dict (.pth) such as torchvision's") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CnnlabError(f"weights file {path} does not hold a state_dict (a mapping of names to tensors)")
+    return state
+
+
+def _download_state_dict(name: str) -> dict[str, torch.Tensor]:
+    weights = torchvision.models.get_model_weights(name).DEFAULT
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
+    try:
+        return weights.get_state_dict(progress=True)
+    except (OSError, RuntimeError) as exc:  # URLError is an OSError
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        raise CnnlabError(
+            f"could not download the ImageNet weights of {name} ({' '.join(str(exc).split())[:160]}); offline? "
+            f"download {weights.url} on a connected machine and pass --weights PATH, or put it at {cached}") from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _torchvision_backbone(name: str, pretrained: bool, weights: str | Path | None) -> list[nn.Module]:
+    model = torchvision.models.get_model(name, weights=None)
+    if pretrained or weights is not None:
+        state = _read_state_dict(Path(weights)) if weights is not None else _download_state_dict(name)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise CnnlabError(f"weights {weights or 'downloaded'} do not fit {name}: "
+                              f"{str(exc).splitlines()[1 if len(str(exc).splitlines()) > 1 else 0].strip()}; "
+                              f"use the torchvision {name} ImageNet state_dict") from None
+    return _torchvision_blocks(name, model)
+
+
+class TransferModel(nn.Module):
+    """Preprocess -> backbone blocks (`features`) -> global average pooling -> dropout -> Linear (`head`)."""
+
+    def __init__(self, backbone: str | dict[str, Any], blocks: Sequence[nn.Module], num_classes: int,
+                 input_shape: Sequence[int], mean: Sequence[float] | None = None,
+                 std: Sequence[float] | None = None, backbone_channels: int = 3) -> None:
+        super().__init__()
+        self.backbone, self.input_shape = backbone, tuple(input_shape)
+        self.mean, self.std = (list(mean) if mean else None), (list(std) if std else None)
+        self.outputs = "logits"
+        self.cnnlab_name = "transfer"
+        self.preprocess = Preprocess(self.input_shape[2], backbone_channels, self.mean, self.std)
+        self.features = nn.Sequential(*blocks)
+        h, w, _ = self.input_shape
+        with torch.no_grad():
+            probe = self.features.eval()(self.preprocess(torch.zeros(1, self.input_shape[2], h, w)))
+        if probe.dim() not in (2, 4) or (probe.dim() == 4 and min(probe.shape[2:]) < 1):
+            raise CnnlabError(f"the backbone cannot take {h}x{w} images; use a larger --image-size")
+        pool = [nn.AdaptiveAvgPool2d(1), nn.Flatten()] if probe.dim() == 4 else []  # image maps: GAP head
+        self.head = nn.Sequential(*pool, nn.Dropout(HEAD_DROPOUT), nn.Linear(probe.shape[1], num_classes))
+        self.num_classes, self.unfrozen_top = num_classes, -1  # -1: everything trainable
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) in [0, 1] -> (N, classes) logits
+        return self.head(self.features(self.preprocess(x)))
+
+    def freeze(self, unfreeze_top: int = 0) -> None:
+        """Freeze the backbone except its top `unfreeze_top` blocks; the head always trains."""
+        blocks = list(self.features)
+        if not 0 <= unfreeze_top <= len(blocks):
+            raise CnnlabError(f"--unfreeze-top must be between 0 and {len(blocks)} (the backbone's blocks); "
+                              f"got {unfreeze_top}")
+        for i, block in enumerate(blocks):
+            block.requires_grad_(i >= len(blocks) - unfreeze_top)
+        self.unfrozen_top = unfreeze_top
+
+    def train(self, mode: bool = True) -> TransferModel:
+        super().train(mode)
+        for m in self.features.modules():  # pretrained statistics are kept (see the module docstring)
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+        return self
+
+    def get_config(self) -> dict[str, Any]:
+        return {"backbone": self.backbone, "num_classes": self.num_classes, "input_shape": list(self.input_shape),
+                "mean": self.mean, "std": self.std, "backbone_channels": self.preprocess.backbone_channels,
+                "unfrozen_top": self.unfrozen_top}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> TransferModel:
+        """Rebuild the architecture (no weights are downloaded; load the saved state_dict next)."""
+        backbone = config["backbone"]
+        if isinstance(backbone, dict):
+            blocks = _sequential_blocks(Sequential.from_config(backbone))
+        else:
+            _check_backbone(backbone)
+            blocks = _torchvision_backbone(backbone, pretrained=False, weights=None)
+        model = cls(backbone, blocks, config["num_classes"], config["input_shape"], config.get("mean"),
+                    config.get("std"), config.get("backbone_channels", 3))
+        if config.get("unfrozen_top", -1) >= 0:
+            model.freeze(config["unfrozen_top"])
+        return model
+
+
+def transfer_model(backbone: str | nn.Module, num_classes: int, input_shape: Sequence[int],
+                   pretrained: bool = True, weights: str | Path | None = None) -> TransferModel:
+    """A new-head model on a torchvision backbone (ImageNet weights) or on a trained cnnlab Sequential.
+
+    >>> m = transfer_model("resnet18", num_classes=3, input_shape=(64, 64, 3), pretrained=False)
+    >>> m(torch.rand(2, 3, 64, 64)).shape
+    torch.Size([2, 3])
+    """
+    if isinstance(backbone, Sequential):
+        h, w, c = backbone.input_shape
+        if tuple(input_shape)[2] != c:
+            raise CnnlabError(f"the backbone model takes {c} channel(s) but the images have {input_shape[2]}")
+        return TransferModel(backbone.get_config(), _sequential_blocks(backbone), num_classes, input_shape,
+                             backbone_channels=c)
+    if not isinstance(backbone, str):
+        raise CnnlabError(f"backbone must be a name ({', '.join(BACKBONES)}) or a cnnlab Sequential model")
+    _check_backbone(backbone)
+    if input_shape[2] not in (1, 3):
+        raise CnnlabError(f"pretrained backbones take 1- or 3-channel images; got {input_shape[2]} channels")
+    prep = backbone_preprocessing(backbone)
+    blocks = _torchvision_backbone(backbone, pretrained, weights)
+    return TransferModel(backbone, blocks, num_classes, input_shape, prep["mean"], prep["std"])
