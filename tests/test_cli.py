@@ -172,3 +172,54 @@ def test_image_size_lets_small_images_feed_a_bigger_model(tmp_path, capsys):
     assert json.loads((run_dir / "config.json").read_text())["input_shape"] == [32, 32, 1]
     assert np.isfinite(json.loads((run_dir / "metrics.json").read_text())["test_loss"])
     assert torch.is_tensor(load_model(run_dir)[0].conv2d.weight)
+
+
+def test_check_data_reports_and_sets_the_exit_code(tmp_path, capsys):
+    good = _folder(tmp_path / "good", ["cat", "dog"])
+    (good / "dog" / "broken.png").write_bytes(b"")
+    code, out, _ = run(capsys, "check-data", str(good))
+    assert code == 0 and "broken.png" in out
+    code, out, _ = run(capsys, "check-data", str(good), "--json")
+    report = json.loads(out)
+    assert code == 0 and report["errors"] == [] and len(report["undecodable"]) == 1
+    bad = _folder(tmp_path / "bad", ["only"])
+    code, out, _ = run(capsys, "check-data", str(bad))
+    assert code == 1 and "1 class folder(s)" in out and "needs at" in out
+
+
+def test_augment_preview_writes_the_grid(tmp_path, capsys):
+    image = tmp_path / "photo.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)).save(image)
+    out_png = tmp_path / "grid.png"
+    code, out, err = run(capsys, "augment-preview", str(image), "--augment", "rotate=20,flip=h", "-n", "4",
+                         "-o", str(out_png))
+    assert code == 0, err
+    with Image.open(out_png) as grid:
+        assert grid.width > grid.height and len(np.unique(np.asarray(grid.convert("L")))) > 50
+    code, out, err = run(capsys, "augment-preview", str(image), "--augment", "rotat=20")
+    assert_one_line_error(code, out, err, "unknown augmentation 'rotat'", "rotate")
+
+
+def test_train_on_a_folder_with_augmentation_and_class_weights(tmp_path, capsys):
+    test = load_dataset("digits", split="train")
+    root = tmp_path / "digits"
+    for d in range(3):
+        (root / str(d)).mkdir(parents=True)
+        for i in (test.labels == d).nonzero().flatten()[: 30 if d else 60].tolist():  # class 0 twice as big
+            Image.fromarray(test.images[i, 0].numpy()).save(root / str(d) / f"{i}.png")
+    (root / "2" / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    run_dir = tmp_path / "run"
+    code, out, err = run(capsys, "train", str(root), "--epochs", "8", "--augment", "digits", "--class-weights",
+                         "auto", "--seed", "0", "--run-dir", str(run_dir), "--quiet")
+    assert code == 0, err
+    assert "skipped 1 undecodable image" in out
+    assert (run_dir / "skipped_files.txt").read_text().strip().endswith("corrupt.png")
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["augment"] == "digits" and config["class_weights"] == "auto"
+    split = json.loads((run_dir / "split.json").read_text())
+    assert len(split["test"]) == 12 and len(split["validation"]) == 12  # 10% of 120, per class
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test_accuracy"] >= 0.75, metrics
+    code, out, _ = run(capsys, "evaluate", str(run_dir), "--json")
+    assert json.loads(out)["n"] == 12 and json.loads(out)["accuracy"] == pytest.approx(metrics["test_accuracy"])

@@ -125,3 +125,34 @@ def test_a_nan_loss_stops_with_the_step():
     data = ArrayDataset(torch.zeros(8, 1, 4, 4, dtype=torch.uint8), torch.tensor([0, 1] * 4), ["a", "b"])
     with pytest.raises(CnnlabError, match="loss became nan at epoch 1, step 1"):
         fit(Broken(), data, epochs=1, verbose=0)
+
+
+def test_augmentation_touches_training_batches_only(digits):
+    train, test = digits[0].subset(range(100)), digits[1].subset(range(50))
+    seen = []
+
+    def augment(images):
+        seen.append(len(images))
+        return 255 - images  # drastic: would show in validation metrics if applied there
+
+    model = build_model("seed-mnist")
+    history = fit(model, train, epochs=2, validation_split=0.2, seed=0, verbose=0, augment=augment)
+    assert sum(seen) == 80 * 2  # exactly the training part, every epoch; never the 20 validation images
+    tail = evaluate(model, train.subset(range(80, 100)))
+    assert history.history["val_loss"][-1] == pytest.approx(tail["loss"], rel=1e-6)  # validation saw raw pixels
+    before = len(seen)
+    evaluate(model, test)
+    assert len(seen) == before
+
+
+def test_class_weights_weight_the_loss_like_keras():
+    from cnnlab.data import class_weights
+    from cnnlab.training.loop import loss_fn
+
+    labels = torch.tensor([0, 0, 0, 1])
+    weights = class_weights(labels, 2)
+    torch.testing.assert_close(weights, torch.tensor([4 / 6, 4 / 2]))
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, 0.0]])
+    per_sample = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    w = weights[labels]
+    torch.testing.assert_close(loss_fn(logits, labels, "logits", weights), (w * per_sample).sum() / w.sum())
