@@ -21,6 +21,7 @@ from cnnlab.data.batching import (
     check_augmented,
     check_batch_size,
     check_indices,
+    check_labels,
     check_workers,
     split_point,
 )
@@ -58,16 +59,7 @@ class ArrayDataset:
         if self.images.dtype not in (torch.uint8, torch.float32):
             raise CnnlabError(f"{self.name}: images must be uint8 or float32, got {self.images.dtype}; "
                               f"build the dataset with ArrayDataset.from_arrays")
-        if not isinstance(self.labels, torch.Tensor) or self.labels.ndim != 1 or self.labels.dtype != torch.int64:
-            raise CnnlabError(f"{self.name}: labels must be a 1-D int64 tensor, got {_describe(self.labels)}; "
-                              f"build the dataset with ArrayDataset.from_arrays")
-        if len(self.labels) != len(self.images):
-            raise CnnlabError(f"{self.name}: {len(self.images)} images but {len(self.labels)} labels; "
-                              f"give one label per image")
-        if len(self.labels) and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.class_names)):
-            raise CnnlabError(f"{self.name}: labels span {int(self.labels.min())}..{int(self.labels.max())} but "
-                              f"there are {len(self.class_names)} class names; labels must be in "
-                              f"0..{len(self.class_names) - 1} (give one class name per label value)")
+        check_labels(self.name, self.labels, len(self.images), self.class_names, "image")
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

@@ -12,7 +12,8 @@ import torch
 
 from cnnlab.errors import CnnlabError
 
-__all__ = ["Augment", "check_indices", "check_batch_size", "check_workers", "check_augmented", "split_point"]
+__all__ = ["Augment", "check_indices", "check_labels", "check_batch_size", "check_workers", "check_augmented",
+           "split_point"]
 
 Augment = Callable[[torch.Tensor], torch.Tensor]  # uint8 (B, C, H, W) -> uint8 (B, C, H, W), per-sample random
 
@@ -93,3 +94,18 @@ def split_point(n: int, fraction: object) -> int:
                           f"{'no training' if split_at == 0 else 'no validation'} samples; "
                           f"use a fraction that gives both parts at least one sample")
     return split_at
+
+
+def check_labels(name: str, labels: object, count: int, class_names: Sequence[str], per: str) -> None:
+    """Labels must be a 1-D int64 tensor, one per `per` (image, file), each naming a class."""
+    if not isinstance(labels, torch.Tensor) or labels.ndim != 1 or labels.dtype != torch.int64:
+        got = f"shape {tuple(labels.shape)} dtype {labels.dtype}" if isinstance(labels, torch.Tensor) \
+            else type(labels).__name__
+        raise CnnlabError(f"{name}: labels must be a 1-D int64 tensor, got {got}; "
+                          f"pass torch.tensor(labels, dtype=torch.int64) or use ArrayDataset.from_arrays")
+    if len(labels) != count:
+        raise CnnlabError(f"{name}: {count} {per}s but {len(labels)} labels; give one label per {per}")
+    if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= len(class_names)):
+        raise CnnlabError(f"{name}: labels span {int(labels.min())}..{int(labels.max())} but there are "
+                          f"{len(class_names)} class names; labels must be in 0..{len(class_names) - 1} "
+                          f"(give one class name per label value)")

@@ -23,6 +23,7 @@ from cnnlab.data.batching import (
     check_augmented,
     check_batch_size,
     check_indices,
+    check_labels,
     check_workers,
     split_point,
 )
@@ -65,18 +66,7 @@ class FolderDataset:
     def __post_init__(self) -> None:
         self.paths = [Path(p) for p in self.paths]
         self.class_names = [str(c) for c in self.class_names]
-        if not isinstance(self.labels, torch.Tensor) or self.labels.ndim != 1 or self.labels.dtype != torch.int64:
-            got = f"shape {tuple(self.labels.shape)} dtype {self.labels.dtype}" \
-                if isinstance(self.labels, torch.Tensor) else type(self.labels).__name__
-            raise CnnlabError(f"{self.name}: labels must be a 1-D int64 tensor, got {got}; "
-                              f"pass torch.tensor(labels, dtype=torch.int64)")
-        if len(self.labels) != len(self.paths):
-            raise CnnlabError(f"{self.name}: {len(self.paths)} paths but {len(self.labels)} labels; "
-                              f"give one label per file")
-        if len(self.labels) and (int(self.labels.min()) < 0 or int(self.labels.max()) >= len(self.class_names)):
-            raise CnnlabError(f"{self.name}: labels span {int(self.labels.min())}..{int(self.labels.max())} but "
-                              f"there are {len(self.class_names)} class names; labels must be in "
-                              f"0..{len(self.class_names) - 1}")
+        check_labels(self.name, self.labels, len(self.paths), self.class_names, "path")
         if self.channels not in (1, 3):
             raise CnnlabError(f"{self.name}: channels must be 1 (grayscale) or 3 (RGB), got {self.channels!r}")
         if not (len(self.size) == 2 and all(isinstance(v, int) and v > 0 for v in self.size)):
