@@ -18,7 +18,7 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.models.layers import Layer
 
-__all__ = ["LayerRow", "Summary", "model_summary", "count_parameters"]
+__all__ = ["LayerRow", "Summary", "model_summary", "count_parameters", "layer_modules"]
 
 MOVING_STATS = ("running_mean", "running_var")  # BatchNorm buffers Keras counts as weights
 
@@ -77,7 +77,13 @@ def count_parameters(model: nn.Module) -> tuple[int, int, int]:
     return trainable + frozen + stats, trainable, frozen + stats
 
 
-def _row_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+def layer_modules(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The summary's rows: (name, module) for each cnnlab layer, and each leaf of other modules.
+
+    >>> from cnnlab.models.zoo import build_model
+    >>> [name for name, _ in layer_modules(build_model("seed-mnist"))][:3]
+    ['conv2d', 'max_pooling2d', 'conv2d_1']
+    """
     rows: list[tuple[str, nn.Module]] = []
 
     def walk(prefix: str, module: nn.Module) -> None:
@@ -113,7 +119,7 @@ def model_summary(model: nn.Module, input_shape: Sequence[int] | None = None,
     summary = Summary(input_shape=hwc)  # type: ignore[arg-type]
     seen: set[int] = set()
     handles = []
-    for name, module in _row_modules(model):
+    for name, module in layer_modules(model):
         def hook(mod: nn.Module, args: object, out: object, _name: str = name) -> None:
             if isinstance(out, torch.Tensor):
                 shape = _keras_shape(tuple(out.shape[1:]))
