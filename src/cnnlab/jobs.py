@@ -284,13 +284,12 @@ def _finish(run_dir: Path, model: nn.Module, save: Any, data: _Data, history: di
     return RunResult(run_dir, history, test_metrics, seconds, epoch_seconds, skipped)
 
 
-def evaluate_model(source: str | Path, dataset: str | None = None, split: str = "test",
-                   data_dir: str | None = None, download: bool = True,
-                   batch_size: int = 256) -> tuple[dict[str, float], ModelCard, str, int]:
-    """Evaluate a run directory or model file on a dataset split: (metrics, card, dataset name, n).
+def evaluation_data(source: str | Path, dataset: str | None = None, split: str = "test",
+                    data_dir: str | None = None, download: bool = True) -> tuple[nn.Module, ModelCard, Dataset, str]:
+    """The model of a run or model file and the data to judge it on: (model, card, data, dataset name).
 
-    Without `dataset`, a run is evaluated on its own dataset's test split; for an image folder
-    the run split itself, that is the test part recorded in split.json.
+    Without `dataset`, a run is judged on its own dataset's test split; for an image folder, on
+    the run's own test part recorded in split.json (never on images it trained on).
     """
     model, card = load_model(source)
     h, w, c = card.input_shape
@@ -304,16 +303,23 @@ def evaluate_model(source: str | Path, dataset: str | None = None, split: str = 
         recorded = json.loads(run_split.read_text()) if run_split.is_file() else {}
         if split in recorded and split != "train":
             data = load_dataset(dataset, "train", data_dir, download, image_size=(h, w)).subset(recorded[split])
-            return _evaluate_checked(model, card, data, dataset, split, batch_size)
+            return model, card, _checked(card, data, dataset, split), dataset
     data = load_dataset(dataset, split=split, data_dir=data_dir, download=download)
     if data.input_shape[:2] != (h, w) and data.input_shape[2] == c:
         data = load_dataset(dataset, split=split, data_dir=data_dir, download=download, image_size=(h, w))
-    return _evaluate_checked(model, card, data, dataset, split, batch_size)
+    return model, card, _checked(card, data, dataset, split), dataset
 
 
-def _evaluate_checked(model: nn.Module, card: ModelCard, data: Dataset, dataset: str, split: str,
-                      batch_size: int) -> tuple[dict[str, float], ModelCard, str, int]:
+def evaluate_model(source: str | Path, dataset: str | None = None, split: str = "test",
+                   data_dir: str | None = None, download: bool = True,
+                   batch_size: int = 256) -> tuple[dict[str, float], ModelCard, str, int]:
+    """Evaluate a run directory or model file on a dataset split: (metrics, card, dataset name, n)."""
+    model, card, data, name = evaluation_data(source, dataset, split, data_dir, download)
+    return evaluate(model, data, batch_size), card, name, len(data)
+
+
+def _checked(card: ModelCard, data: Dataset, dataset: str, split: str) -> Dataset:
     if data.class_names != card.class_names:
         raise CnnlabError(f"{dataset} ({split}) has classes {data.class_names[:5]}... but the model was trained on "
                           f"{card.class_names[:5]}...; evaluate it on the dataset it was trained for")
-    return evaluate(model, data, batch_size), card, dataset, len(data)
+    return data

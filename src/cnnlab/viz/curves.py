@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["plot_history"]
+__all__ = ["plot_history", "plot_runs"]
 
 
 def plot_history(history: dict[str, list[float]], path: str | Path, title: str = "") -> Path:
@@ -32,6 +32,39 @@ def plot_history(history: dict[str, list[float]], path: str | Path, title: str =
         ax.set_ylabel(metric.capitalize())
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right" if metric == "accuracy" else "upper right")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_runs(histories: dict[str, dict[str, list[float]]], path: str | Path, title: str = "") -> Path:
+    """Compare runs on one PNG: accuracy (left) and loss (right); solid train, dashed validation.
+
+    >>> import tempfile
+    >>> runs = {"a": {"loss": [1.0, 0.5], "val_loss": [1.1, 0.7]}, "b": {"loss": [0.9, 0.4]}}
+    >>> plot_runs(runs, Path(tempfile.mkdtemp()) / "runs.png").suffix
+    '.png'
+    """
+    path = Path(path)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (name, history) in enumerate(histories.items()):
+        color = colors[i % len(colors)]
+        for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
+            for key, style in ((metric, "-"), (f"val_{metric}", "--")):
+                values = history.get(key)
+                if values:
+                    label = f"{name} ({'validation' if style == '--' else 'train'})"
+                    ax.plot(range(1, len(values) + 1), values, style, color=color, marker="o", label=label)
+    for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
+        ax.set_xlabel("Epoch")
+        ax.set_ylabel(metric.capitalize())
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
