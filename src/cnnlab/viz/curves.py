@@ -64,7 +64,8 @@ def plot_runs(histories: dict[str, dict[str, list[float]]], path: str | Path, ti
         ax.set_xlabel("Epoch")
         ax.set_ylabel(metric.capitalize())
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # a metric no run logged leaves the panel empty
+            ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
     fig.tight_layout()
