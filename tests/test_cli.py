@@ -223,3 +223,16 @@ def test_train_on_a_folder_with_augmentation_and_class_weights(tmp_path, capsys)
     assert metrics["test_accuracy"] >= 0.75, metrics
     code, out, _ = run(capsys, "evaluate", str(run_dir), "--json")
     assert json.loads(out)["n"] == 12 and json.loads(out)["accuracy"] == pytest.approx(metrics["test_accuracy"])
+
+
+def test_curves_of_one_run_and_a_comparison(trained_run, tmp_path, capsys):
+    one, two = tmp_path / "one.png", tmp_path / "two.png"
+    code, out, err = run(capsys, "curves", str(trained_run), "-o", str(one))
+    assert code == 0, err
+    code, out, err = run(capsys, "curves", str(trained_run), str(trained_run), "-o", str(two))
+    assert code == 0, err
+    for png in (one, two):
+        with Image.open(png) as img:
+            assert len(np.unique(np.asarray(img.convert("L")))) > 10
+    code, out, err = run(capsys, "curves", str(tmp_path))
+    assert_one_line_error(code, out, err, "history.json")

@@ -121,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="augment_preview.png")
     p.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser("curves", help="training curves of one run, or several runs compared on one plot")
+    p.add_argument("runs", nargs="+", help="run directories")
+    p.add_argument("-o", "--output", default="curves.png")
+
     p = sub.add_parser("evaluate", help="test loss and accuracy of a run or model file")
     p.add_argument("model", help="run directory or model file")
     p.add_argument("--dataset", help="dataset name or folder (default: the run's own)")
@@ -233,6 +237,23 @@ def _cmd_augment_preview(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def _cmd_curves(args: argparse.Namespace) -> None:
+    from cnnlab.viz.curves import plot_history, plot_runs
+
+    histories = {}
+    for run in args.runs:
+        path = Path(run) / "history.json"
+        if not path.is_file():
+            raise CnnlabError(f"{run} is not a run directory with a history.json (runs write one when they finish)")
+        name = Path(run).name
+        histories[name if name not in histories else run] = json.loads(path.read_text())["history"]
+    if len(histories) == 1:
+        out = plot_history(next(iter(histories.values())), args.output, title=Path(args.runs[0]).name)
+    else:
+        out = plot_runs(histories, args.output)
+    print(f"wrote {out}")
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> None:
     from cnnlab.jobs import evaluate_model
 
@@ -257,7 +278,7 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"models": _cmd_models, "summary": _cmd_summary, "train": _cmd_train, "fine-tune": _cmd_fine_tune,
-            "check-data": _cmd_check_data, "augment-preview": _cmd_augment_preview,
+            "check-data": _cmd_check_data, "augment-preview": _cmd_augment_preview, "curves": _cmd_curves,
             "evaluate": _cmd_evaluate, "predict": _cmd_predict,
             "datasets": lambda args: print("\n".join(dataset_names()))}
 
