@@ -236,3 +236,15 @@ def test_curves_of_one_run_and_a_comparison(trained_run, tmp_path, capsys):
             assert len(np.unique(np.asarray(img.convert("L")))) > 10
     code, out, err = run(capsys, "curves", str(tmp_path))
     assert_one_line_error(code, out, err, "history.json")
+
+
+def test_evaluate_report_writes_html_and_lists_confusions(trained_run, tmp_path, capsys):
+    report = tmp_path / "report"
+    code, out, err = run(capsys, "evaluate", str(trained_run), "--report", str(report))
+    assert code == 0, err
+    assert "most confused" in out and "precision" in out and str(report / "report.html") in out
+    html_text = (report / "report.html").read_text()
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert f"{metrics['test_accuracy']:.4f}" in html_text and "https://" not in html_text
+    code, out, err = run(capsys, "evaluate", str(trained_run), "--report", str(report))
+    assert_one_line_error(code, out, err, "already exists")

@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", help="dataset name or folder (default: the run's own)")
     p.add_argument("--split", default="test", choices=["train", "test"])
     p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--report", metavar="DIR", help="write the full report (HTML, confusion matrix, top losses) here")
     p.add_argument("--json", action="store_true")
     _data_args(p)
 
@@ -255,7 +256,22 @@ def _cmd_curves(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from cnnlab.jobs import evaluate_model
+    from cnnlab.jobs import evaluate_model, report_model
+
+    if args.report:
+        result, files, dataset = report_model(args.model, args.report, args.dataset, args.split, args.data_dir,
+                                              args.download is not False, args.batch_size)
+        if args.json:
+            print(json.dumps({"dataset": dataset, "split": args.split, **result.to_dict(),
+                              "files": {k: str(v) for k, v in files.items()}}))
+            return
+        print(f"{dataset} ({args.split}, {len(result.labels)} images): loss {result.loss:.4f}  "
+              f"accuracy {result.accuracy:.4f}")
+        print(result.report.to_text())
+        print("most confused (actual -> predicted: count): " + ", ".join(
+            f"{a} -> {p}: {n}" for a, p, n in result.most_confused[:3]))
+        print(f"report: {files['report']}")
+        return
 
     metrics, _, dataset, n = evaluate_model(args.model, args.dataset, args.split, args.data_dir,
                                             args.download is not False, args.batch_size)

@@ -27,18 +27,19 @@ from cnnlab.data import (
     stratified_split,
 )
 from cnnlab.errors import CnnlabError
+from cnnlab.evaluation import EvaluationResult, evaluate_predictions, write_report
 from cnnlab.models.files import ModelCard, atomic_write, load_model, read_card, resolve_model_path, save_model
 from cnnlab.models.layers import Sequential
 from cnnlab.models.summary import count_parameters
 from cnnlab.models.transfer import BACKBONES, TransferModel, backbone_preprocessing, transfer_model
 from cnnlab.models.zoo import build_model
 from cnnlab.training import (
-    Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, evaluate, fit,
+    Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, evaluate, fit, predict_proba,
 )
 from cnnlab.versions import versions
 from cnnlab.viz import plot_history
 
-__all__ = ["RunResult", "Phase", "train_run", "evaluate_model", "new_run_dir"]
+__all__ = ["RunResult", "Phase", "train_run", "evaluate_model", "evaluation_data", "report_model", "new_run_dir"]
 
 Dataset = ArrayDataset | FolderDataset
 
@@ -323,3 +324,24 @@ def _checked(card: ModelCard, data: Dataset, dataset: str, split: str) -> Datase
         raise CnnlabError(f"{dataset} ({split}) has classes {data.class_names[:5]}... but the model was trained on "
                           f"{card.class_names[:5]}...; evaluate it on the dataset it was trained for")
     return data
+
+
+def report_model(source: str | Path, directory: str | Path, dataset: str | None = None, split: str = "test",
+                 data_dir: str | None = None, download: bool = True,
+                 batch_size: int = 256) -> tuple[EvaluationResult, dict[str, Path], str]:
+    """Full evaluation report of a run or model file: metrics, confusion, top losses, HTML page."""
+    model, card, data, name = evaluation_data(source, dataset, split, data_dir, download)
+    target = Path(directory)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise CnnlabError(f"report directory {target} already exists and is not empty; choose another --report DIR")
+    images, labels = [], []
+    for batch, batch_labels in data.batches(batch_size):  # one pass: pictures for the report too
+        images.append(batch)
+        labels.append(batch_labels)
+    pixels = torch.cat(images)
+    probabilities = predict_proba(model, pixels, batch_size)
+    result = evaluate_predictions(probabilities, torch.cat(labels), card.class_names)
+    if pixels.dtype != torch.uint8:  # float datasets: back to 8-bit for the pictures
+        pixels = (pixels.clamp(0, 1) * 255).round().to(torch.uint8)
+    files = write_report(result, pixels, target, title=f"{Path(str(source)).name} on {name} ({split})")
+    return result, files, name
