@@ -248,3 +248,30 @@ def test_evaluate_report_writes_html_and_lists_confusions(trained_run, tmp_path,
     assert f"{metrics['test_accuracy']:.4f}" in html_text and "https://" not in html_text
     code, out, err = run(capsys, "evaluate", str(trained_run), "--report", str(report))
     assert_one_line_error(code, out, err, "already exists")
+
+
+def test_feature_maps_filters_gradcam_and_conv_arithmetic(trained_run, tmp_path, capsys):
+    digit = tmp_path / "digit.png"
+    Image.fromarray(load_dataset("digits", split="test").images[0, 0].numpy()).save(digit)
+    maps = tmp_path / "maps"
+    code, out, err = run(capsys, "feature-maps", str(trained_run), str(digit), "--layers", "conv2d,max_pooling2d_1",
+                         "-o", str(maps))
+    assert code == 0, err
+    assert "conv2d: 26x26x32" in out and "max_pooling2d_1: 5x5x64" in out
+    assert sorted(p.name for p in maps.iterdir()) == ["conv2d.png", "max_pooling2d_1.png"]
+    code, out, err = run(capsys, "feature-maps", str(trained_run), str(digit), "--layers", "conv2", "-o",
+                         str(tmp_path / "m2"))
+    assert_one_line_error(code, out, err, "conv2")
+    code, out, err = run(capsys, "filters", str(trained_run), "-o", str(tmp_path / "f.png"))
+    assert code == 0 and "(32, 1, 3, 3)" in out, err
+    code, out, err = run(capsys, "gradcam", str(trained_run), str(digit), "--class", "3", "-o", str(tmp_path / "g.png"))
+    assert code == 0 and out.startswith("class 3 ") and "layer conv2d_1" in out, err
+    for png in (maps / "conv2d.png", tmp_path / "f.png", tmp_path / "g.png"):
+        with Image.open(png) as img:
+            assert len(np.unique(np.asarray(img.convert("L")))) > 10, png
+    code, out, err = run(capsys, "gradcam", str(trained_run), str(digit), "--class", "three")
+    assert_one_line_error(code, out, err, "--class 'three'", "Classes: 0, 1")
+    code, out, err = run(capsys, "conv-arithmetic")
+    assert code == 0 and "convolution at (0,0): 1" in out and "conv2d: True" in out and "MISMATCH" not in out
+    code, out, _ = run(capsys, "conv-arithmetic", "--json")
+    assert json.loads(out)["feature_map"] == [[1, 1, 3], [0, 2, 0], [0, -2, 0]]

@@ -121,6 +121,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", default="augment_preview.png")
     p.add_argument("--seed", type=int, default=0)
 
+    p = sub.add_parser("feature-maps", help="activations of chosen layers for one image, a PNG per layer")
+    p.add_argument("model", help="run directory or model file")
+    p.add_argument("image")
+    p.add_argument("--layers", help="comma-separated layer names as `cnnlab summary` prints them (default: all)")
+    p.add_argument("-o", "--output", default="feature_maps", help="output folder (must not exist or be empty)")
+
+    p = sub.add_parser("filters", help="first-layer convolution kernels as an image grid")
+    p.add_argument("model", help="run directory or model file")
+    p.add_argument("-o", "--output", default="filters.png")
+
+    p = sub.add_parser("gradcam", help="Grad-CAM heatmap overlay for the predicted or a chosen class")
+    p.add_argument("model", help="run directory or model file")
+    p.add_argument("image")
+    p.add_argument("--class", dest="class_name", help="class name to explain (default: the predicted one)")
+    p.add_argument("--layer", help="convolution layer to use (default: the last one)")
+    p.add_argument("-o", "--output", default="gradcam.png")
+
+    p = sub.add_parser("conv-arithmetic", help="seed 003's manual convolution and output-size formulas, checked")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("curves", help="training curves of one run, or several runs compared on one plot")
     p.add_argument("runs", nargs="+", help="run directories")
     p.add_argument("-o", "--output", default="curves.png")
@@ -238,6 +258,78 @@ def _cmd_augment_preview(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def _model_and_image(source: str, image_path: str) -> tuple[Any, Any, Any]:
+    from cnnlab.data import float_images, read_image
+    from cnnlab.models import load_model
+
+    model, card = load_model(source)
+    h, w, c = card.input_shape
+    image = read_image(image_path, channels=c, size=(h, w))  # (C, H, W) uint8
+    return model, card, float_images(image[None])[0]
+
+
+def _cmd_feature_maps(args: argparse.Namespace) -> None:
+    from cnnlab.interpret import feature_maps
+    from cnnlab.viz import plot_feature_maps
+
+    out = Path(args.output)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CnnlabError(f"output folder {out} already exists and is not empty; choose another -o")
+    model, _, image = _model_and_image(args.model, args.image)
+    layers = [n.strip() for n in args.layers.split(",") if n.strip()] if args.layers else None
+    maps = feature_maps(model, image, layers)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, activation in maps.items():
+        c, h, w = activation.shape
+        path = plot_feature_maps(activation, out / f"{name.replace('.', '_')}.png", title=f"{name}: {h}x{w}x{c}")
+        print(f"{name}: {h}x{w}x{c} -> {path}")
+
+
+def _cmd_filters(args: argparse.Namespace) -> None:
+    from cnnlab.interpret import first_layer_filters
+    from cnnlab.models import load_model
+    from cnnlab.viz import plot_filters
+
+    filters = first_layer_filters(load_model(args.model)[0])
+    print(f"{tuple(filters.shape)} kernels -> {plot_filters(filters, args.output)}")
+
+
+def _cmd_gradcam(args: argparse.Namespace) -> None:
+    from cnnlab.errors import did_you_mean
+    from cnnlab.interpret import grad_cam
+    from cnnlab.viz import plot_grad_cam
+
+    model, card, image = _model_and_image(args.model, args.image)
+    index = None
+    if args.class_name is not None:
+        if args.class_name not in card.class_names:
+            hint = did_you_mean(args.class_name, card.class_names)
+            raise CnnlabError(f"--class {args.class_name!r} is not one of the model's classes.{hint} "
+                              f"Classes: {', '.join(card.class_names)}")
+        index = card.class_names.index(args.class_name)
+    cam = grad_cam(model, image, index, args.layer)
+    name = card.class_names[cam.class_index]
+    path = plot_grad_cam(image, cam.heatmap, args.output, title=f"{name} (p={cam.probability:.2f}), layer {cam.layer}")
+    print(f"class {name} (p={cam.probability:.3f}), layer {cam.layer} -> {path}")
+
+
+def _cmd_conv_arithmetic(args: argparse.Namespace) -> None:
+    from cnnlab.conv_arithmetic import conv_arithmetic_report
+
+    report = conv_arithmetic_report()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    rows = lambda m: "\n".join("  " + " ".join(f"{v:>3}" for v in row) for row in m)  # noqa: E731
+    print(f"seed 003's 5x5 image:\n{rows(report['image'])}\nvertical-edge filter:\n{rows(report['filter'])}")
+    print(f"convolution at (0,0): {report['at_0_0']}\nfull 3x3 map ('valid'):\n{rows(report['feature_map'])}")
+    print(f"equals torch.nn.functional.conv2d: {report['matches_torch']}")
+    print("output sizes: valid = floor((size - window) / stride) + 1, same = ceil(size / stride)")
+    for r in report["sizes"]:
+        print(f"  {r['layer']:<5} size {r['size']:>3} window {r['window']} stride {r['stride']} {r['padding']:<5} "
+              f"-> {r['formula']:>3} (measured {r['measured']}{'' if r['matches'] else ', MISMATCH'})")
+
+
 def _cmd_curves(args: argparse.Namespace) -> None:
     from cnnlab.viz.curves import plot_history, plot_runs
 
@@ -295,6 +387,8 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
 COMMANDS = {"models": _cmd_models, "summary": _cmd_summary, "train": _cmd_train, "fine-tune": _cmd_fine_tune,
             "check-data": _cmd_check_data, "augment-preview": _cmd_augment_preview, "curves": _cmd_curves,
+            "feature-maps": _cmd_feature_maps, "filters": _cmd_filters, "gradcam": _cmd_gradcam,
+            "conv-arithmetic": _cmd_conv_arithmetic,
             "evaluate": _cmd_evaluate, "predict": _cmd_predict,
             "datasets": lambda args: print("\n".join(dataset_names()))}
 
