@@ -17,6 +17,8 @@ from cnnlab.errors import CnnlabError
 matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
+from cnnlab.viz.figures import save_figure  # noqa: E402
+
 __all__ = ["plot_confusion_matrix", "image_to_data_uri", "png_to_data_uri"]
 
 CELL_INCHES = 0.6  # per class: room for "0.00" in 9-point type inside a cell
@@ -65,12 +67,7 @@ def plot_confusion_matrix(confusion: torch.Tensor, class_names: Sequence[str], p
                 ax.text(j, i, text, ha="center", va="center", fontsize=9,
                         color="white" if values[i, j] > threshold else "black")
     ax.set_title(title or ("Confusion matrix (rows normalized)" if normalize else "Confusion matrix"))
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def image_to_data_uri(image: torch.Tensor) -> str:

@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
+from cnnlab.viz.figures import save_figure  # noqa: E402
+
 __all__ = ["plot_history", "plot_runs"]
 
 
@@ -34,11 +36,7 @@ def plot_history(history: dict[str, list[float]], path: str | Path, title: str =
         ax.legend(loc="lower right" if metric == "accuracy" else "upper right")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_runs(histories: dict[str, dict[str, list[float]]], path: str | Path, title: str = "") -> Path:
@@ -68,8 +66,4 @@ def plot_runs(histories: dict[str, dict[str, list[float]]], path: str | Path, ti
             ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

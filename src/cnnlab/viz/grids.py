@@ -15,6 +15,8 @@ from cnnlab.errors import CnnlabError
 matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
+from cnnlab.viz.figures import save_figure  # noqa: E402
+
 __all__ = ["plot_image_grid", "augment_preview"]
 
 CELL_INCHES = 2.0  # width per image; at 100 dpi a 28x28 digit is drawn 7x larger, so it stays legible
@@ -57,12 +59,7 @@ def plot_image_grid(images: torch.Tensor, titles: Sequence[str] | None, path: st
         ax.imshow(picture, cmap="gray" if gray else None, vmin=0, vmax=1, interpolation="nearest")
         if titles is not None:
             ax.set_title(str(titles[index]), fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def augment_preview(image: torch.Tensor, augmenter: Callable[[torch.Tensor], torch.Tensor], n: int,

@@ -18,18 +18,12 @@ from cnnlab.errors import CnnlabError
 matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 
+from cnnlab.viz.figures import save_figure  # noqa: E402
+
 __all__ = ["plot_feature_maps", "plot_filters", "plot_grad_cam"]
 
 CELL_INCHES = 1.5    # per map or filter; at 100 dpi a 3x3 kernel becomes 150 pixels, each weight a 50-pixel block
 OVERLAY_ALPHA = 0.4  # heatmap opacity over the image: the image stays readable beneath it
-
-
-def _save(fig: plt.Figure, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def _grid(count: int, columns: int) -> tuple[plt.Figure, np.ndarray]:
@@ -69,7 +63,7 @@ def plot_feature_maps(maps: torch.Tensor, path: str | Path, title: str = "", max
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _filter_picture(kernel: np.ndarray) -> np.ndarray:
@@ -102,7 +96,7 @@ def plot_filters(filters: torch.Tensor, path: str | Path, columns: int = 8) -> P
         axes.flat[index].imshow(picture, cmap="gray" if picture.ndim == 2 else None, vmin=0, vmax=1,
                                 interpolation="nearest")
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_grad_cam(image: torch.Tensor, heatmap: torch.Tensor, path: str | Path, title: str = "") -> Path:
@@ -138,4 +132,4 @@ def plot_grad_cam(image: torch.Tensor, heatmap: torch.Tensor, path: str | Path, 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
