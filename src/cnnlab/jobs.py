@@ -23,9 +23,10 @@ from torch import nn
 
 from cnnlab.config import TrainConfig
 from cnnlab.data import (
-    ArrayDataset, Augmenter, FolderDataset, class_weights, dataset_names, load_dataset, parse_augment,
+    Augmenter, class_weights, dataset_names, load_dataset, parse_augment,
     stratified_split,
 )
+from cnnlab.data import ImageDataset as Dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation import EvaluationResult, evaluate_predictions, write_report
 from cnnlab.models.files import ModelCard, atomic_write, load_model, read_card, resolve_model_path, save_model
@@ -40,8 +41,6 @@ from cnnlab.versions import versions
 from cnnlab.viz import plot_history
 
 __all__ = ["RunResult", "Phase", "train_run", "evaluate_model", "evaluation_data", "report_model", "new_run_dir"]
-
-Dataset = ArrayDataset | FolderDataset
 
 
 @dataclass
@@ -214,7 +213,7 @@ def _write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
-def _start(config: TrainConfig) -> tuple[Path, _Data, nn.Module, list[Phase]]:
+def _start(config: TrainConfig) -> tuple[Path, _Data, nn.Module, list[Phase], Augmenter]:
     """Everything that can fail on user input, before the run directory exists."""
     config.validate()
     run_dir = new_run_dir(config)
@@ -224,10 +223,9 @@ def _start(config: TrainConfig) -> tuple[Path, _Data, nn.Module, list[Phase]]:
     torch.manual_seed(config.seed)
     model = _build(config, data.train)
     phases = _phases(config, model)
-    for phase in phases:
+    for phase in phases:  # the parameter counts of each phase, for config.json and the printout
         _apply_phase(model, phase)
-    parse_augment(config.augment)
-    return run_dir, data, model, phases
+    return run_dir, data, model, phases, Augmenter(parse_augment(config.augment))
 
 
 def train_run(config: TrainConfig, verbose: int = 1) -> RunResult:
@@ -238,7 +236,7 @@ def train_run(config: TrainConfig, verbose: int = 1) -> RunResult:
     >>> sorted(p.name for p in r.run_dir.iterdir())[:3]
     ['best.json', 'best.safetensors', 'config.json']
     """
-    run_dir, data, model, phases = _start(config)
+    run_dir, data, model, phases, augment = _start(config)
     train, classes, shape = data.train, data.train.class_names, data.train.input_shape
     run_dir.mkdir(parents=True, exist_ok=True)
     _write_json(run_dir / "config.json", {**config.to_dict(), "class_names": classes, "input_shape": list(shape),
@@ -260,8 +258,8 @@ def train_run(config: TrainConfig, verbose: int = 1) -> RunResult:
         h = fit(model, train, epochs=phase.epochs, batch_size=config.batch_size, learning_rate=phase.learning_rate,
                 validation_split=config.validation_split if data.validation is None else 0.0,
                 validation_data=data.validation, seed=config.seed, verbose=verbose,
-                callbacks=_callbacks(config, run_dir, save, config.validation_split > 0 or bool(data.validation)),
-                augment=Augmenter(parse_augment(config.augment)), class_weights=weights, workers=config.workers)
+                callbacks=_callbacks(config, run_dir, save, config.validation_split > 0 or data.validation is not None),
+                augment=augment, class_weights=weights, workers=config.workers)
         for key, values in h.history.items():
             history.setdefault(key, []).extend(values)
         history.setdefault("phase", []).extend([float(phases.index(phase))] * len(h.history["loss"]))

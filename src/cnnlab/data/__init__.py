@@ -20,9 +20,12 @@ from cnnlab.data.loading import dataset_names, default_data_dir, load_dataset, r
 from cnnlab.data.splits import class_weights, stratified_split
 from cnnlab.data.streaming import FolderDataset
 
+ImageDataset = ArrayDataset | FolderDataset  # both give batches(), labels, input_shape, class_names, subset()
+
 __all__ = [
     "ArrayDataset",
     "FolderDataset",
+    "ImageDataset",
     "float_images",
     "dataset_names",
     "default_data_dir",

@@ -7,13 +7,13 @@ one load the same way. When the files cannot be found, the error says which file
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 from urllib.error import URLError
 
 from cnnlab.errors import CnnlabError
+from cnnlab.network import socket_timeout
 
 __all__ = ["locate_or_download", "one_line"]
 
@@ -64,14 +64,12 @@ def one_line(error: BaseException, limit: int = 300) -> str:
 
 def _download(dataset: str, split: str, data_dir: Path) -> str | None:
     """Download `dataset` into `data_dir` with torchvision; None on success, else the reason it failed."""
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
         from torchvision import datasets
 
-        getattr(datasets, _TORCHVISION_CLASSES[dataset])(root=str(data_dir), train=split == "train", download=True)
+        with socket_timeout(DOWNLOAD_TIMEOUT_S):
+            getattr(datasets, _TORCHVISION_CLASSES[dataset])(root=str(data_dir), train=split == "train",
+                                                             download=True)
     except (URLError, OSError, RuntimeError, ImportError) as error:  # URLError is an OSError; listed for the reader
         return one_line(error)
-    finally:
-        socket.setdefaulttimeout(previous)
     return None

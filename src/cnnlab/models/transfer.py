@@ -14,7 +14,6 @@ its convolutional base, up to its Flatten or GlobalAveragePooling2D, becomes the
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from cnnlab.errors import CnnlabError, did_you_mean
+from cnnlab.network import socket_timeout
 from cnnlab.models.layers import Conv2D, Dense, Flatten, GlobalAveragePooling2D, Residual, Sequential
 
 __all__ = ["BACKBONES", "TransferModel", "transfer_model", "backbone_preprocessing"]
@@ -124,17 +124,14 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def _download_state_dict(name: str) -> dict[str, torch.Tensor]:
     weights = torchvision.models.get_model_weights(name).DEFAULT
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)
     try:
-        return weights.get_state_dict(progress=True)
+        with socket_timeout(DOWNLOAD_TIMEOUT_S):
+            return weights.get_state_dict(progress=True)
     except (OSError, RuntimeError) as exc:  # URLError is an OSError
         cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
         raise CnnlabError(
             f"could not download the ImageNet weights of {name} ({' '.join(str(exc).split())[:160]}); offline? "
             f"download {weights.url} on a connected machine and pass --weights PATH, or put it at {cached}") from None
-    finally:
-        socket.setdefaulttimeout(previous)
 
 
 def _torchvision_backbone(name: str, pretrained: bool, weights: str | Path | None) -> list[nn.Module]:

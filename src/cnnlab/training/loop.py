@@ -20,14 +20,13 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from cnnlab.data import ArrayDataset, FolderDataset, float_images
+from cnnlab.data import ImageDataset as Dataset
+from cnnlab.data import float_images
 from cnnlab.errors import CnnlabError
 from cnnlab.models.zoo import output_kind
 from cnnlab.training.callbacks import Callback, TrainState
 
 __all__ = ["History", "fit", "evaluate", "predict_proba", "loss_fn", "check_compatible"]
-
-Dataset = ArrayDataset | FolderDataset  # both give .batches(), .labels, .input_shape, .class_names
 
 KERAS_EPSILON = 1e-7  # Keras clips probabilities to [eps, 1 - eps] before the log, and uses it as adam's eps
 
@@ -65,9 +64,10 @@ def check_compatible(model: nn.Module, data: Dataset, where: str) -> None:
                 else f"the model takes {h}x{w} images but these are {dh}x{dw}")
         raise CnnlabError(f"{where}: {hint} (model input {h}x{w}x{c}, data {dh}x{dw}x{dc}); "
                           f"use a model built for this data (--input-shape / a matching dataset)")
-    if int(data.labels.max()) >= _num_outputs(model, data):
+    outputs = _num_outputs(model, data)
+    if int(data.labels.max()) >= outputs:
         raise CnnlabError(f"{where}: labels go up to {int(data.labels.max())} but the model has "
-                          f"{_num_outputs(model, data)} outputs; build it with num_classes={data.num_classes}")
+                          f"{outputs} outputs; build it with num_classes={data.num_classes}")
 
 
 def _num_outputs(model: nn.Module, data: Dataset) -> int:
