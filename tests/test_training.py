@@ -156,3 +156,23 @@ def test_class_weights_weight_the_loss_like_keras():
     per_sample = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
     w = weights[labels]
     torch.testing.assert_close(loss_fn(logits, labels, "logits", weights), (w * per_sample).sum() / w.sum())
+
+
+def test_evaluate_averages_over_the_images_it_could_decode(tmp_path):
+    from PIL import Image
+
+    from cnnlab.data import FolderDataset
+
+    paths = []
+    for i in range(4):
+        paths.append(tmp_path / f"{i}.png")
+        Image.new("L", (28, 28), 255 * (i % 2)).save(paths[-1])
+    data = FolderDataset(paths, torch.tensor([0, 1, 0, 1]), ["black", "white"], 1, (28, 28))
+    model = build_model("seed-mnist", num_classes=2)
+    full = evaluate(model, data)
+    paths[1].write_bytes(b"")  # breaks after the dataset was built: dropped while streaming
+    paths[3].write_bytes(b"")
+    blacks = evaluate(model, data.subset([0, 2]))
+    partial = evaluate(model, data)
+    assert partial == pytest.approx(blacks) and partial != pytest.approx(full)
+    assert sorted(data.skipped_during_training) == sorted(str(p) for p in (paths[1], paths[3]))

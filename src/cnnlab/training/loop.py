@@ -81,15 +81,22 @@ def _num_outputs(model: nn.Module, data: Dataset) -> int:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: Dataset, batch_size: int = 256) -> dict[str, float]:
-    """Mean loss and accuracy of `model` on `data`: {"loss": ..., "accuracy": ...}."""
+    """Mean loss and accuracy of `model` on `data`: {"loss": ..., "accuracy": ...}.
+
+    Means are over the images actually evaluated: a streamed folder drops files that fail to decode.
+    """
     check_compatible(model, data, "evaluate")
     model.eval()
-    kind, total_loss, correct = output_kind(model), 0.0, 0
+    kind, total_loss, correct, seen = output_kind(model), 0.0, 0, 0
     for images, labels in data.batches(batch_size):
         out = model(float_images(images))
         total_loss += float(loss_fn(out, labels, kind)) * len(labels)
         correct += int((out.argmax(1) == labels).sum())
-    return {"loss": total_loss / len(data), "accuracy": correct / len(data)}
+        seen += len(labels)
+    if seen == 0:
+        raise CnnlabError(f"evaluate: none of the {len(data)} images could be decoded; "
+                          f"check them with cnnlab check-data")
+    return {"loss": total_loss / seen, "accuracy": correct / seen}
 
 
 @torch.no_grad()
