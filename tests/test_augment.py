@@ -1,23 +1,31 @@
 """Contracts of cnnlab.data.augment and cnnlab.viz.grids: exact pixels where the result is known, ranges otherwise.
 
 Shifts and crops are checked against numpy's own padding (np.pad 'constant', 'edge', 'symmetric' are
-Keras's 'constant', 'nearest', 'reflect'), flips against exact mirrors, colour changes against the
-stated factor ranges, and randomness against the per-sample and reproducibility promises.
+Keras's 'constant', 'nearest', 'reflect') and torch.roll, the affine warp against scipy.ndimage (the warp
+Keras itself uses), flips against exact mirrors, colour changes against the stated factor ranges, and
+randomness against the per-sample and reproducibility promises. Speed is a contract without a clock:
+the work done per batch (calls into torch, grid_sample calls) must not grow with the batch size.
 """
 
 from __future__ import annotations
 
 import json
 import pickle
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from scipy import ndimage
+from torch.overrides import TorchFunctionMode
 
-from cnnlab.data.augment import PRESETS, Augmenter, AugmentSpec, parse_augment
+from cnnlab.data.augment import (
+    FILLS, PRESETS, Augmenter, AugmentSpec, _warp, parse_augment, random_crop, random_flip,
+)
 from cnnlab.errors import CnnlabError
 from cnnlab.viz import augment_preview, plot_image_grid
 
@@ -155,8 +163,21 @@ def test_bad_batches_are_rejected() -> None:
         augment(random_images(1, 3, 8, 8)[0])
     with pytest.raises(CnnlabError, match="int32"):
         augment(torch.zeros((1, 1, 8, 8), dtype=torch.int32))
-    with pytest.raises(CnnlabError, match="crop=9 with fill=reflect"):
-        Augmenter(parse_augment("crop=9,fill=reflect"))(random_images(1, 1, 8, 8))
+    with pytest.raises(CnnlabError, match="brightness/contrast need 1 .* or 3"):
+        Augmenter(AugmentSpec(contrast=0.2))(random_images(1, 4, 8, 8))
+
+
+@pytest.mark.parametrize(("call", "fragment"), [
+    (lambda x: random_flip(x, p=1.5), "p must be a probability in 0..1, got 1.5"),
+    (lambda x: random_flip(x[0]), r"random_flip: images must be a \(N, C, H, W\) tensor"),
+    (lambda x: random_crop(x, -1, "constant"), "pad must be a whole number of pixels >= 0, got -1"),
+    (lambda x: random_crop(x, 2.5, "constant"), "got 2.5"),
+    (lambda x: random_crop(x, 2, "reflct"), "mode='reflct' is invalid. Did you mean 'reflect'"),
+])
+def test_batched_helpers_reject_bad_arguments(call: Callable[[torch.Tensor], object], fragment: str) -> None:
+    with pytest.raises(CnnlabError, match=fragment) as error:
+        call(random_images(2, 1, 8, 8))
+    assert "\n" not in str(error.value)
 
 
 # ---------------------------------------------------------------- exact geometry
@@ -218,35 +239,183 @@ def test_nearest_and_reflect_fill_leave_no_empty_pixels_but_constant_does() -> N
         assert int(out.min()) == 255
 
 
-@pytest.mark.parametrize(("text", "height", "width"), [
-    ("rotate=45,shift=0.3,zoom=0.5,shear=45", 20, 20), ("standard", 28, 28), ("standard", 12, 40),
-    ("rotate=180,fill=reflect", 10, 30), ("shear=45,zoom=0.5", 16, 16),
+def keras_warp(channel: np.ndarray, angle: float, shift: tuple[float, float], scale: float, shear: float,
+               mode: str) -> np.ndarray:
+    """Keras's own warp (scipy.ndimage.affine_transform, bilinear) of one (H, W) channel by the transform `_warp`
+    documents: shear along x, scale, clockwise turn, then a (dx, dy) shift, about the image centre."""
+    height, width = channel.shape
+    turn, slant = np.deg2rad(angle), np.tan(np.deg2rad(shear))
+    rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+    forward_xy = rotation @ np.array([[1, slant], [0, 1]])
+    forward = forward_xy[::-1, ::-1] * scale  # scipy indexes (row, column) = (y, x)
+    inverse = np.linalg.inv(forward)
+    centre = np.array([(height - 1) / 2, (width - 1) / 2])
+    offset = centre - inverse @ (centre + np.array(shift[::-1]))  # input = inverse (output - centre - shift) + centre
+    return ndimage.affine_transform(channel, inverse, offset, order=1, mode=mode, cval=0.0)
+
+
+# scipy's 'grid-constant' is zero padding with interpolation up to the edge; Keras's 'constant' (scipy 'constant')
+# differs on a one-pixel rim, as augment.py's _GRID_PADDING comment says.
+@pytest.mark.parametrize(("fill", "scipy_mode"), [("nearest", "nearest"), ("reflect", "reflect"),
+                                                   ("constant", "grid-constant")])
+def test_affine_warp_matches_the_warp_keras_uses(fill: str, scipy_mode: str) -> None:
+    images = torch.rand((4, 2, 12, 17), dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    # (degrees, (dx, dy) pixels, scale, shear degrees); the third samples more than an image width away
+    params = [(30.0, (2.0, -3.0), 0.7, 20.0), (-170.0, (0.0, 0.0), 1.3, -40.0), (45.0, (-9.0, 6.0), 0.5, 45.0),
+              (0.0, (5.0, 1.0), 1.0, 0.0)]
+    angle, shift, scale, shear = (torch.tensor(column, dtype=torch.float64) for column in zip(*params, strict=True))
+    out = _warp(images, angle, shift, scale, shear, fill)
+    for i, (degrees, pixels, zoom, slant) in enumerate(params):
+        for c in range(2):
+            expected = keras_warp(images[i, c].numpy(), degrees, pixels, zoom, slant, scipy_mode)
+            np.testing.assert_allclose(out[i, c].numpy(), expected, atol=1e-10)
+
+
+def test_warp_turns_clockwise_and_shifts_whole_pixels_exactly() -> None:
+    image = random_images(1, 1, 9, 9).float()
+    zero, one, still = torch.zeros(1), torch.ones(1), torch.zeros(1, 2)
+    turned = _warp(image, torch.tensor([90.0]), still, one, zero, "constant")
+    assert torch.equal(turned.round(), torch.rot90(image, -1, dims=(2, 3)))  # k=-1: clockwise as displayed
+    moved = _warp(image, zero, torch.tensor([[2.0, -1.0]]), one, zero, "constant")  # 2 right, 1 up
+    assert torch.equal(moved.round()[..., :-1, 2:], image[..., 1:, :-2])
+
+
+def test_zero_draws_leave_images_unchanged() -> None:
+    images = random_images(8, 3, 16, 16)
+    # 0.01 of 16 pixels rounds to a 0-pixel shift for every image: the whole affine path with identity matrices
+    torch.manual_seed(0)
+    assert torch.equal(Augmenter(AugmentSpec(shift=0.01))(images), images)
+    floats = images.float() / 255
+    zero, still, one = torch.zeros(8), torch.zeros(8, 2), torch.ones(8)
+    for fill in FILLS:
+        assert torch.allclose(_warp(floats, zero, still, one, zero, fill), floats, atol=1e-6)
+    for images_ in (images, floats):
+        assert torch.equal(random_crop(images_, 0, "reflect"), images_)
+        assert torch.equal(random_flip(images_, p=0.0), images_)
+
+
+def test_random_flip_mirrors_exactly_the_images_it_selects() -> None:
+    images = random_images(400, 2, 5, 7)  # all different and none its own mirror image
+    torch.manual_seed(0)
+    out = random_flip(images, p=0.3)
+    flipped = torch.tensor([torch.equal(result, image.flip(-1)) for image, result in zip(images, out, strict=True)])
+    kept = torch.tensor([torch.equal(result, image) for image, result in zip(images, out, strict=True)])
+    assert bool((flipped ^ kept).all())  # every image is exactly itself or exactly its mirror
+    assert 0.24 <= float(flipped.float().mean()) <= 0.36  # p = 0.3, +-3 standard deviations of 400 draws
+
+
+@pytest.mark.parametrize("mode", FILLS)
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_random_crop_is_an_exact_whole_pixel_shift_within_pad(mode: str, dtype: torch.dtype) -> None:
+    pad = 3
+    images = random_images(64, 2, 10, 12).to(dtype)
+    torch.manual_seed(0)
+    out = random_crop(images, pad, mode)
+    assert out.dtype == dtype
+    inner = (slice(None), slice(pad, -pad), slice(pad, -pad))  # pixels that no offset of <= pad brings in from outside
+    offsets = []
+    for image, result in zip(images, out, strict=True):
+        # output pixel (y, x) is input pixel (y + dy, x + dx): torch.roll by (-dy, -dx), exact on the interior
+        matches = [(dy, dx) for dy in range(-pad, pad + 1) for dx in range(-pad, pad + 1)
+                   if torch.equal(result[inner], torch.roll(image, (-dy, -dx), dims=(1, 2))[inner])]
+        assert len(matches) == 1
+        offsets.append(matches[0])
+    assert len(set(offsets)) > 20  # of the 49 possible offsets
+    assert {dy for dy, _ in offsets} == {dx for _, dx in offsets} == set(range(-pad, pad + 1))
+
+
+def test_crop_with_reflect_fill_tiles_mirror_images_beyond_the_image_side() -> None:
+    image = random_images(1, 1, 8, 8)
+    candidates = shifted_copies(image[0], 9, "symmetric")  # 9 pixels of padding on an 8x8 image: two mirror images
+    torch.manual_seed(0)
+    outputs = Augmenter(parse_augment("crop=9,fill=reflect"))(image.expand(40, -1, -1, -1).contiguous())
+    shifts = [find_shift(out, candidates) for out in outputs]
+    found = [shift for shift in shifts if shift is not None]
+    assert len(found) == len(shifts)
+    assert max(max(abs(dy), abs(dx)) for dy, dx in found) == 9  # further than one image side
+
+
+# ---------------------------------------------------------------- batched: independence, devices, work per batch
+
+@pytest.mark.parametrize(("text", "at_least"), [
+    ("shift=0.3", 16), ("crop=3", 16), ("flip=h", 2), ("flip=hv", 4), ("zoom=0.3", 30), ("shear=30", 30),
+    ("brightness=0.5", 30), ("contrast=0.5", 30),
 ])
-def test_fill_padding_covers_every_pixel_the_affine_can_reach(text: str, height: int, width: int) -> None:
-    # Random draws rarely hit the extremes together, so check them all: for every extreme angle, scale,
-    # shear and shift, the corners of the output must sample inside the padded image. torchvision's own
-    # inverse matrix is the ground truth of where RandomAffine samples (coordinates about the centre).
-    from torchvision.transforms import v2
-    from torchvision.transforms.functional import _get_inverse_affine_matrix
+def test_identical_images_get_their_own_random_changes(text: str, at_least: int) -> None:
+    images = random_images(1, 3, 16, 16).expand(32, -1, -1, -1).contiguous()  # 32 identical images
+    torch.manual_seed(1)
+    distinct = {tuple(out.flatten().tolist()) for out in Augmenter(parse_augment(text))(images)}
+    assert len(distinct) >= at_least  # one draw for the whole batch would give 1
 
-    from cnnlab.data.augment import _affine_steps
 
-    spec = parse_augment(text)
-    padded_h, padded_w = v2.Compose(_affine_steps(spec, height, width)[:-2])(torch.zeros(1, height, width)).shape[1:]
-    shift_x, shift_y = -(-spec.shift * width // 1), -(-spec.shift * height // 1)  # ceil: shifts are whole pixels
-    corners = np.array([[x, y, 1.0] for x in (-(width - 1) / 2, (width - 1) / 2)
-                        for y in (-(height - 1) / 2, (height - 1) / 2)])
-    reach_x = reach_y = 0.0
-    for angle in np.linspace(-spec.rotate, spec.rotate, 73):
-        for scale in (1 - spec.zoom, 1 + spec.zoom):
-            for shear in (-spec.shear, 0.0, spec.shear):
-                for dx in (-shift_x, 0, shift_x):
-                    for dy in (-shift_y, 0, shift_y):
-                        inverse = _get_inverse_affine_matrix([0.0, 0.0], float(angle), [dx, dy], scale, [shear, 0.0])
-                        sampled = corners @ np.array(inverse).reshape(2, 3).T  # (4, 2) input points
-                        reach_x = max(reach_x, float(np.abs(sampled[:, 0]).max()))
-                        reach_y = max(reach_y, float(np.abs(sampled[:, 1]).max()))
-    assert reach_x <= (padded_w - 1) / 2 and reach_y <= (padded_h - 1) / 2
+def test_uint8_is_computed_in_float_and_rounded() -> None:
+    images = random_images(16, 3, 12, 12)
+    augment = Augmenter(parse_augment("standard,brightness=0.3,contrast=0.3"))
+    torch.manual_seed(3)
+    as_uint8 = augment(images)
+    torch.manual_seed(3)
+    as_float = augment(images.float() / 255)  # the same draws on [0, 1] images
+    assert as_uint8.dtype == torch.uint8 and as_float.dtype == torch.float32
+    assert 0 <= float(as_float.min()) and float(as_float.max()) <= 1
+    assert float((as_uint8.float() - as_float * 255).abs().max()) <= 0.5 + 1e-3  # rounded, not truncated
+
+
+# 'meta' tensors have no data and refuse to mix with CPU tensors: a step that made its random numbers or
+# constants on the CPU instead of the batch's device fails there, even on a machine without a GPU.
+DEVICES = ["cpu", "meta", *(["cuda"] if torch.cuda.is_available() else [])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("text", ["standard,brightness=0.2,contrast=0.2", "light", "crop=3,fill=reflect,flip=hv",
+                                  "digits", "crop=2,fill=nearest,contrast=0.5"])
+def test_runs_on_the_batch_device(device: str, text: str) -> None:
+    images = torch.zeros((4, 3, 12, 12), dtype=torch.uint8, device=device)
+    for batch in (images, images.float()):
+        out = Augmenter(parse_augment(text))(batch)
+        assert out.device == batch.device and out.dtype == batch.dtype and out.shape == batch.shape
+    assert random_flip(images).device == random_crop(images, 2, "reflect").device == images.device
+
+
+class TorchCallCounter(TorchFunctionMode):
+    """Counts the calls into torch (functions and tensor methods) made inside its `with` block."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func: Callable[..., Any], types: object, args: tuple[Any, ...] = (),
+                           kwargs: dict[str, Any] | None = None) -> Any:
+        self.calls += 1
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("text", KNOBS)
+def test_work_per_batch_does_not_grow_with_the_batch(text: str) -> None:
+    # No Python loop over images: a batch of 64 makes exactly as many calls into torch as a batch of 2.
+    augment = Augmenter(parse_augment(text))
+    calls = []
+    for n in (2, 64):
+        with TorchCallCounter() as counter:
+            augment(random_images(n, 3, 12, 20))
+        calls.append(counter.calls)
+    assert calls[0] == calls[1] > 0
+
+
+def test_one_grid_sample_call_warps_the_whole_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = torch.nn.functional.grid_sample
+    shapes = []
+
+    def counting(images: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        shapes.append(tuple(images.shape))
+        return real(images, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "grid_sample", counting)
+    images = random_images(256, 1, 28, 28)
+    Augmenter(PRESETS["standard"])(images)
+    assert shapes == [(256, 1, 28, 28)]
+    shapes.clear()
+    Augmenter(parse_augment("light,brightness=0.2"))(images)
+    assert shapes == []  # whole-pixel crops and flips never interpolate
 
 
 # ---------------------------------------------------------------- colour

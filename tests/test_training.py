@@ -7,6 +7,7 @@ from torch import nn
 from cnnlab import (
     ArrayDataset, CnnlabError, EarlyStopping, ReduceLROnPlateau, build_model, evaluate, fit, load_dataset,
 )
+from cnnlab.training.devices import resolve_runtime
 from cnnlab.training import CSVLogger, ModelCheckpoint, TrainState
 
 
@@ -40,7 +41,8 @@ def test_same_seed_gives_identical_weights(digits):
 def test_validation_split_takes_the_end_of_the_data_before_shuffling(digits):
     data = digits[0].subset(range(200))
     model = build_model("seed-mnist")
-    history = fit(model, data, epochs=2, validation_split=0.1, seed=0, verbose=0)
+    history = fit(model, data, epochs=2, validation_split=0.1, seed=0, verbose=0,
+                  runtime=resolve_runtime(precision="fp32"))
     tail = evaluate(model, data.subset(range(180, 200)))  # Keras: int(200 * 0.9) = 180 onwards
     assert history.history["val_loss"][-1] == pytest.approx(tail["loss"], rel=1e-6)
     assert history.history["val_accuracy"][-1] == tail["accuracy"]
@@ -136,7 +138,8 @@ def test_augmentation_touches_training_batches_only(digits):
         return 255 - images  # drastic: would show in validation metrics if applied there
 
     model = build_model("seed-mnist")
-    history = fit(model, train, epochs=2, validation_split=0.2, seed=0, verbose=0, augment=augment)
+    history = fit(model, train, epochs=2, validation_split=0.2, seed=0, verbose=0, augment=augment,
+                  runtime=resolve_runtime(precision="fp32"))
     assert sum(seen) == 80 * 2  # exactly the training part, every epoch; never the 20 validation images
     tail = evaluate(model, train.subset(range(80, 100)))
     assert history.history["val_loss"][-1] == pytest.approx(tail["loss"], rel=1e-6)  # validation saw raw pixels

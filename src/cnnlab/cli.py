@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from cnnlab.config import TrainConfig, load_config_file
+from cnnlab.recipes import recipe_settings
 from cnnlab.data import dataset_names
 from cnnlab.errors import CnnlabError
 from cnnlab.versions import __version__
@@ -69,6 +70,13 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-from", help="start from the weights of this run or model file")
     p.add_argument("--test-fraction", type=float, help="test share carved from an unsplit image folder (0.1)")
     p.add_argument("--workers", type=int, help="DataLoader processes for large image folders (2)")
+    p.add_argument("--recipe", help="settings bundle: seed (the tutorials'), fast (CPU), speedrun (GPU); "
+                   "flags you give win")
+    p.add_argument("--schedule", help="learning rate per step: constant (Keras) or onecycle")
+    p.add_argument("--label-smoothing", type=float, help="share of each target spread over all classes (0)")
+    p.add_argument("--device", help="auto (first GPU, else CPU), cpu, cuda, cuda:N, mps")
+    p.add_argument("--precision", help="auto (bf16 where the hardware computes it natively), fp32, bf16, fp16")
+    p.add_argument("--compile", help="torch.compile: auto (long GPU runs), on, off")
     p.add_argument("--run-dir", help="directory for this run (must not exist)")
     p.add_argument("--runs-root", help="parent for automatically named runs (runs)")
     p.add_argument("--config", help="a .toml or .json file of settings; flags override it")
@@ -192,7 +200,9 @@ def _cmd_summary(args: argparse.Namespace) -> None:
 
 
 def _train_config(args: argparse.Namespace) -> TrainConfig:
-    settings: dict[str, Any] = load_config_file(args.config) if args.config else {}
+    from_file: dict[str, Any] = load_config_file(args.config) if args.config else {}
+    settings = recipe_settings(args.recipe or from_file.get("recipe", "seed"))
+    settings.update(from_file)
     if args.data and args.dataset and args.data != args.dataset:
         raise CnnlabError(f"two datasets given: {args.data!r} and --dataset {args.dataset!r}; give one")
     for f in fields(TrainConfig):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cnnlab.errors import CnnlabError, did_you_mean
+from cnnlab.recipes import RECIPES, SCHEDULES, recipe_settings
 
 __all__ = ["TrainConfig", "load_config_file"]
 
@@ -48,6 +49,12 @@ class TrainConfig:
     init_from: str | None = None       # a run directory or model file whose weights this run starts from
     test_fraction: float = 0.1         # held-out test share when an image folder has no test/ subfolder
     workers: int = 2                   # DataLoader processes for image folders too large for memory (2 cores here)
+    recipe: str = "seed"               # named settings bundle (seed, fast, speedrun); see cnnlab.recipes
+    schedule: str = "constant"         # learning rate per step: constant (Keras) or onecycle (warm up, anneal)
+    label_smoothing: float = 0.0       # share of each target spread over all classes (Keras's option); 0: off
+    device: str = "auto"               # auto (first GPU, else CPU), cpu, cuda, cuda:N, mps
+    precision: str = "auto"            # auto (bf16 where the hardware computes it natively), fp32, bf16, fp16
+    compile: str = "auto"              # torch.compile: auto (long CUDA runs), on, off
     run_dir: str | None = None         # where this run's files go; None: runs/<dataset>-<model>-<time>
     runs_root: str = "runs"            # parent of automatically named run directories
 
@@ -77,10 +84,27 @@ class TrainConfig:
             raise CnnlabError(f"class_weights must be 'auto' or unset; got {self.class_weights!r}")
         if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) <= 0):
             raise CnnlabError(f"image_size must be two positive integers HEIGHT WIDTH; got {self.image_size!r}")
+        RECIPES.get(self.recipe)
+        if self.schedule not in SCHEDULES:
+            raise CnnlabError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
+        if not isinstance(self.label_smoothing, (int, float)) or not 0.0 <= self.label_smoothing < 1.0:
+            raise CnnlabError(f"label_smoothing must be in [0, 1), e.g. 0.1; got {self.label_smoothing!r}")
+        if self.schedule == "onecycle" and self.reduce_lr_patience is not None:
+            raise CnnlabError("the onecycle schedule sets the learning rate at every step; "
+                              "drop --reduce-lr or use --schedule constant")
         if (self.early_stopping_patience is not None or self.reduce_lr_patience is not None) \
                 and self.monitor.startswith("val_") and self.validation_split == 0:
             raise CnnlabError(f"monitoring {self.monitor!r} needs validation data: set validation_split > 0 "
                               f"(e.g. --validation-split 0.1) or --monitor loss")
+
+    @classmethod
+    def from_recipe(cls, recipe: str = "seed", **settings: Any) -> TrainConfig:
+        """A config with recipe `recipe`'s settings, then `settings` on top (they win).
+
+        >>> TrainConfig.from_recipe("fast", epochs=3).batch_size, TrainConfig.from_recipe("fast", epochs=3).epochs
+        (64, 3)
+        """
+        return cls(**{**recipe_settings(recipe), **settings})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

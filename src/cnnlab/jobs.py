@@ -11,6 +11,7 @@ reused, so a mistake never costs a previous run.
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from cnnlab.models.layers import Sequential
 from cnnlab.models.summary import count_parameters
 from cnnlab.models.transfer import BACKBONES, TransferModel, backbone_preprocessing, transfer_model
 from cnnlab.models.zoo import build_model
+from cnnlab.training.devices import resolve_runtime
 from cnnlab.training import (
     Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, evaluate, fit, predict_proba,
 )
@@ -216,6 +218,7 @@ def _write_json(path: Path, data: Any) -> None:
 def _start(config: TrainConfig) -> tuple[Path, _Data, nn.Module, list[Phase], Augmenter]:
     """Everything that can fail on user input, before the run directory exists."""
     config.validate()
+    resolve_runtime(config.device, config.precision, config.compile)  # a wrong --device fails before any file exists
     run_dir = new_run_dir(config)
     if config.seed is None:
         config.seed = random.SystemRandom().randrange(2**31)
@@ -259,7 +262,10 @@ def train_run(config: TrainConfig, verbose: int = 1) -> RunResult:
                 validation_split=config.validation_split if data.validation is None else 0.0,
                 validation_data=data.validation, seed=config.seed, verbose=verbose,
                 callbacks=_callbacks(config, run_dir, save, config.validation_split > 0 or data.validation is not None),
-                augment=augment, class_weights=weights, workers=config.workers)
+                augment=augment, class_weights=weights, workers=config.workers, schedule=config.schedule,
+                label_smoothing=config.label_smoothing,
+                runtime=resolve_runtime(config.device, config.precision, config.compile,
+                                        steps=phase.epochs * math.ceil(len(train) / config.batch_size)))
         for key, values in h.history.items():
             history.setdefault(key, []).extend(values)
         history.setdefault("phase", []).extend([float(phases.index(phase))] * len(h.history["loss"]))

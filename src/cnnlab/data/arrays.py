@@ -84,6 +84,15 @@ class ArrayDataset:
         return ArrayDataset(self.images[index], self.labels[index], list(self.class_names), self.name,
                             list(self.skipped))
 
+    def to(self, device: torch.device | str) -> ArrayDataset:
+        """The same dataset with images and labels on `device` (a GPU keeps small datasets resident).
+
+        >>> ArrayDataset.from_arrays(np.zeros((2, 4, 4), np.uint8), [0, 1]).to("cpu").images.device
+        device(type='cpu')
+        """
+        return ArrayDataset(self.images.to(device), self.labels.to(device), list(self.class_names), self.name,
+                            list(self.skipped))
+
     def split_last(self, fraction: float) -> tuple[ArrayDataset, ArrayDataset]:
         """(train, validation): the last `fraction` of samples in stored order, as Keras's `validation_split`.
 

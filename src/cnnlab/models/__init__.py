@@ -5,6 +5,7 @@ from cnnlab.models.layers import (
     Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
     GlobalAveragePooling2D, Layer, MaxPooling2D, Residual, ResidualBlock, Sequential,
 )
+from cnnlab.models.speedrun import SpeedrunNet, init_whitening  # registers "speedrun"
 from cnnlab.models.summary import Summary, count_parameters, model_summary
 from cnnlab.models.zoo import MODELS, ModelSpec, build_model, model_names
 
@@ -12,5 +13,5 @@ __all__ = [
     "Activation", "AveragePooling2D", "BatchNormalization", "Conv2D", "Dense", "Dropout", "Flatten",
     "GlobalAveragePooling2D", "Layer", "MaxPooling2D", "Residual", "ResidualBlock", "Sequential",
     "ModelCard", "load_model", "save_model", "Summary", "count_parameters", "model_summary",
-    "MODELS", "ModelSpec", "build_model", "model_names",
+    "MODELS", "ModelSpec", "build_model", "model_names", "SpeedrunNet", "init_whitening",
 ]

@@ -1,0 +1,108 @@
+"""The seed programs exactly as the tutorials write them in tf.keras, timed (the reference side).
+
+Runs in the TensorFlow benchmark environment (benchmarks/setup_tf.sh), never in cnnlab's: it
+imports nothing from cnnlab. Prints one JSON line: the program, fit's wall time, test accuracy.
+
+    benchmarks/.venv-tf/bin/python benchmarks/tf_keras_seeds.py mnist-cnn --data-dir ../shared/datasets
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the JSON line
+import tensorflow as tf  # noqa: E402  (the environment variable must be set first)
+from tensorflow.keras import layers, models  # noqa: E402
+
+CIFAR_SHAPE = (32, 32, 3)  # seed 004's input
+CIFAR_TRAIN, CIFAR_TEST = 50_000, 10_000  # CIFAR-10's split sizes, for the synthetic stand-in
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (MNIST's format, gzipped or not) as a numpy array."""
+    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    dims = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims)]
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def fashion_mnist(data_dir: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Fashion-MNIST from its four IDX files, in keras.datasets' (x, y) layout."""
+    folder = data_dir / "fashion-mnist"
+    def part(name: str) -> np.ndarray:
+        return read_idx(next(folder.glob(f"{name}*")))
+    return ((part("train-images-idx3-ubyte"), part("train-labels-idx1-ubyte")),
+            (part("t10k-images-idx3-ubyte"), part("t10k-labels-idx1-ubyte")))
+
+
+def mnist_cnn(data_dir: Path) -> dict:
+    """Seed 000: the MNIST CNN, 1 epoch, validation_split 0.1 (on Fashion-MNIST: no MNIST train images offline)."""
+    (train_images, train_labels), (test_images, test_labels) = fashion_mnist(data_dir)
+    train_images = train_images / 255.0
+    test_images = test_images / 255.0
+    train_images = train_images[..., tf.newaxis]
+    test_images = test_images[..., tf.newaxis]
+    model = models.Sequential([
+        layers.Input(shape=(28, 28, 1)),
+        layers.Conv2D(32, (3, 3), activation="relu"),
+        layers.MaxPooling2D((2, 2)),
+        layers.Conv2D(64, (3, 3), activation="relu"),
+        layers.MaxPooling2D((2, 2)),
+        layers.Flatten(),
+        layers.Dense(64, activation="relu"),
+        layers.Dense(10, activation="softmax"),
+    ])
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    start = time.perf_counter()
+    model.fit(train_images, train_labels, epochs=1, validation_split=0.1, verbose=0)
+    seconds = time.perf_counter() - start
+    _, test_acc = model.evaluate(test_images, test_labels, verbose=0)
+    return {"fit_seconds": seconds, "test_accuracy": float(test_acc), "data": "fashion-mnist"}
+
+
+def cifar_cnn(data_dir: Path, seed: int) -> dict:
+    """Seed 004: the CIFAR-10 CNN with logits, 1 epoch, validated on the test set, on CIFAR-shaped random data."""
+    rng = np.random.default_rng(seed)
+    train_images = rng.integers(0, 256, (CIFAR_TRAIN, *CIFAR_SHAPE), dtype=np.uint8)
+    test_images = rng.integers(0, 256, (CIFAR_TEST, *CIFAR_SHAPE), dtype=np.uint8)
+    train_labels = rng.integers(0, 10, (CIFAR_TRAIN, 1))
+    test_labels = rng.integers(0, 10, (CIFAR_TEST, 1))
+    train_images, test_images = train_images / 255.0, test_images / 255.0
+    model = models.Sequential()
+    model.add(layers.Input(shape=CIFAR_SHAPE))
+    model.add(layers.Conv2D(32, (3, 3), activation="relu"))
+    model.add(layers.MaxPooling2D((2, 2)))
+    model.add(layers.Conv2D(64, (3, 3), activation="relu"))
+    model.add(layers.MaxPooling2D((2, 2)))
+    model.add(layers.Flatten())
+    model.add(layers.Dense(64, activation="relu"))
+    model.add(layers.Dense(10))
+    model.compile(optimizer="adam", loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    start = time.perf_counter()
+    model.fit(train_images, train_labels, epochs=1, validation_data=(test_images, test_labels), verbose=0)
+    seconds = time.perf_counter() - start
+    return {"fit_seconds": seconds, "test_accuracy": None, "data": "synthetic CIFAR-shaped"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("program", choices=["mnist-cnn", "cifar-cnn"])
+    parser.add_argument("--data-dir", type=Path, default=Path("../shared/datasets"))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    tf.keras.utils.set_random_seed(args.seed)
+    result = mnist_cnn(args.data_dir) if args.program == "mnist-cnn" else cifar_cnn(args.data_dir, args.seed)
+    print(json.dumps({"framework": "tf.keras", "version": tf.__version__, "program": args.program,
+                      "recipe": "seed", "seed": args.seed, **result}))
+
+
+if __name__ == "__main__":
+    main()
