@@ -168,3 +168,30 @@ def test_compiled_training_matches_eager(digits):
                         if hasattr(model[-1], "weight") else next(model.parameters()).detach().clone()))
     assert results[0][0] == pytest.approx(results[1][0], rel=1e-4)
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-4, atol=1e-5)
+
+
+def test_speedrun_recipe_from_the_cli_trains_saves_and_evaluates(tmp_path, capsys):
+    run = tmp_path / "speedrun"
+    assert main(["train", "--dataset", "digits", "--recipe", "speedrun", "--widths", "16", "32", "32",
+                 "--epochs", "4", "--batch-size", "128", "--device", "cpu", "--run-dir", str(run),
+                 "--quiet"]) in (0, None)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["test_accuracy"] > 0.9  # 0.99 measured over 5 seeds at these settings (TTA, no flip)
+    model, card = load_model(run)
+    assert card.architecture["options"] == {"widths": [16, 32, 32]}
+    capsys.readouterr()
+    assert main(["evaluate", str(run)]) in (0, None)
+    assert "accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--recipe", "speedrun", "--model", "seed-mnist"], "trains the speedrun model"),
+    (["--recipe", "speedrun", "--augment", "rotate=10", "--widths", "8", "8", "8"], "flip and crop only"),
+    (["--recipe", "speedrun", "--early-stopping", "3", "--widths", "8", "8", "8"], "drop --early-stopping"),
+    (["--model", "seed-mnist", "--widths", "8", "8", "8"], "takes no options"),
+])
+def test_speedrun_misuse_fails_before_the_run_directory(tmp_path, capsys, flags, message):
+    run = tmp_path / "never"
+    assert main(["train", "--dataset", "digits", *flags, "--run-dir", str(run)]) == 2
+    assert message in capsys.readouterr().err
+    assert not run.exists()

@@ -74,6 +74,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                    "flags you give win")
     p.add_argument("--schedule", help="learning rate per step: constant (Keras) or onecycle")
     p.add_argument("--label-smoothing", type=float, help="share of each target spread over all classes (0)")
+    p.add_argument("--widths", type=_positive_int, nargs=3, metavar=("W1", "W2", "W3"),
+                   help="speedrun model: channels of its 3 blocks (64 256 256)")
     p.add_argument("--device", help="auto (first GPU, else CPU), cpu, cuda, cuda:N, mps")
     p.add_argument("--precision", help="auto (bf16 where the hardware computes it natively), fp32, bf16, fp16")
     p.add_argument("--compile", help="torch.compile: auto (long GPU runs), on, off")

@@ -52,6 +52,7 @@ class TrainConfig:
     recipe: str = "seed"               # named settings bundle (seed, fast, speedrun); see cnnlab.recipes
     schedule: str = "constant"         # learning rate per step: constant (Keras) or onecycle (warm up, anneal)
     label_smoothing: float = 0.0       # share of each target spread over all classes (Keras's option); 0: off
+    widths: list[int] | None = None    # speedrun model: channels of its 3 blocks; None: airbench94's 64 256 256
     device: str = "auto"               # auto (first GPU, else CPU), cpu, cuda, cuda:N, mps
     precision: str = "auto"            # auto (bf16 where the hardware computes it natively), fp32, bf16, fp16
     compile: str = "auto"              # torch.compile: auto (long CUDA runs), on, off

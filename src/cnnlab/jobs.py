@@ -14,7 +14,7 @@ import json
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from torch import nn
 
 from cnnlab.config import TrainConfig
 from cnnlab.data import (
-    Augmenter, class_weights, dataset_names, load_dataset, parse_augment,
+    ArrayDataset, Augmenter, AugmentSpec, class_weights, dataset_names, load_dataset, parse_augment,
     stratified_split,
 )
 from cnnlab.data import ImageDataset as Dataset
@@ -36,6 +36,9 @@ from cnnlab.models.summary import count_parameters
 from cnnlab.models.transfer import BACKBONES, TransferModel, backbone_preprocessing, transfer_model
 from cnnlab.models.zoo import build_model
 from cnnlab.training.devices import resolve_runtime
+from cnnlab.training.speedrun import SpeedrunConfig, evaluate_tta, train_speedrun
+from cnnlab.recipes import RECIPES
+from cnnlab.models.speedrun import SpeedrunNet
 from cnnlab.training import (
     Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, evaluate, fit, predict_proba,
 )
@@ -153,7 +156,8 @@ def _build(config: TrainConfig, train: Dataset) -> nn.Module:
                               f"classes use --weights {config.init_from} --freeze")
         return model.train()
     if not _uses_transfer(config):
-        return build_model(config.model, train.input_shape, train.num_classes)
+        options = {"widths": list(config.widths)} if config.widths else {}
+        return build_model(config.model, train.input_shape, train.num_classes, **options)
     if _is_model_file(config.weights):
         backbone, _ = load_model(str(config.weights))
         if not isinstance(backbone, Sequential):
@@ -211,6 +215,34 @@ def _callbacks(config: TrainConfig, run_dir: Path, save: Any, has_validation: bo
     return callbacks
 
 
+def _speedrun_config(config: TrainConfig, data: _Data, model: nn.Module) -> SpeedrunConfig:
+    """The speedrun trainer's settings from a TrainConfig, refusing what that trainer cannot do."""
+    if not isinstance(model, SpeedrunNet):
+        raise CnnlabError(f"--recipe speedrun trains the speedrun model, not {config.model!r}; drop --model "
+                          f"(or --model speedrun), or use --recipe fast for other models")
+    if not isinstance(data.train, ArrayDataset):
+        raise CnnlabError("--recipe speedrun keeps the training images in memory, but this folder is too large; "
+                          "use smaller images (--image-size) or --recipe seed")
+    refused = [flag for flag, value in (("--early-stopping", config.early_stopping_patience),
+                                        ("--reduce-lr", config.reduce_lr_patience),
+                                        ("--class-weights", config.class_weights)) if value is not None]
+    if refused:
+        raise CnnlabError(f"--recipe speedrun runs a fixed short schedule; drop {', '.join(refused)}")
+    spec = parse_augment(config.augment) if config.augment else None
+    if spec is not None and replace(spec, flip="", crop=0) != replace(AugmentSpec(), fill=spec.fill):
+        raise CnnlabError(f"--recipe speedrun augments with flip and crop only (got --augment {config.augment!r}); "
+                          f"use e.g. --augment flip=h,crop=2, or --augment crop=2 for digits and text")
+    digit_like = Path(config.dataset).name in ("digits", "mnist")  # a mirrored digit is another glyph
+    defaults = SpeedrunConfig()
+    scale = config.learning_rate / RECIPES.get("speedrun").learning_rate  # --lr scales all of its rates
+    return SpeedrunConfig(
+        epochs=config.epochs, batch_size=config.batch_size, label_smoothing=config.label_smoothing,
+        lr=defaults.lr * scale, bias_lr=defaults.bias_lr * scale, muon_lr=defaults.muon_lr * scale,
+        flip=("h" in spec.flip) if spec is not None else not digit_like,
+        translate=spec.crop if spec is not None else defaults.translate,
+        widths=model.widths, seed=config.seed)
+
+
 def _write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
@@ -228,6 +260,8 @@ def _start(config: TrainConfig) -> tuple[Path, _Data, nn.Module, list[Phase], Au
     phases = _phases(config, model)
     for phase in phases:  # the parameter counts of each phase, for config.json and the printout
         _apply_phase(model, phase)
+    if RECIPES.get(config.recipe).trainer == "speedrun":
+        _speedrun_config(config, data, model)  # its checks, before the run directory exists
     return run_dir, data, model, phases, Augmenter(parse_augment(config.augment))
 
 
@@ -256,6 +290,18 @@ def train_run(config: TrainConfig, verbose: int = 1) -> RunResult:
     history: dict[str, list[float]] = {}
     epoch_seconds: list[float] = []
     start = time.perf_counter()
+    test_metrics = None
+    if RECIPES.get(config.recipe).trainer == "speedrun":
+        runtime = resolve_runtime(config.device, config.precision, config.compile,
+                                  steps=config.epochs * (len(train) // config.batch_size))
+        settings = _speedrun_config(config, data, model)
+        fit_on, validation = train, data.validation
+        if validation is None and config.validation_split:
+            fit_on, validation = train.split_last(config.validation_split)  # type: ignore[union-attr]
+        h = train_speedrun(model, fit_on, settings, runtime, validation, verbose=verbose)  # type: ignore[arg-type]
+        if data.test is not None:
+            test_metrics = evaluate_tta(model, data.test, runtime, settings.tta_level, flip=settings.flip)
+        phases, history, epoch_seconds = [], dict(h.history), list(h.epoch_seconds)
     for phase in phases:
         _apply_phase(model, phase)
         h = fit(model, train, epochs=phase.epochs, batch_size=config.batch_size, learning_rate=phase.learning_rate,
@@ -271,12 +317,14 @@ def train_run(config: TrainConfig, verbose: int = 1) -> RunResult:
         history.setdefault("phase", []).extend([float(phases.index(phase))] * len(h.history["loss"]))
         epoch_seconds += h.epoch_seconds
     seconds = time.perf_counter() - start
-    return _finish(run_dir, model, save, data, history, epoch_seconds, seconds, config)
+    return _finish(run_dir, model, save, data, history, epoch_seconds, seconds, config, test_metrics)
 
 
 def _finish(run_dir: Path, model: nn.Module, save: Any, data: _Data, history: dict[str, list[float]],
-            epoch_seconds: list[float], seconds: float, config: TrainConfig) -> RunResult:
-    test_metrics = evaluate(model, data.test) if data.test is not None else None
+            epoch_seconds: list[float], seconds: float, config: TrainConfig,
+            test_metrics: dict[str, float] | None = None) -> RunResult:
+    if test_metrics is None and data.test is not None:
+        test_metrics = evaluate(model, data.test)
     final = {k: v[-1] for k, v in history.items() if k != "phase"}
     metrics = {**final, **({f"test_{k}": v for k, v in test_metrics.items()} if test_metrics else {})}
     save(model, run_dir / "model.safetensors", metrics)

@@ -68,7 +68,8 @@ def _architecture(model: nn.Module) -> dict[str, Any]:
     if name is None:
         raise CnnlabError(f"cannot save a {type(model).__name__}: only cnnlab Sequential models and models from "
                           f"build_model() can be described in a model file")
-    return {"name": name}
+    options = getattr(model, "build_options", None)  # e.g. a SpeedrunNet's widths
+    return {"name": name, "options": dict(options)} if options else {"name": name}
 
 
 def save_model(model: nn.Module, path: str | Path, class_names: list[str], input_shape: list[int] | tuple[int, ...],
@@ -140,7 +141,8 @@ def load_model(source: str | Path) -> tuple[nn.Module, ModelCard]:
         elif "config" in arch:
             model = Sequential.from_config(arch["config"])
         elif arch.get("name") in MODELS:
-            model = build_model(arch["name"], tuple(card.input_shape), len(card.class_names))
+            model = build_model(arch["name"], tuple(card.input_shape), len(card.class_names),
+                                **dict(arch.get("options") or {}))
         else:
             raise CnnlabError(f"{path}: unknown architecture {arch.get('name')!r}; this cnnlab "
                               f"({versions()['cnnlab']}) cannot build it. Upgrade cnnlab or re-export the model")

@@ -109,6 +109,7 @@ class SpeedrunNet(nn.Module):
         super().__init__()
         height, width, channels = _check_shape(input_shape)
         self.widths = _check_widths(widths)
+        self.build_options = {"widths": list(self.widths)}  # saved in model files, so load_model rebuilds it
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
             raise CnnlabError(f"SpeedrunNet: num_classes must be an int >= 2, got {num_classes!r}")
         self.input_shape = (height, width, channels)
@@ -227,5 +228,6 @@ def _check_widths(widths: Sequence[int]) -> tuple[int, int, int]:
 @_add("speedrun", (32, 32, 3), "Keller Jordan's airbench94 (CIFAR-10 speed runs; hlb-CIFAR10 lineage)",
       "CIFAR-10 speed-run net: frozen 2x2 patch whitening, 3 blocks 64-256-256, global max pool; "
       "train with train_speedrun (whitening needs the training data)")
-def speedrun(input_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
-    return SpeedrunNet(input_shape, num_classes)
+def speedrun(input_shape: tuple[int, int, int], num_classes: int,
+             widths: Sequence[int] = DEFAULT_WIDTHS) -> nn.Module:
+    return SpeedrunNet(input_shape, num_classes, widths)

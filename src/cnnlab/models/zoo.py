@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torchvision
@@ -32,7 +33,7 @@ class ModelSpec:
     """How to build one registered model, and what it expects."""
 
     name: str
-    build: Callable[[InputShape, int], nn.Module]
+    build: Callable[..., nn.Module]
     default_input_shape: InputShape
     source: str        # where it comes from (a seed, a paper, torchvision)
     description: str
@@ -224,8 +225,11 @@ def output_kind(model: nn.Module) -> str:
     return str(getattr(model, "outputs", "logits"))
 
 
-def build_model(name: str, input_shape: Sequence[int] | None = None, num_classes: int = 10) -> nn.Module:
+def build_model(name: str, input_shape: Sequence[int] | None = None, num_classes: int = 10,
+                **options: Any) -> nn.Module:
     """Build a registered model for an input shape (H, W, C) and a number of classes.
+
+    `options` go to models that take them (the speedrun net's `widths`); others refuse them.
 
     >>> build_model("seed-mnist")(torch.zeros(1, 1, 28, 28)).shape
     torch.Size([1, 10])
@@ -236,7 +240,12 @@ def build_model(name: str, input_shape: Sequence[int] | None = None, num_classes
         raise CnnlabError(f"input shape must be (height, width, channels) like 28 28 1; got {shape!r}")
     if not isinstance(num_classes, int) or num_classes < 2:
         raise CnnlabError(f"num_classes must be an int >= 2; got {num_classes!r}")
-    model = spec.build(shape, num_classes)  # type: ignore[arg-type]
+    try:
+        model = spec.build(shape, num_classes, **options)  # type: ignore[arg-type]
+    except TypeError as exc:
+        if not options:
+            raise
+        raise CnnlabError(f"model {name!r} takes no options {sorted(options)} ({exc})") from None
     if not isinstance(model, Sequential):  # torchvision nets: check the input is large enough
         try:
             with torch.no_grad():
