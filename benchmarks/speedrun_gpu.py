@@ -160,7 +160,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto")
     p.add_argument("--compile", default="auto")
-    p.add_argument("--json", type=Path, default=Path("speedrun_gpu.json"), help="where to write the results")
+    p.add_argument("--json", type=Path, help="also write the results here (JSON)")
     args = p.parse_args(argv)
     if args.smoke:
         args.runs, args.repeats = 1, 1
@@ -179,9 +179,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     result["versions"] = versions()
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
     return 0
 
 
