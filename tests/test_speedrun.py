@@ -3,6 +3,7 @@ augmentation, test-time augmentation, and an end-to-end accuracy gate on the bui
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -81,7 +82,8 @@ def test_identity_conv_passes_input_through_at_init():
 
 
 def _all_crops(image, pad, flip):
-    padded = F.pad(image[None], (pad,) * 4, mode="reflect")[0]
+    # Keras's "reflect" (the edge pixel repeats) is numpy's "symmetric"
+    padded = torch.from_numpy(np.pad(image.numpy(), ((0, 0), (pad, pad), (pad, pad)), mode="symmetric"))
     h, w = image.shape[1:]
     crops = {(top, left, False): padded[:, top:top + h, left:left + w]
              for top in range(2 * pad + 1) for left in range(2 * pad + 1)}

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.data import ArrayDataset, ImageDataset, float_images
+from cnnlab.data.augment import random_crop, random_flip
 from cnnlab.errors import CnnlabError, did_you_mean
 from cnnlab.models.speedrun import DEFAULT_WIDTHS, SpeedrunNet, init_whitening
 from cnnlab.training.devices import Runtime, resolve_runtime
@@ -147,24 +148,16 @@ def _check_config(c: SpeedrunConfig) -> None:
 def augment_batch(images: torch.Tensor, flip: bool, translate: int,
                   generator: torch.Generator | None = None) -> torch.Tensor:
     """Each image of (N, C, H, W) `images` mirrored with probability 1/2 and shifted by a random
-    (dy, dx) in [-translate, translate]^2 (reflect padding fills the edge), on the images' device.
+    (dy, dx) in [-translate, translate]^2 (mirrored edges, Keras's 'reflect'), on the images' device.
 
     >>> x = torch.arange(16.0).reshape(1, 1, 4, 4)
     >>> torch.equal(augment_batch(x, flip=False, translate=0), x)
     True
     """
-    n, c, h, w = images.shape
     if flip:
-        mirrored = torch.rand(n, device=images.device, generator=generator) < 0.5
-        images = torch.where(mirrored[:, None, None, None], images.flip(3), images)
+        images = random_flip(images, generator=generator)
     if translate:
-        padded = F.pad(images, (translate,) * 4, mode="reflect")              # (N, C, H+2t, W+2t)
-        top = torch.randint(0, 2 * translate + 1, (n,), device=images.device, generator=generator)
-        left = torch.randint(0, 2 * translate + 1, (n,), device=images.device, generator=generator)
-        rows = top[:, None] + torch.arange(h, device=images.device)           # (N, H): the rows each image keeps
-        cols = left[:, None] + torch.arange(w, device=images.device)          # (N, W)
-        images = padded.gather(2, rows[:, None, :, None].expand(n, c, h, w + 2 * translate))  # (N, C, H, W+2t)
-        images = images.gather(3, cols[:, None, None, :].expand(n, c, h, w))                  # (N, C, H, W)
+        images = random_crop(images, translate, "reflect", generator=generator)
     return images
 
 
