@@ -24,8 +24,8 @@ from torch import nn
 
 from cnnlab.config import TrainConfig
 from cnnlab.data import (
-    ArrayDataset, Augmenter, AugmentSpec, class_weights, dataset_names, load_dataset, parse_augment,
-    stratified_split,
+    ArrayDataset, Augmenter, AugmentSpec, archive_stem, class_weights, dataset_names, is_archive, load_dataset,
+    parse_augment, stratified_split,
 )
 from cnnlab.data import ImageDataset as Dataset
 from cnnlab.errors import CnnlabError
@@ -67,7 +67,7 @@ def new_run_dir(config: TrainConfig) -> Path:
                               f"Choose another --run-dir or delete that one")
         return path
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    dataset = Path(config.dataset).name if Path(config.dataset).is_dir() else config.dataset
+    dataset = archive_stem(config.dataset) if _is_folder(config) else config.dataset
     base = Path(config.runs_root) / f"{dataset}-{config.model}-{stamp}"
     path, n = base, 1
     while path.exists():
@@ -77,7 +77,9 @@ def new_run_dir(config: TrainConfig) -> Path:
 
 
 def _is_folder(config: TrainConfig) -> bool:
-    return config.dataset.lower().replace("_", "-") not in dataset_names() and Path(config.dataset).is_dir()
+    """An image folder, or an archive of one (read as the folder it extracts to)."""
+    return config.dataset.lower().replace("_", "-") not in dataset_names() and (
+        Path(config.dataset).is_dir() or is_archive(config.dataset))
 
 
 def _uses_transfer(config: TrainConfig) -> bool:

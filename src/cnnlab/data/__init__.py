@@ -1,4 +1,4 @@
-"""Datasets: built-ins (digits, MNIST, Fashion-MNIST, CIFAR-10), image folders, arrays; splits and checks.
+"""Datasets: built-ins (digits, MNIST, Fashion-MNIST, CIFAR-10), image folders (or archives), arrays; splits, checks.
 
 Every loader returns an `ArrayDataset` of uint8 (N, C, H, W) images and int64 labels, or, for an
 image folder too big for memory, a `FolderDataset` that decodes files batch by batch. Both give
@@ -11,6 +11,7 @@ image folder too big for memory, a `FolderDataset` that decodes files batch by b
 (torch.Size([1437, 1, 28, 28]), 10, 1.0)
 """
 
+from cnnlab.data.archives import ARCHIVE_SUFFIXES, archive_stem, extract_archive, is_archive
 from cnnlab.data.arrays import ArrayDataset, float_images
 from cnnlab.data.augment import Augmenter, AugmentSpec, parse_augment
 from cnnlab.data.checks import DataReport, check_dataset
@@ -32,6 +33,10 @@ __all__ = [
     "resolve_data_dir",
     "load_dataset",
     "MEMORY_BUDGET_BYTES",
+    "ARCHIVE_SUFFIXES",
+    "is_archive",
+    "archive_stem",
+    "extract_archive",
     "read_image",
     "IMAGE_EXTENSIONS",
     "list_images",

@@ -5,7 +5,8 @@
 
 Class names are the subfolder names sorted alphabetically, as in Keras, so label indices match a
 Keras model trained on the same folder. A folder whose decoded images fit MEMORY_BUDGET_BYTES is
-decoded once into one uint8 tensor (`ArrayDataset`); a bigger one streams from disk
+decoded once into one uint8 tensor (`ArrayDataset`), which is cached in the data folder (see
+cache.py) so the next load of the unchanged folder skips decoding; a bigger one streams from disk
 (`FolderDataset`). Files that cannot be decoded are skipped and named in the dataset's `skipped`.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 
 from cnnlab.data.arrays import ArrayDataset
+from cnnlab.data.cache import decoded_cache_path, folder_cache_key, read_decoded, resolve_data_dir, write_decoded
 from cnnlab.data.images import GRAYSCALE_MODES, IMAGE_EXTENSIONS, list_images, probe_image, read_image
 from cnnlab.data.streaming import FolderDataset
 from cnnlab.errors import CnnlabError
@@ -36,21 +38,24 @@ Sample = tuple[int, Path]  # (label, file)
 
 
 def load_image_folder(path: str | Path, split: str = "train", image_size: tuple[int, int] | None = None,
-                      in_memory: bool | None = None) -> ArrayDataset | FolderDataset:
+                      in_memory: bool | None = None, cache: bool = True,
+                      data_dir: str | Path | None = None) -> ArrayDataset | FolderDataset:
     """Read a folder of class subfolders (or its `train/` / `test/` subfolder), skipping undecodable files.
 
     Channels are 1 when every image is grayscale, else 3. Images are resized to `image_size`
     (H, W) if given, else to the size most of them have (ties: the largest). `in_memory`: True
     decodes everything now (`ArrayDataset`), False streams (`FolderDataset`), None decides by
     MEMORY_BUDGET_BYTES. Streaming reads only file headers now, so a file whose pixel data is
-    damaged is found (and dropped) when a batch decodes it.
+    damaged is found (and dropped) when a batch decodes it. With `cache`, decoded images are
+    saved in `<data_dir>/decoded/` (data_dir: as `resolve_data_dir`) and later loads of the
+    unchanged folder read them instead of decoding again.
 
     >>> import tempfile; from PIL import Image
     >>> root = Path(tempfile.mkdtemp())
     >>> for name, color in [("tulip", "red"), ("daisy", "white"), ("daisy", "yellow")]:
     ...     (root / name).mkdir(exist_ok=True); Image.new("RGB", (48, 32), color).save(root / name / f"{color}.png")
     >>> _ = (root / "tulip" / "empty.png").write_bytes(b"")
-    >>> data = load_image_folder(root, image_size=(64, 64))
+    >>> data = load_image_folder(root, image_size=(64, 64), cache=False)
     >>> data.class_names, data.images.shape, data.labels.tolist(), [Path(p).name for p in data.skipped]
     (['daisy', 'tulip'], torch.Size([3, 3, 64, 64]), [0, 0, 1], ['empty.png'])
     >>> load_image_folder(root, in_memory=False)  # doctest: +ELLIPSIS
@@ -61,6 +66,34 @@ def load_image_folder(path: str | Path, split: str = "train", image_size: tuple[
     root = Path(path).expanduser().resolve()
     folder, class_names = _split_folder(root, split)
     listed = [(label, file) for label, name in enumerate(class_names) for file in _class_images(folder, name)]
+    cache_path = None
+    if cache and in_memory is not False:
+        key = folder_cache_key(folder, [file for _, file in listed], split, image_size)
+        cache_path = decoded_cache_path(resolve_data_dir(data_dir), key)
+        cached = read_decoded(cache_path, root.name)
+        # A cache written by a forced in_memory=True load may exceed the budget that None applies.
+        if cached is not None and (in_memory or cached.images.numel() <= MEMORY_BUDGET_BYTES):
+            return cached
+    samples, modes, sizes, skipped = _probe_all(listed)
+    _check_every_class_left(folder, class_names, samples, skipped)
+    channels = 1 if all(mode in GRAYSCALE_MODES for mode in modes) else 3
+    size = (int(image_size[0]), int(image_size[1])) if image_size is not None else _common_size(sizes)
+    if in_memory is None:
+        in_memory = len(samples) * channels * size[0] * size[1] <= MEMORY_BUDGET_BYTES
+    if not in_memory:
+        labels = torch.tensor([label for label, _ in samples], dtype=torch.int64)
+        return FolderDataset([file for _, file in samples], labels, class_names, channels, size, root.name, skipped)
+    data = _decode_all(folder, root.name, class_names, samples, channels, size, skipped)
+    if cache_path is not None:
+        try:
+            write_decoded(cache_path, data)
+        except OSError:  # a full disk or read-only cache folder costs speed next time, not this load
+            pass
+    return data
+
+
+def _probe_all(listed: list[Sample]) -> tuple[list[Sample], list[str], list[tuple[int, int]], list[str]]:
+    """Each readable file's (label, file), mode and (H, W), and the files whose header is unreadable."""
     samples, modes, sizes, skipped = [], [], [], []
     for label, file in listed:
         try:
@@ -71,15 +104,7 @@ def load_image_folder(path: str | Path, split: str = "train", image_size: tuple[
         samples.append((label, file))
         modes.append(mode)
         sizes.append(image_hw)
-    _check_every_class_left(folder, class_names, samples, skipped)
-    channels = 1 if all(mode in GRAYSCALE_MODES for mode in modes) else 3
-    size = (int(image_size[0]), int(image_size[1])) if image_size is not None else _common_size(sizes)
-    if in_memory is None:
-        in_memory = len(samples) * channels * size[0] * size[1] <= MEMORY_BUDGET_BYTES
-    if not in_memory:
-        labels = torch.tensor([label for label, _ in samples], dtype=torch.int64)
-        return FolderDataset([file for _, file in samples], labels, class_names, channels, size, root.name, skipped)
-    return _decode_all(folder, root.name, class_names, samples, channels, size, skipped)
+    return samples, modes, sizes, skipped
 
 
 def _decode_all(folder: Path, name: str, class_names: list[str], samples: list[Sample], channels: int,

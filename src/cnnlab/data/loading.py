@@ -20,10 +20,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import platformdirs
 import torch
 
+from cnnlab.data.archives import ARCHIVE_SUFFIXES, extract_archive, is_archive
 from cnnlab.data.arrays import ArrayDataset, resize_images
+from cnnlab.data.cache import DATA_DIR_ENV, default_data_dir, resolve_data_dir
 from cnnlab.data.cifar import load_cifar10
 from cnnlab.data.folders import load_image_folder
 from cnnlab.data.idx import MNIST_CLASSES, load_mnist_like
@@ -31,10 +32,9 @@ from cnnlab.data.streaming import FolderDataset
 from cnnlab.errors import CnnlabError, did_you_mean
 from cnnlab.registry import Registry
 
-__all__ = ["load_dataset", "dataset_names", "default_data_dir", "resolve_data_dir", "SPLITS"]
+__all__ = ["load_dataset", "dataset_names", "default_data_dir", "resolve_data_dir", "SPLITS", "DATA_DIR_ENV"]
 
 SPLITS = ("train", "test")
-DATA_DIR_ENV = "CNNLAB_DATA"
 
 Loader = Callable[[str, Path, bool], ArrayDataset]  # (split, data_dir, download) -> dataset
 _BUILTIN: Registry[Loader] = Registry("dataset")
@@ -57,33 +57,10 @@ def dataset_names() -> list[str]:
     return _BUILTIN.names()
 
 
-def default_data_dir() -> Path:
-    """$CNNLAB_DATA if set, else the user cache folder's `datasets` (e.g. ~/.cache/cnnlab/datasets).
-
-    >>> default_data_dir().name   # doctest: +SKIP
-    'datasets'
-    """
-    from_env = os.environ.get(DATA_DIR_ENV, "").strip()
-    if from_env:
-        return Path(from_env).expanduser()
-    return Path(platformdirs.user_cache_dir("cnnlab")) / "datasets"
-
-
-def resolve_data_dir(data_dir: str | Path | None) -> Path:
-    """The data folder to use: `data_dir` if given, else $CNNLAB_DATA, else the cache folder.
-
-    >>> resolve_data_dir("/data")
-    PosixPath('/data')
-    """
-    if data_dir is None or str(data_dir).strip() == "":
-        return default_data_dir()
-    return Path(data_dir).expanduser()
-
-
 def load_dataset(name_or_path: str | Path, split: str = "train", data_dir: str | Path | None = None,
                  download: bool = True, image_size: tuple[int, int] | None = None,
-                 in_memory: bool | None = None) -> ArrayDataset | FolderDataset:
-    """A built-in dataset by name (see `dataset_names()`), or a folder with one subfolder per class.
+                 in_memory: bool | None = None, cache: bool = True) -> ArrayDataset | FolderDataset:
+    """A built-in dataset by name (see `dataset_names()`), a folder with one subfolder per class, or an archive of one.
 
     Names are case-insensitive. A `Path`, or a string that is not a built-in name, is read as a
     folder; a folder with `train/` and `test/` subfolders is split, `split` picks one. With
@@ -91,6 +68,9 @@ def load_dataset(name_or_path: str | Path, split: str = "train", data_dir: str |
     A folder is decoded into memory (`ArrayDataset`) when its images fit MEMORY_BUDGET_BYTES,
     else streamed from disk (`FolderDataset`); `in_memory` True/False forces one. Built-in
     datasets are always in memory. Undecodable files in a folder are skipped and listed in `.skipped`.
+    An archive (.tar.gz, .tgz, .tar, .zip) is extracted once into `<data_dir>/extracted/` and read
+    as its folder. With `cache`, a decoded folder is saved in `<data_dir>/decoded/` and the next
+    load of the unchanged folder reads that instead of decoding every image again.
 
     >>> data = load_dataset("digits", split="test")
     >>> len(data), data.input_shape, data.class_names[:3]
@@ -108,11 +88,14 @@ def load_dataset(name_or_path: str | Path, split: str = "train", data_dir: str |
             data = ArrayDataset(resize_images(data.images, size), data.labels, data.class_names, data.name)
         return data
     path = Path(name_or_path).expanduser()
+    if is_archive(path):
+        path = extract_archive(path, resolve_data_dir(data_dir))
     if path.is_dir():
-        return load_image_folder(path, split, size, in_memory)
+        return load_image_folder(path, split, size, in_memory, cache=cache, data_dir=data_dir)
     if path.exists():
-        raise CnnlabError(f"dataset {str(path)!r} is a file; give a folder with one subfolder per class "
-                          f"(extract archives first) or a built-in name: {', '.join(dataset_names())}")
+        raise CnnlabError(f"dataset {str(path)!r} is a file but not an archive ({', '.join(ARCHIVE_SUFFIXES)}); give "
+                          f"a folder with one subfolder per class, an archive of one, or a built-in name: "
+                          f"{', '.join(dataset_names())}")
     text = str(name_or_path)
     if isinstance(name_or_path, Path) or "/" in text or os.sep in text:
         raise CnnlabError(f"dataset folder {text!r} does not exist; give a folder with one subfolder per class "

@@ -1,0 +1,157 @@
+"""Image-folder datasets shipped as one archive (.tar.gz, .tgz, .tar, .zip), extracted once into the cache.
+
+    load_dataset("cifar10-jpg.tar.gz")  ->  <data_dir>/extracted/cifar10-jpg-<key>/train/<class>/...
+
+The key hashes the archive's size, mtime and first MiB, which is cheap (no full read) and changes
+when the archive is replaced. Extraction goes into a temporary folder that is renamed into place
+only when complete, so a killed extraction is never mistaken for a finished one. Members are
+checked before anything is written: absolute paths and `..` components are refused, and tar
+members go through Python's "data" filter (no links out of the folder, no devices).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+import zipfile
+import zlib
+from pathlib import Path, PurePosixPath, PureWindowsPath
+
+from cnnlab.errors import CnnlabError
+
+__all__ = ["ARCHIVE_SUFFIXES", "is_archive", "archive_stem", "extract_archive"]
+
+ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
+
+# 1 MiB: enough to tell two archives of equal size and mtime apart in practice (it covers the
+# compressed headers of the first hundreds of members) while costing about a millisecond.
+KEY_PREFIX_BYTES = 1024**2
+KEY_HEX_DIGITS = 12  # 48 bits: collisions between one user's archives are not a practical concern
+
+# Folders archivers add that are not dataset content (macOS Finder's zip resource forks).
+IGNORED_TOP_LEVEL = frozenset({"__MACOSX"})
+
+
+def is_archive(path: str | Path) -> bool:
+    """True for an existing file whose name ends in one of ARCHIVE_SUFFIXES (any case).
+
+    >>> is_archive("/nonexistent/data.tar.gz"), is_archive("/")
+    (False, False)
+    """
+    p = Path(path).expanduser()
+    return p.is_file() and p.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def archive_stem(path: str | Path) -> str:
+    """The archive's name without its archive suffix.
+
+    >>> archive_stem("data/cifar10-jpg.tar.gz"), archive_stem("flowers.ZIP")
+    ('cifar10-jpg', 'flowers')
+    """
+    name = Path(path).name
+    for suffix in ARCHIVE_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[:-len(suffix)]
+    return name
+
+
+def extract_archive(archive: str | Path, data_dir: str | Path) -> Path:
+    """Extract `archive` once into `<data_dir>/extracted/<stem>-<key>/` and return the dataset root.
+
+    The root is the archive's single top-level folder if it has exactly one, else the extracted
+    folder itself. A second call with the unchanged archive extracts nothing.
+
+    >>> import tempfile, zipfile
+    >>> work = Path(tempfile.mkdtemp())
+    >>> with zipfile.ZipFile(work / "pets.zip", "w") as z:
+    ...     z.writestr("pets/cat/1.png", b""); z.writestr("pets/dog/1.png", b"")
+    >>> root = extract_archive(work / "pets.zip", work / "cache")
+    >>> root.name, sorted(p.name for p in root.iterdir()), extract_archive(work / "pets.zip", work / "cache") == root
+    ('pets', ['cat', 'dog'], True)
+    """
+    archive = Path(archive).expanduser().resolve()
+    target = Path(data_dir).expanduser() / "extracted" / f"{archive_stem(archive)}-{_archive_key(archive)}"
+    if not target.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial"))
+        try:
+            if archive.name.lower().endswith(".zip"):
+                _extract_zip(archive, partial)
+            else:
+                _extract_tar(archive, partial)
+            os.rename(partial, target)
+        except OSError:
+            if not target.is_dir():  # not another process finishing the same extraction first
+                raise
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+    return _dataset_root(target)
+
+
+def _archive_key(archive: Path) -> str:
+    status = archive.stat()
+    digest = hashlib.sha256(f"{status.st_size}:{status.st_mtime_ns}:".encode())
+    with open(archive, "rb") as handle:
+        digest.update(handle.read(KEY_PREFIX_BYTES))
+    return digest.hexdigest()[:KEY_HEX_DIGITS]
+
+
+def _check_member_name(archive: Path, name: str) -> None:
+    """Refuse a member that would land outside the extraction folder."""
+    posix, windows = PurePosixPath(name), PureWindowsPath(name)
+    if posix.is_absolute() or windows.is_absolute() or windows.drive or name.startswith(("/", "\\")):
+        raise CnnlabError(f"archive {str(archive)!r} holds a member with an absolute path ({name!r}); refusing to "
+                          f"extract it. Rebuild the archive with relative paths (e.g. `tar czf data.tar.gz -C parent "
+                          f"folder`)")
+    if ".." in posix.parts or ".." in windows.parts:
+        raise CnnlabError(f"archive {str(archive)!r} holds a member with '..' in its path ({name!r}) that would be "
+                          f"written outside the extraction folder; refusing to extract it. Rebuild the archive "
+                          f"without '..' paths")
+
+
+def _extract_tar(archive: Path, destination: Path) -> None:
+    try:
+        with tarfile.open(archive) as tar:  # mode "r:*": plain or compressed, detected from the content
+            members = tar.getmembers()
+            for member in members:
+                _check_member_name(archive, member.name)
+                if member.islnk() or member.issym():
+                    _check_member_name(archive, member.linkname)
+            tar.extractall(destination, members=members, filter="data")
+    except tarfile.FilterError as error:
+        raise CnnlabError(f"archive {str(archive)!r} holds an unsafe member ({error}); refusing to extract it. "
+                          f"Rebuild the archive from plain files and folders") from None
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as error:  # not a tar, or cut short
+        raise CnnlabError(f"archive {str(archive)!r} could not be read as a tar archive ({_one_line(error)}); "
+                          f"check the file is complete (download it again) or give the extracted folder") from None
+
+
+def _extract_zip(archive: Path, destination: Path) -> None:
+    try:
+        with zipfile.ZipFile(archive) as zipped:
+            infos = zipped.infolist()
+            for info in infos:
+                _check_member_name(archive, info.filename)
+                if stat.S_ISLNK(info.external_attr >> 16):
+                    raise CnnlabError(f"archive {str(archive)!r} holds a symbolic link ({info.filename!r}); "
+                                      f"refusing to extract it. Rebuild the archive from plain files and folders")
+            zipped.extractall(destination, members=infos)
+    except (zipfile.BadZipFile, EOFError, zlib.error) as error:
+        raise CnnlabError(f"archive {str(archive)!r} could not be read as a zip archive ({_one_line(error)}); "
+                          f"check the file is complete (download it again) or give the extracted folder") from None
+
+
+def _dataset_root(extracted: Path) -> Path:
+    entries = [p for p in extracted.iterdir() if not p.name.startswith(".") and p.name not in IGNORED_TOP_LEVEL]
+    if len(entries) == 1 and entries[0].is_dir():
+        return entries[0]
+    return extracted
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or error.__class__.__name__
