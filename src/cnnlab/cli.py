@@ -227,7 +227,9 @@ def _print_result(result: Any) -> None:
     config = json.loads((result.run_dir / "config.json").read_text())
     print(f"run directory: {result.run_dir}")
     for phase in config["phases"]:
-        print(f"phase {phase['name']}: {phase['epochs']} epochs at lr {phase['learning_rate']:g}, "
+        rate = (f"{phase['learning_rate']:g}x the speedrun rates" if config.get("recipe") == "speedrun"
+                else f"lr {phase['learning_rate']:g}")
+        print(f"phase {phase['name']}: {phase['epochs']} epochs at {rate}, "
               f"trainable params {phase['trainable']:,}, non-trainable {phase['non_trainable']:,}")
     if result.skipped:
         print(f"skipped {len(result.skipped)} undecodable image(s); listed in {result.run_dir / 'skipped_files.txt'}")
