@@ -205,3 +205,14 @@ def test_real_cifar10_jpeg_archive_test_split(private_data_dir: Path) -> None:
     assert data.class_names == CIFAR_CLASSES and len(data.skipped) == 0
     assert tuple(data.images.shape) == (10_000, 3, 32, 32)
     assert data.labels.bincount().tolist() == [1_000] * 10
+
+
+def test_check_data_reads_an_archive_as_its_folder(tmp_path: Path, private_data_dir: Path) -> None:
+    from cnnlab.data import check_dataset
+
+    write_split_tree(tmp_path / "pets", {"cat": 2, "dog": 3})
+    archive = make_archive(tmp_path / "pets", tmp_path / "pets.tar.gz", top_folder=True)
+    report = check_dataset(archive)
+    assert report.ok, report.errors
+    assert report.splits["train"]["dog"].images == 3 and report.splits["test"]["cat"].images == 1
+    assert Path(report.root).is_relative_to(private_data_dir)

@@ -24,6 +24,8 @@ from PIL import Image, UnidentifiedImageError
 from cnnlab.data.download import one_line
 from cnnlab.data.folders import SPLIT_FOLDERS
 from cnnlab.data.images import IMAGE_EXTENSIONS
+from cnnlab.data.archives import extract_archive, is_archive
+from cnnlab.data.cache import resolve_data_dir
 from cnnlab.errors import CnnlabError
 
 __all__ = ["check_dataset", "DataReport", "ClassStats", "BadFile", "IMBALANCE_LIMIT", "UNSPLIT"]
@@ -142,6 +144,8 @@ class _File:
 def check_dataset(path: str | Path, threads: int | None = None) -> DataReport:
     """Check an image folder (class subfolders, or train/ test/ val/ validation/ of them) for problems.
 
+    An archive (.tar.gz, .tgz, .tar, .zip) is extracted once into the data directory and checked there.
+
     `threads` decode files in parallel (default: the CPU count, at most MAX_THREADS).
 
     >>> import tempfile; from PIL import Image
@@ -156,6 +160,8 @@ def check_dataset(path: str | Path, threads: int | None = None) -> DataReport:
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
         raise CnnlabError(f"check_dataset: threads must be a positive integer or None (automatic), got {threads!r}")
     root = Path(path).expanduser()
+    if is_archive(root):  # an archive is checked as the folder it extracts to (once, into the data dir)
+        root = extract_archive(root, resolve_data_dir(None))
     report = DataReport(root=str(root))
     if not root.is_dir():
         state = "is a file" if root.exists() else "does not exist"
