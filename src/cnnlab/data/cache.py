@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import platformdirs
@@ -21,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cnnlab.data.arrays import ArrayDataset
+from cnnlab.fileio import atomic_write
 
 __all__ = ["default_data_dir", "resolve_data_dir", "folder_cache_key", "read_decoded", "write_decoded",
            "decoded_cache_path", "DATA_DIR_ENV"]
@@ -110,14 +110,7 @@ def write_decoded(path: Path, data: ArrayDataset) -> None:
 
     A process killed mid-write leaves only a stray temporary file, never a half cache file.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {"format": CACHE_FORMAT, "class_names": json.dumps(data.class_names),
                 "skipped": json.dumps(data.skipped), "image_size": json.dumps(list(data.images.shape[2:]))}
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file({"images": data.images.contiguous(), "labels": data.labels.contiguous()}, temporary, metadata)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    tensors = {"images": data.images.contiguous(), "labels": data.labels.contiguous()}
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata))

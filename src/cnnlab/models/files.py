@@ -10,8 +10,6 @@ Loading reads only tensors and JSON, so a model file from a stranger cannot run 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,12 +19,13 @@ from safetensors.torch import save_file
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.fileio import atomic_write
 from cnnlab.models.layers import Sequential
 from cnnlab.models.transfer import TransferModel
 from cnnlab.models.zoo import MODELS, build_model, output_kind
 from cnnlab.versions import versions
 
-__all__ = ["ModelCard", "save_model", "load_model", "read_card", "resolve_model_path", "atomic_write"]
+__all__ = ["ModelCard", "save_model", "load_model", "read_card", "resolve_model_path"]
 
 FORMAT = "cnnlab-model/1"
 METADATA_KEY = "cnnlab"
@@ -44,19 +43,6 @@ class ModelCard:
     metrics: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=versions)
     format: str = FORMAT
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call `write(tmp_path)`, then rename onto `path`: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _architecture(model: nn.Module) -> dict[str, Any]:

@@ -1,0 +1,32 @@
+"""Writing files so that readers never see half of one (model files, run records, dataset caches)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_write"]
+
+
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """Call `write(tmp_path)`, then rename onto `path`: readers never see half a file.
+
+    The temporary file sits in the same folder (a rename across file systems is not atomic) and is
+    removed when `write` fails, so a killed or failed write leaves the previous `path` untouched.
+
+    >>> import tempfile; target = Path(tempfile.mkdtemp()) / "a.txt"
+    >>> atomic_write(target, lambda tmp: tmp.write_text("done")); target.read_text()
+    'done'
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
