@@ -1,9 +1,10 @@
 """Where the CPU time goes: FLOPs per image, achieved FLOP/s against the measured matmul peak.
 
-For each recipe's model: the FLOPs of one training step (forward + backward, counted by
-torch.utils.flop_counter) per image, the measured time per step at the recipe's batch size
-and precision, the achieved GFLOP/s, and that as a share of this machine's measured matmul
-peak in the same precision. Then the operator profile of the seed recipe's step.
+For each recipe's model: the FLOPs of one training step of cnnlab's `fit` (forward, backward,
+adam; counted by torch.utils.flop_counter) per image, the time per step of `fit` itself on random
+uint8 data at the recipe's batch size and precision, the achieved GFLOP/s, and that as a share
+of this machine's measured matmul peak in the same precision. Then the operator profile of the
+seed recipe's `fit`.
 
     .venv/bin/python benchmarks/cpu_profile.py --json benchmarks/results/cpu-profile.json
 """
@@ -19,13 +20,14 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode
 
-from cnnlab.models.zoo import build_model, output_kind
+from cnnlab.data import ArrayDataset
+from cnnlab.models.zoo import build_model
+from cnnlab.training import fit
 from cnnlab.training.devices import Runtime
-from cnnlab.training.loop import loss_fn
 
 MATMUL_SIZE = 2048      # square matmul for the peak: large enough that packing and threading overheads vanish
 PEAK_SECONDS = 2.0      # time spent measuring each peak
-STEPS = 300             # timed training steps per case, after WARMUP
+STEPS = 300             # timed training steps per case (one epoch of fit), after a WARMUP run
 WARMUP = 30
 CASES = [  # (label, model, input (C, H, W), batch size)
     ("seed recipe: seed-mnist", "seed-mnist", (1, 28, 28), 32),
@@ -45,39 +47,27 @@ def matmul_peak(dtype: torch.dtype) -> float:
     return 2 * MATMUL_SIZE**3 * count / (time.perf_counter() - start) / 1e9
 
 
-def make_step(model_name: str, shape: tuple[int, int, int], batch: int, precision: str):
-    runtime = Runtime(torch.device("cpu"), precision, compile=False)
-    model = runtime.prepare(build_model(model_name, (shape[1], shape[2], shape[0])))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7, fused=True)
-    # A fresh random batch every step (drawing it costs ~1% of a step): a few batches cycled are learned
-    # by heart, and the steps then run up to 2x faster than in real training (measured), which flatters.
-    kind = output_kind(model)
+def random_data(shape: tuple[int, int, int], images: int) -> ArrayDataset:
+    """Random uint8 images and labels: nothing to learn by heart, so no step gets cheaper as training goes."""
+    return ArrayDataset(torch.randint(0, 256, (images, *shape), dtype=torch.uint8),
+                        torch.randint(0, 10, (images,)), [str(i) for i in range(10)])
 
-    def step() -> None:
-        images, labels = runtime.images(torch.rand(batch, *shape)), torch.randint(0, 10, (batch,))
-        with runtime.autocast():
-            out = model(images)
-        loss = loss_fn(out.float(), labels, kind)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return step
+
+def train(model_name: str, shape: tuple[int, int, int], batch: int, precision: str, steps: int) -> float:
+    """Seconds per step of cnnlab's own `fit` (the code users run) for `steps` steps of the recipe's batch."""
+    model = build_model(model_name, (shape[1], shape[2], shape[0]))
+    data = random_data(shape, batch * steps)
+    start = time.perf_counter()
+    fit(model, data, epochs=1, batch_size=batch, seed=0, verbose=0,
+        runtime=Runtime(torch.device("cpu"), precision, compile=False))
+    return (time.perf_counter() - start) / steps
 
 
 def flops_per_image(model_name: str, shape: tuple[int, int, int], batch: int) -> float:
-    step = make_step(model_name, shape, batch, "fp32")
+    """FLOPs of one training step (forward, backward, optimizer) of `fit`, per image."""
     with FlopCounterMode(display=False) as counter:
-        step()
+        train(model_name, shape, batch, "fp32", steps=1)
     return counter.get_total_flops() / batch
-
-
-def seconds_per_step(step) -> float:
-    for _ in range(WARMUP):
-        step()
-    start = time.perf_counter()
-    for _ in range(STEPS):
-        step()
-    return (time.perf_counter() - start) / STEPS
 
 
 def main() -> None:
@@ -91,7 +81,8 @@ def main() -> None:
     for label, name, shape, batch in CASES:
         flops = flops_per_image(name, shape, batch)
         for precision in ("fp32", "bf16"):
-            seconds = seconds_per_step(make_step(name, shape, batch, precision))
+            train(name, shape, batch, precision, WARMUP)  # oneDNN picks and caches its kernels
+            seconds = train(name, shape, batch, precision, STEPS)
             achieved = flops * batch / seconds / 1e9
             rows.append({"case": label, "precision": precision, "batch": batch, "mflop_per_image": flops / 1e6,
                          "ms_per_step": seconds * 1e3, "images_per_s": batch / seconds,
@@ -99,12 +90,8 @@ def main() -> None:
             print(f"{label:28s} {precision} batch {batch:3d}: {flops / 1e6:6.1f} MFLOP/image, "
                   f"{seconds * 1e3:6.2f} ms/step, {batch / seconds:7.0f} images/s, {achieved:5.1f} GFLOP/s = "
                   f"{100 * achieved / peaks[precision]:4.1f}% of the {precision} matmul peak", flush=True)
-    step = make_step("seed-mnist", (1, 28, 28), 32, "fp32")
-    for _ in range(WARMUP):
-        step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        for _ in range(100):
-            step()
+        train("seed-mnist", (1, 28, 28), 32, "fp32", 100)
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
     print("seed recipe, seed-mnist, fp32, 100 steps: where the time goes\n" + table)
     if args.json:
