@@ -4,6 +4,9 @@ Recipes: "seed" is the tutorial's (same model, 1 epoch, batch 32, adam 1e-3, the
 "fast" is cnnlab's fast CPU recipe (see cnnlab.recipes). Prints one JSON line.
 
     .venv/bin/python benchmarks/cnnlab_seeds.py mnist-cnn --recipe seed --data-dir ../shared/datasets
+    .venv/bin/python benchmarks/cnnlab_seeds.py cifar-real --recipe seed     # seed 004 on CIFAR-10 JPEG, 10 epochs
+
+The *-real programs train on the uint8 arrays of benchmarks/real_arrays.py, the same pixels as the tf.keras side.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import cnnlab
+import real_arrays
 from cnnlab.data import ArrayDataset, load_dataset
 from cnnlab.models.zoo import build_model
 from cnnlab.recipes import RECIPES
@@ -24,6 +29,7 @@ from cnnlab.training.devices import resolve_runtime
 
 CIFAR_SHAPE = (3, 32, 32)  # seed 004's input, channels first
 CIFAR_TRAIN, CIFAR_TEST = 50_000, 10_000  # CIFAR-10's split sizes, for the synthetic stand-in
+REAL_EPOCHS = {"mnist-real": 1, "cifar-real": 10}  # the seed recipe's epochs: seed 000/001 train 1, seed 004 trains 10
 
 
 def synthetic_cifar(seed: int) -> tuple[ArrayDataset, ArrayDataset]:
@@ -35,38 +41,49 @@ def synthetic_cifar(seed: int) -> tuple[ArrayDataset, ArrayDataset]:
     return make(CIFAR_TRAIN), make(CIFAR_TEST)
 
 
-def run(program: str, recipe: str, data_dir: str, seed: int, precision: str) -> dict:
+def real(program: str, data_dir: Path) -> tuple[ArrayDataset, ArrayDataset]:
+    """The real-data arrays shared with the tf.keras side (built by real_arrays.py on first use)."""
+    (x_train, y_train), (x_test, y_test) = real_arrays.load(real_arrays.path_of(program, data_dir))
+    names = [str(i) for i in range(int(np.max(y_train)) + 1)]
+    return ArrayDataset.from_arrays(x_train, y_train, names), ArrayDataset.from_arrays(x_test, y_test, names)
+
+
+def run(program: str, recipe: str, data_dir: Path, seed: int, precision: str) -> dict:
     torch.manual_seed(seed)
     if program == "mnist-cnn":
-        train = load_dataset("fashion-mnist", data_dir=data_dir, download=False)
-        test = load_dataset("fashion-mnist", split="test", data_dir=data_dir, download=False)
+        train = load_dataset("fashion-mnist", data_dir=str(data_dir / "fashion-mnist"), download=False)
+        test = load_dataset("fashion-mnist", split="test", data_dir=str(data_dir / "fashion-mnist"), download=False)
         model_name, data = "seed-mnist", "fashion-mnist"
+    elif program in REAL_EPOCHS:
+        train, test = real(program, data_dir)
+        model_name, data = ("seed-mnist" if program == "mnist-real" else "seed-cifar10"), program
     else:
         train, test = synthetic_cifar(seed)
         model_name, data = "seed-cifar10", "synthetic CIFAR-shaped"
     settings = RECIPES.get(recipe)
     model = build_model(settings.model or model_name, train.input_shape, train.num_classes)
     runtime = resolve_runtime(precision=precision)
-    validation = dict(validation_data=test) if program == "cifar-cnn" else dict(validation_split=0.1)
+    validation = dict(validation_data=test) if program.startswith("cifar") else dict(validation_split=0.1)
+    epochs = REAL_EPOCHS[program] if program in REAL_EPOCHS and recipe == "seed" else settings.epochs
     start = time.perf_counter()
-    fit(model, train, epochs=settings.epochs, batch_size=settings.batch_size, learning_rate=settings.learning_rate,
+    fit(model, train, epochs=epochs, batch_size=settings.batch_size, learning_rate=settings.learning_rate,
         schedule=settings.schedule, label_smoothing=settings.label_smoothing, seed=seed, verbose=0,
         runtime=runtime, **validation)
     seconds = time.perf_counter() - start
-    accuracy = evaluate(model, test)["accuracy"] if program == "mnist-cnn" else None
+    accuracy = evaluate(model, test)["accuracy"] if program != "cifar-cnn" else None
     return {"fit_seconds": seconds, "test_accuracy": accuracy, "data": data, "model": settings.model or model_name,
-            "precision": runtime.precision}
+            "precision": runtime.precision, "epochs": epochs}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("program", choices=["mnist-cnn", "cifar-cnn"])
+    parser.add_argument("program", choices=["mnist-cnn", "cifar-cnn", *REAL_EPOCHS])
     parser.add_argument("--recipe", choices=sorted(RECIPES.names()), default="seed")
     parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16")
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/datasets"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    result = run(args.program, args.recipe, str(args.data_dir / "fashion-mnist"), args.seed, args.precision)
+    result = run(args.program, args.recipe, args.data_dir, args.seed, args.precision)
     print(json.dumps({"framework": "cnnlab", "version": cnnlab.__version__, "torch": torch.__version__,
                       "program": args.program, "recipe": args.recipe, "seed": args.seed, **result}))
 

