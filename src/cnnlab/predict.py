@@ -42,7 +42,8 @@ def predict_files(model_source: str | Path, inputs: Sequence[str | Path], top_k:
     for item in inputs:
         path = Path(item)
         if not path.exists():
-            raise CnnlabError(f"image not found: {path}")
+            link = " (a symbolic link to a missing file, or a link loop)" if path.is_symlink() else ""
+            raise CnnlabError(f"image not found: {path}{link}; give existing image files or folders")
         found = list_images(path)
         if path.is_dir() and not found:
             raise CnnlabError(f"no images (.jpg/.png/.bmp/.gif/.webp) found in folder {path}")

@@ -69,8 +69,14 @@ def folder_cache_key(folder: Path, files: list[Path], split: str, image_size: tu
     digest = hashlib.sha256()
     digest.update(json.dumps([CACHE_FORMAT, str(folder), split, image_size]).encode())
     for file in sorted(files):
-        stat = file.stat()
-        digest.update(f"\n{file.relative_to(folder).as_posix()}\t{stat.st_size}\t{stat.st_mtime_ns}".encode())
+        try:
+            stat = file.stat()
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:  # a dangling or looping link: decoding skips it; the key still covers its name
+            size = mtime = -1
+        name = file.relative_to(folder).as_posix()
+        # surrogateescape: a file name that is not UTF-8 (bytes on Linux) hashes as its raw bytes
+        digest.update(f"\n{name}\t{size}\t{mtime}".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
 
 

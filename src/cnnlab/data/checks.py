@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import stat
 from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from cnnlab.data.download import one_line
 from cnnlab.data.folders import SPLIT_FOLDERS
-from cnnlab.data.images import IMAGE_EXTENSIONS
+from cnnlab.data.images import IMAGE_EXTENSIONS, link_loop
 from cnnlab.data.archives import extract_archive, is_archive
 from cnnlab.data.cache import resolve_data_dir
 from cnnlab.errors import CnnlabError
@@ -224,10 +225,18 @@ def _collect_files(root: Path, splits: dict[str, Path], report: DataReport) -> l
             report.stray.extend(loose)
         report.splits[split] = {}
         for class_name in class_names:
+            target = link_loop(folder / class_name)
+            if target is not None:  # load_dataset refuses it; its files would be the parent's again
+                report.errors.append(f"class folder {_relative(folder / class_name, root)!r} is a symbolic link to "
+                                     f"{str(target)!r}, which contains it (a loop); remove the link")
+                continue
             report.splits[split][class_name] = ClassStats()
             for directory, subfolders, names in os.walk(folder / class_name):
                 subfolders.sort()
                 report.hidden.extend(_relative(Path(directory) / d, root) + "/" for d in subfolders if d[0] == ".")
+                # os.walk (here and in training) does not descend into linked folders, so loops end
+                report.stray.extend(_relative(Path(directory) / d, root) + "/" for d in subfolders
+                                    if d[0] != "." and os.path.islink(os.path.join(directory, d)))
                 subfolders[:] = [d for d in subfolders if not d.startswith(".")]  # not descended, as in training
                 for name in sorted(names):
                     relative = _relative(Path(directory) / name, root)
@@ -243,6 +252,9 @@ def _collect_files(root: Path, splits: dict[str, Path], report: DataReport) -> l
 def _inspect(root: Path, file: _File) -> _File:
     """Hash and fully decode one file, reading it once."""
     try:
+        if not stat.S_ISREG(os.stat(root / file.path).st_mode):  # reading a named pipe would block forever
+            file.reason = "not a regular file (a named pipe, socket or device)"
+            return file
         data = (root / file.path).read_bytes()
     except OSError as error:
         file.reason = f"unreadable ({one_line(error)})"
@@ -257,6 +269,8 @@ def _inspect(root: Path, file: _File) -> _File:
             image.load()  # open() reads only the header; load() decodes every pixel
     except UnidentifiedImageError:
         file.reason = "not an image (Pillow cannot identify its format)"
+    except Image.DecompressionBombError as error:  # refused from the header, before any pixel is allocated
+        file.reason = f"too large ({one_line(error)}); downscale it"
     # Pillow reports damaged pixel data as OSError, SyntaxError, ValueError, struct.error and others.
     except Exception as error:
         file.reason = f"truncated or corrupt ({one_line(error)})"

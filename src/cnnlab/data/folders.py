@@ -19,7 +19,7 @@ import torch
 
 from cnnlab.data.arrays import ArrayDataset
 from cnnlab.data.cache import decoded_cache_path, folder_cache_key, read_decoded, resolve_data_dir, write_decoded
-from cnnlab.data.images import GRAYSCALE_MODES, IMAGE_EXTENSIONS, list_images, probe_image, read_image
+from cnnlab.data.images import GRAYSCALE_MODES, IMAGE_EXTENSIONS, link_loop, list_images, probe_image, read_image
 from cnnlab.data.streaming import FolderDataset
 from cnnlab.errors import CnnlabError
 
@@ -182,6 +182,12 @@ def _class_names(folder: Path) -> list[str]:
     if len(names) == 1:
         raise CnnlabError(f"folder {str(folder)!r} has only one class subfolder ({names[0]!r}); a classifier "
                           f"needs at least 2 classes: add one subfolder per class")
+    for name in names:
+        target = link_loop(folder / name)
+        if target is not None:
+            raise CnnlabError(f"class folder {str(folder / name)!r} is a symbolic link to {str(target)!r}, which "
+                              f"contains it (a loop: its images would be read again under another label); "
+                              f"remove the link or point it at a folder of that class's images")
     return names
 
 

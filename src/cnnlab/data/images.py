@@ -6,7 +6,9 @@ same for folder datasets, prediction and serving.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +17,8 @@ from PIL import Image, ImageOps
 
 from cnnlab.errors import CnnlabError
 
-__all__ = ["IMAGE_EXTENSIONS", "GRAYSCALE_MODES", "list_images", "read_image", "probe_image"]
+__all__ = ["IMAGE_EXTENSIONS", "GRAYSCALE_MODES", "list_images", "read_image", "image_to_tensor", "probe_image",
+           "link_loop"]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 
@@ -41,7 +44,7 @@ def list_images(path: str | Path) -> list[Path]:
     ['a.JPG', 'b.png']
     """
     root = Path(path).expanduser()
-    if root.is_file():
+    if root.exists() and not root.is_dir():  # a file, or a pipe/device that read_image refuses by name
         return [root]
     if not root.is_dir():
         raise CnnlabError(f"image path {str(root)!r} does not exist; give an image file or a folder of images")
@@ -51,6 +54,27 @@ def list_images(path: str | Path) -> list[Path]:
         found.extend(Path(folder) / f for f in files
                      if not f.startswith(".") and os.path.splitext(f)[1].lower() in IMAGE_EXTENSIONS)
     return sorted(found)
+
+
+def link_loop(folder: str | Path) -> Path | None:
+    """The target of `folder` when it is a symbolic link to itself or to a folder that contains it, else None.
+
+    Walking such a link reads the containing folder again (os.walk does not follow links below
+    the folder it starts at, so the repeat is bounded, but the images get a second label).
+
+    >>> import tempfile; root = Path(tempfile.mkdtemp()); (root / "cat").mkdir()
+    >>> (root / "dog").symlink_to(root); (root / "ok").symlink_to(root / "cat")
+    >>> link_loop(root / "dog") == root.resolve(), link_loop(root / "ok"), link_loop(root / "cat")
+    (True, None, None)
+    """
+    path = Path(folder)
+    if not path.is_symlink():
+        return None
+    try:
+        target = path.resolve()
+    except (OSError, RuntimeError):  # Python 3.11 raises RuntimeError for a link that points at itself
+        return path
+    return target if path.parent.resolve().is_relative_to(target) else None
 
 
 def read_image(path: str | Path, channels: int, size: tuple[int, int] | None = None) -> torch.Tensor:
@@ -70,18 +94,30 @@ def read_image(path: str | Path, channels: int, size: tuple[int, int] | None = N
     if size is not None and not (len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
         raise CnnlabError(f"read_image: size must be (height, width), two positive integers, got {size!r}")
     try:
+        _check_regular_file(path)
         with Image.open(path) as opened:
-            image = ImageOps.exif_transpose(opened)
-            image.load()
-            image = _convert(image, channels)
-            if size is not None and (image.height, image.width) != tuple(size):
-                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            pixels = np.asarray(image, dtype=np.uint8)
+            return image_to_tensor(opened, channels, size)
     # Pillow's format plugins signal a bad file with OSError, SyntaxError, ValueError, struct.error
     # and others; any of them means the same thing to the user: this file cannot be read.
     except Exception as error:
         raise _decode_error(path, error) from error
-    tensor = torch.from_numpy(pixels.copy())
+
+
+def image_to_tensor(image: Image.Image, channels: int, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """An opened Pillow image -> (C, H, W) uint8, the one decoding path for files and uploads alike.
+
+    Upright by EXIF orientation, converted to `channels` (palette, CMYK, 16-bit handled; alpha
+    dropped), resized to `size` = (H, W) bilinearly. Pillow's decoding errors propagate.
+
+    >>> image_to_tensor(Image.new("RGB", (4, 2), (255, 0, 0)), channels=1).tolist()  # red in ITU-R 601 grey
+    [[[76, 76, 76, 76], [76, 76, 76, 76]]]
+    """
+    image = ImageOps.exif_transpose(image)
+    image.load()
+    image = _convert(image, channels)
+    if size is not None and (image.height, image.width) != tuple(size):
+        image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+    tensor = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
     return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()  # (H, W, C) -> (C, H, W)
 
 
@@ -95,6 +131,7 @@ def probe_image(path: str | Path) -> tuple[str, tuple[int, int]]:
     ('L', (480, 640))
     """
     try:
+        _check_regular_file(path)
         with Image.open(path) as image:
             mode, (width, height) = image.mode, image.size
             if image.getexif().get(_EXIF_ORIENTATION_TAG, 1) in _TRANSPOSING_ORIENTATIONS:
@@ -123,13 +160,38 @@ def _wide_to_8bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))  # 2-D uint8 -> mode "L"
 
 
+class _NotAFile(OSError):
+    """A path that names a FIFO, socket or device: opening it could block forever."""
+
+
+def _check_regular_file(path: str | Path) -> None:
+    # Pillow's open() on a named pipe waits for a writer forever; refuse anything but a regular file.
+    # stat() follows symbolic links, so a dangling link or a link loop fails here with its errno.
+    if not stat.S_ISREG(os.stat(path).st_mode) and not os.path.isdir(path):
+        raise _NotAFile(f"{path} is not a regular file")
+
+
 def _decode_error(path: str | Path, error: BaseException) -> CnnlabError:
+    """One line naming the file, why it failed and the fix (the fix depends on the reason)."""
+    kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
+    fix = f"expected a readable image ({kinds}); replace or delete the file"
     if isinstance(error, FileNotFoundError):
-        reason = "file not found"
+        reason = "file not found" + (" (a symbolic link to a missing file)" if os.path.islink(path) else "")
     elif isinstance(error, IsADirectoryError):
         reason = "it is a folder"
+    elif isinstance(error, OSError) and error.errno == errno.ELOOP:
+        reason = "a symbolic link loop"
+        fix = "remove the link or point it at an image"
+    elif isinstance(error, PermissionError):
+        reason = "permission denied"
+        fix = "make it readable (chmod a+r) or delete it"
+    elif isinstance(error, _NotAFile):
+        reason = "not a regular file (a named pipe, socket or device)"
+        fix = "remove it from the image folder"
+    elif isinstance(error, Image.DecompressionBombError):
+        # Pillow refuses images above 2 * Image.MAX_IMAGE_PIXELS before allocating any pixels.
+        reason = f"too large: {' '.join(str(error).split())}"
+        fix = f"downscale it below {Image.MAX_IMAGE_PIXELS:,} pixels (e.g. 8000x8000) or delete the file"
     else:
         reason = " ".join(f"{type(error).__name__}: {error}".split())
-    kinds = ", ".join(sorted(IMAGE_EXTENSIONS))
-    return CnnlabError(f"could not decode image {str(path)!r} ({reason}); expected a readable image "
-                       f"({kinds}); replace or delete the file")
+    return CnnlabError(f"could not decode image {str(path)!r} ({reason}); {fix}")

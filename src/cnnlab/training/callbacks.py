@@ -2,7 +2,8 @@
 
 The loop calls `on_train_begin(state)`, `on_epoch_end(epoch, logs, state)` and
 `on_train_end(state)`. A callback stops training by setting `state.stop_training`, changes the
-learning rate by setting `state.lr` (the loop applies it), and keeps its own counters.
+learning rate by setting `state.lr` (the loop applies it), and keeps its own counters, which
+`state_dict()` returns (JSON values, or tensors) so a checkpoint can resume them exactly.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,6 +43,13 @@ class Callback:
 
     def on_train_end(self, state: TrainState) -> None:
         pass
+
+    def state_dict(self) -> dict[str, Any]:
+        """The counters a resumed run needs: JSON values, tensors or dicts of tensors (none by default)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back what `state_dict()` returned."""
 
 
 class _Monitor:
@@ -95,6 +104,14 @@ class EarlyStopping(Callback):
         if self.wait >= self.patience and epoch > 0:  # Keras: patience=2 stops on the 2nd epoch without gain
             self.stopped_epoch, state.stop_training = epoch, True
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.tracker.best, "wait": self.wait, "stopped_epoch": self.stopped_epoch,
+                "best_epoch": self.best_epoch, "best_state": self.best_state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.tracker.best, self.wait, self.best_state = state["best"], state["wait"], state["best_state"]
+        self.stopped_epoch, self.best_epoch = state["stopped_epoch"], state["best_epoch"]
+
     def on_train_end(self, state: TrainState) -> None:
         if self.restore_best_weights and self.best_state is not None:
             state.model.load_state_dict(self.best_state)
@@ -134,6 +151,12 @@ class ReduceLROnPlateau(Callback):
             state.lr = max(state.lr * self.factor, self.min_lr)
             self.cooldown_left, self.wait = self.cooldown, 0
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.tracker.best, "wait": self.wait, "cooldown_left": self.cooldown_left}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.tracker.best, self.wait, self.cooldown_left = state["best"], state["wait"], state["cooldown_left"]
+
 
 class ModelCheckpoint(Callback):
     """Call `save(model, path)` at epoch ends: every epoch, or when `monitor` improves."""
@@ -153,6 +176,12 @@ class ModelCheckpoint(Callback):
         self.save(state.model, self.path)
         self.saved_epoch = epoch
 
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.tracker.best, "saved_epoch": self.saved_epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.tracker.best, self.saved_epoch = state["best"], state["saved_epoch"]
+
 
 class CSVLogger(Callback):
     """Append one row per epoch (epoch, then the logs) to a CSV file, flushed as it goes."""
@@ -160,6 +189,7 @@ class CSVLogger(Callback):
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.fields: list[str] | None = None
+        self.rows = 0
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float], state: TrainState) -> None:
         new = self.fields is None
@@ -170,3 +200,14 @@ class CSVLogger(Callback):
             if new:
                 writer.writeheader()
             writer.writerow({"epoch": epoch, **logs})
+        self.rows += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"fields": self.fields, "rows": self.rows}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Cut the file back to the rows written before the checkpoint: a resumed epoch never appears twice."""
+        self.fields, self.rows = state["fields"], state["rows"]
+        if self.fields is not None and self.path.is_file():
+            lines = self.path.read_text().splitlines(keepends=True)
+            self.path.write_text("".join(lines[:self.rows + 1]))  # header + rows

@@ -9,11 +9,13 @@ batch, so there is no per-sample Python in the hot loop.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,7 +29,12 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models.zoo import output_kind
 from cnnlab.recipes import SCHEDULES
 from cnnlab.training.callbacks import Callback, ReduceLROnPlateau, TrainState
+from cnnlab.training.checkpoint import Checkpointer, LoopParts, Position, epoch_order
 from cnnlab.training.devices import Runtime, resolve_runtime
+from cnnlab.training.distributed import (
+    all_reduce_sums, check_batch, from_main, is_main, loss_share, place, shard, sync_buffers, unwrap_sync_batchnorm,
+    world_size, wrap,
+)
 
 __all__ = ["History", "fit", "evaluate", "predict_proba", "loss_fn", "check_compatible", "model_device"]
 
@@ -135,7 +142,7 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int = 1, batch_size: int = 
         callbacks: Sequence[Callback] = (), seed: int | None = None, verbose: int = 1,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None, class_weights: torch.Tensor | None = None,
         workers: int = 0, runtime: Runtime | None = None, schedule: str = "constant",
-        label_smoothing: float = 0.0) -> History:
+        label_smoothing: float = 0.0, checkpoint: Checkpointer | None = None, sync_bn: bool = False) -> History:
     """Train `model` on `train` with adam and sparse categorical cross-entropy, Keras-style.
 
     `augment` transforms uint8 training batches only (never validation data); `class_weights`
@@ -144,6 +151,11 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int = 1, batch_size: int = 
     device and precision) says where and how to compute; the model is moved there and stays.
     `schedule` "onecycle" warms the learning rate up to `learning_rate` and anneals it per step
     (the fast recipes); "constant" is Keras's. `label_smoothing` as in Keras's loss option.
+    `checkpoint` saves the whole state at epoch ends, every N steps and on Ctrl-C, and resumes
+    from its `resume` checkpoint (see training/checkpoint.py).
+    Under torchrun (training/distributed.py) `batch_size` is the global batch: each process trains
+    on its share of every batch in DistributedDataParallel (`sync_bn`: SyncBatchNorm, on GPUs), the
+    logged metrics are all-reduced, and only rank 0 shows progress.
 
     >>> from cnnlab.data import load_dataset; from cnnlab.models.zoo import build_model
     >>> data = load_dataset("digits").subset(range(64))
@@ -156,81 +168,125 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int = 1, batch_size: int = 
     if validation_split:
         train, validation_data = train.split_last(validation_split)
     steps = math.ceil(len(train) / batch_size)
-    runtime = runtime or resolve_runtime(steps=steps * epochs)
+    runtime = place(runtime or resolve_runtime(steps=steps * epochs))  # distributed: this rank's own GPU
+    local_batch, verbose = check_batch(batch_size), verbose if is_main() else 0
     model = runtime.prepare(model)
     if runtime.device.type != "cpu" and isinstance(train, ArrayDataset) and _fits_on_device(train, runtime.device):
         train = train.to(runtime.device)  # uint8 on the GPU: no host-to-device copy per step
     check_compatible(model, train, "fit")
-    generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.seed() % 2**31))
+    forward = wrap(model, runtime, sync_bn)  # DDP when distributed; `model` stays the unwrapped module we save
+    optimizer, scheduler = _optimizer(model, learning_rate, schedule, steps * epochs, runtime)
+    forward = torch.compile(forward) if runtime.compile else forward  # type: ignore[assignment]
+    state, history, kind = TrainState(model=model, lr=learning_rate), History(), output_kind(model)
+    parts = LoopParts(model, optimizer, scheduler, runtime.grad_scaler(), list(callbacks), state, history.history,
+                      history.epoch_seconds, seed if seed is not None else from_main(lambda: int(torch.seed() % 2**31)),
+                      steps)
+    at = checkpoint.restore(parts) if checkpoint is not None else Position()
+    weights = None if class_weights is None else class_weights.to(runtime.device)
+    eval_runtime = Runtime(runtime.device, runtime.precision, compile=False)  # validation: same precision, eager
+    for cb in callbacks:
+        cb.on_train_begin(state)
+    # Ctrl-C is caught in a single process only: ranks would see it at different steps and save apart
+    catch = checkpoint is not None and world_size() == 1
+    with checkpoint.catch_interrupts() if catch and checkpoint is not None else contextlib.nullcontext():
+        for epoch in range(epochs if state.stop_training else at.epoch, epochs):
+            state.epoch, start = epoch, time.perf_counter() - at.elapsed
+            model.train()
+            order = epoch_order(len(train), parts.order_seed, epoch)[at.step * batch_size:]  # resumed: skip the done
+            order = shard(order, batch_size)  # distributed: this rank's strided share of each global batch
+            bar = tqdm(total=steps, initial=at.step, desc=f"Epoch {epoch + 1}/{epochs}", disable=verbose != 1,
+                       file=sys.stderr, leave=True, dynamic_ncols=True,
+                       mininterval=0.1 if sys.stderr.isatty() else 5.0)  # logs: few lines
+            seen, loss_sum, correct = at.seen, at.loss_sum.to(runtime.device), at.correct.to(runtime.device)
+            for step, (images, labels) in enumerate(train.batches(local_batch, order, augment, workers), at.step + 1):
+                labels = labels.to(runtime.device, non_blocking=True)
+                with runtime.autocast():
+                    out = forward(float_images(runtime.images(images)))
+                loss = loss_fn(out.float(), labels, kind, weights, label_smoothing)
+                share = loss_share(len(labels), step, batch_size, len(train))  # 1.0 unless a last batch splits unevenly
+                _step(loss * share if share != 1.0 else loss, optimizer, parts.scaler, scheduler)
+                seen += len(labels)
+                loss_sum += loss.detach() * len(labels)
+                correct += (out.detach().argmax(1) == labels).sum()
+                if step % runtime.sync_every == 0 or step == steps:  # a GPU syncs here only, not at every step
+                    _check_loss(loss_sum, epoch, step, runtime.sync_every, checkpoint)
+                    bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", accuracy=f"{int(correct) / seen:.4f}",
+                                    refresh=False)
+                bar.update(1)
+                if checkpoint is not None and step < steps:
+                    checkpoint.after_step(parts, Position(epoch, step, seen, loss_sum, correct,
+                                                          time.perf_counter() - start))
+            at = Position()
+            seen_all, loss_all, correct_all = all_reduce_sums(seen, loss_sum, correct)  # over ranks (if several)
+            logs = {"loss": loss_all / seen_all, "accuracy": correct_all / seen_all}
+            sync_buffers(model)  # BatchNorm statistics: every rank validates rank 0's model
+            if validation_data is not None:
+                logs.update({f"val_{k}": v for k, v in evaluate(model, validation_data, runtime=eval_runtime).items()})
+            logs["lr"] = optimizer.param_groups[0]["lr"] if scheduler is not None else state.lr
+            _end_epoch(bar, logs, history, time.perf_counter() - start, epoch, epochs, verbose)
+            for cb in callbacks:
+                cb.on_epoch_end(epoch, logs, state)
+            if scheduler is None:
+                for group in optimizer.param_groups:  # ReduceLROnPlateau asks for a new rate through state.lr
+                    group["lr"] = state.lr
+            if checkpoint is not None:
+                checkpoint.after_epoch(parts, Position(epoch + 1))
+            if state.stop_training:
+                break
+    for cb in callbacks:
+        cb.on_train_end(state)
+    if sync_bn:
+        unwrap_sync_batchnorm(model)  # the saved model loads without a process group
+    model.eval()
+    return history
+
+
+def _optimizer(model: nn.Module, learning_rate: float, schedule: str, total_steps: int,
+               runtime: Runtime) -> tuple[torch.optim.Optimizer, Any]:
+    """Adam with Keras's eps on the trainable parameters, and the onecycle scheduler when asked for."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise CnnlabError("every parameter of the model is frozen: nothing to train (unfreeze some layers)")
     fused = runtime.device.type in ("cpu", "cuda")  # one kernel for all parameters: ~1 ms less per step on 2 cores
     optimizer = torch.optim.Adam(trainable, lr=learning_rate, eps=KERAS_EPSILON, fused=fused or None)
-    scheduler = (torch.optim.lr_scheduler.OneCycleLR(optimizer, learning_rate, total_steps=steps * epochs)
+    scheduler = (torch.optim.lr_scheduler.OneCycleLR(optimizer, learning_rate, total_steps=total_steps)
                  if schedule == "onecycle" else None)
-    forward = torch.compile(model) if runtime.compile else model
-    scaler = runtime.grad_scaler()
-    state, history, kind = TrainState(model=model, lr=learning_rate), History(), output_kind(model)
-    weights = None if class_weights is None else class_weights.to(runtime.device)
-    eval_runtime = Runtime(runtime.device, runtime.precision, compile=False)  # validation: same precision, eager
-    for cb in callbacks:
-        cb.on_train_begin(state)
-    for epoch in range(epochs):
-        state.epoch, start = epoch, time.perf_counter()
-        model.train()
-        order = torch.randperm(len(train), generator=generator)
-        bar = tqdm(total=steps, desc=f"Epoch {epoch + 1}/{epochs}", disable=verbose != 1, file=sys.stderr,
-                   leave=True, dynamic_ncols=True, mininterval=0.1 if sys.stderr.isatty() else 5.0)  # logs: few lines
-        seen, loss_sum, correct = 0, torch.zeros((), device=runtime.device), torch.zeros((), device=runtime.device)
-        for step, (images, labels) in enumerate(train.batches(batch_size, order, augment, workers), 1):
-            labels = labels.to(runtime.device, non_blocking=True)
-            with runtime.autocast():
-                out = forward(float_images(runtime.images(images)))
-            loss = loss_fn(out.float(), labels, kind, weights, label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is None:
-                loss.backward()
-                optimizer.step()
-            else:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-            if scheduler is not None:
-                scheduler.step()
-            seen += len(labels)
-            loss_sum += loss.detach() * len(labels)
-            correct += (out.detach().argmax(1) == labels).sum()
-            if step % runtime.sync_every == 0 or step == steps:  # a GPU syncs here only, not at every step
-                if not torch.isfinite(loss_sum):
-                    where = f"step {step}" if runtime.sync_every == 1 else \
-                        f"step {max(1, step - runtime.sync_every + 1)}-{step}"
-                    raise CnnlabError(f"the loss became {float(loss_sum)} at epoch {epoch + 1}, {where}; "
-                                      f"lower the learning rate (--lr) or check the data")
-                bar.set_postfix(loss=f"{float(loss_sum) / seen:.4f}", accuracy=f"{int(correct) / seen:.4f}",
-                                refresh=False)
-            bar.update(1)
-        logs = {"loss": float(loss_sum) / seen, "accuracy": int(correct) / seen}
-        if validation_data is not None:
-            logs.update({f"val_{k}": v for k, v in evaluate(model, validation_data, runtime=eval_runtime).items()})
-        logs["lr"] = optimizer.param_groups[0]["lr"] if scheduler is not None else state.lr
-        bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()})
-        bar.close()
-        history.append(logs)
-        history.epoch_seconds.append(time.perf_counter() - start)
-        if verbose == 2:
-            print(f"epoch {epoch + 1}/{epochs} " + " ".join(f"{k}={v:.4g}" for k, v in logs.items()), file=sys.stderr)
-        for cb in callbacks:
-            cb.on_epoch_end(epoch, logs, state)
-        if scheduler is None:
-            for group in optimizer.param_groups:  # ReduceLROnPlateau asks for a new rate through state.lr
-                group["lr"] = state.lr
-        if state.stop_training:
-            break
-    for cb in callbacks:
-        cb.on_train_end(state)
-    model.eval()
-    return history
+    return optimizer, scheduler
+
+
+def _step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
+          scheduler: Any) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    if scheduler is not None:
+        scheduler.step()
+
+
+def _check_loss(loss_sum: torch.Tensor, epoch: int, step: int, sync_every: int,
+                checkpoint: Checkpointer | None) -> None:
+    """Stop on a NaN/inf loss naming the step (on a GPU: the steps since the last sync), as Keras's TerminateOnNaN."""
+    if torch.isfinite(loss_sum):
+        return
+    where = f"step {step}" if sync_every == 1 else f"step {max(1, step - sync_every + 1)}-{step}"
+    kept = f"; {checkpoint.kept()}" if checkpoint is not None else ""
+    raise CnnlabError(f"the loss became {float(loss_sum)} at epoch {epoch + 1}, {where}; "
+                      f"lower the learning rate (--lr) or check the data{kept}")
+
+
+def _end_epoch(bar: tqdm, logs: dict[str, float], history: History, seconds: float, epoch: int, epochs: int,
+               verbose: int) -> None:
+    bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()})
+    bar.close()
+    history.append(logs)
+    history.epoch_seconds.append(seconds)
+    if verbose == 2:
+        print(f"epoch {epoch + 1}/{epochs} " + " ".join(f"{k}={v:.4g}" for k, v in logs.items()), file=sys.stderr)
 
 
 def _fits_on_device(data: ArrayDataset, device: torch.device) -> bool:

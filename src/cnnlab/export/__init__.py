@@ -1,0 +1,21 @@
+"""Export to ONNX (`cnnlab export`): a checked, self-describing .onnx file, fp32 or int8.
+
+    report = export_onnx("runs/fashion-mnist-seed-mnist-...", quantize="int8")
+    clf = OnnxClassifier(report.path)              # onnxruntime, CPU; needs nothing but the file
+    probs = clf.predict_proba(uint8_nchw_images)   # (N, classes) float32; clf.card.class_names
+
+The graph takes uint8 (N, C, H, W) pixels and scales them itself (x / 255), so consumers feed
+decoded pixels (see `cnnlab.export.graph`). onnx and onnxruntime are the optional extra
+`pip install 'cnnlab[export]'`; they are imported only when used.
+"""
+
+from cnnlab.export.graph import EXPORTERS, METADATA_KEY, PixelModel, export_metadata, to_onnx
+from cnnlab.export.pipeline import (
+    CALIBRATION_IMAGES, INT8_MIN_AGREEMENT, PARITY_IMAGES, PARITY_TOLERANCE, ExportReport, check_parity,
+    default_output, export_model, export_onnx,
+)
+from cnnlab.export.runtime import OnnxClassifier, inference_session, latency_ms
+
+__all__ = ["export_onnx", "export_model", "ExportReport", "OnnxClassifier", "check_parity", "default_output",
+           "inference_session", "latency_ms", "PixelModel", "export_metadata", "to_onnx", "EXPORTERS",
+           "METADATA_KEY", "PARITY_TOLERANCE", "PARITY_IMAGES", "CALIBRATION_IMAGES", "INT8_MIN_AGREEMENT"]

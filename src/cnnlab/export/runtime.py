@@ -1,0 +1,145 @@
+"""Running an exported file with onnxruntime on the CPU: `OnnxClassifier`, and latency measurement.
+
+`OnnxClassifier(path)` is all a consumer needs: `.card` (class names, input size, preprocessing,
+metrics, rebuilt from the file's metadata) and `.predict_proba(uint8 (N, C, H, W))`. It imports
+onnxruntime only, never torch's exporter or onnx.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnnlab.errors import CnnlabError
+from cnnlab.export.graph import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, PROBABILITIES_NAME
+from cnnlab.models.files import ModelCard
+
+__all__ = ["OnnxClassifier", "inference_session", "import_onnxruntime", "as_pixels", "latency_ms"]
+
+BATCH = 256  # images per onnxruntime call: bounds memory for large inputs, amortizes per-call overhead
+
+
+def import_onnxruntime() -> Any:
+    """The onnxruntime package, or a one-line error saying how to install the export extra."""
+    try:
+        import onnxruntime
+    except ImportError:
+        raise CnnlabError("running ONNX files needs onnxruntime: pip install 'cnnlab[export]'") from None
+    return onnxruntime
+
+
+def inference_session(model: str | Path | bytes, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session for a file (or serialized model); `threads` caps its intra-op threads.
+
+    >>> inference_session(b"not onnx")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    cnnlab.errors.CnnlabError: <bytes> is not a valid ONNX model (...
+    """
+    ort = import_onnxruntime()
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only: its optimizer warnings are about the graph, not the user's input
+    if threads is not None:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    where = "<bytes>" if isinstance(model, bytes) else str(model)
+    try:
+        return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
+                                    providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/NoSuchFile types
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise CnnlabError(f"{where} is not a valid ONNX model ({first}); export it again with "
+                          f"`cnnlab export RUN`") from None
+
+
+def as_pixels(images: Any, input_shape: list[int] | tuple[int, ...], where: str = "images") -> np.ndarray:
+    """uint8 (N, C, H, W) numpy pixels from a torch tensor or numpy array, checked against (H, W, C).
+
+    >>> as_pixels(torch.zeros(2, 1, 28, 28, dtype=torch.uint8), [28, 28, 1]).shape
+    (2, 1, 28, 28)
+    """
+    array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    h, w, c = input_shape
+    if array.dtype != np.uint8:
+        raise CnnlabError(f"{where}: expected uint8 pixels 0..255, got dtype {array.dtype}; the exported graph "
+                          f"scales them itself (convert [0, 1] floats with (x * 255).round().astype('uint8'))")
+    if array.ndim != 4 or tuple(array.shape[1:]) != (c, h, w):
+        raise CnnlabError(f"{where}: expected shape (N, {c}, {h}, {w}) (N, C, H, W), got {tuple(array.shape)}; "
+                          f"resize images to {h}x{w} with {c} channel(s) first")
+    return np.ascontiguousarray(array)
+
+
+class OnnxClassifier:
+    """A classifier exported by `cnnlab export`, run with onnxruntime on the CPU.
+
+    >>> import tempfile; from cnnlab.models import build_model, save_model
+    >>> from cnnlab.export import export_onnx
+    >>> d = Path(tempfile.mkdtemp())
+    >>> m = save_model(build_model("fast-cnn"), d / "m.safetensors", list("0123456789"), (28, 28, 1))
+    >>> clf = OnnxClassifier(export_onnx(m, d / "m.onnx").path)
+    >>> clf.card.class_names[:3], clf.predict_proba(np.zeros((4, 1, 28, 28), np.uint8)).shape
+    (['0', '1', '2'], (4, 10))
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CnnlabError(f"ONNX file not found: {self.path}; export one with `cnnlab export RUN -o FILE`")
+        self.session = inference_session(self.path, threads)
+        text = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+        if text is None:
+            raise CnnlabError(f"{self.path} has no '{METADATA_KEY}' metadata: it was not written by `cnnlab export`, "
+                              f"so its class names and preprocessing are unknown; export the model with cnnlab")
+        try:
+            self.metadata: dict[str, Any] = json.loads(text)
+            self.card = ModelCard(**{k: self.metadata[k] for k in ("architecture", "class_names", "input_shape")},
+                                  **{k: self.metadata[k] for k in ("outputs", "preprocessing", "metrics", "versions",
+                                                                   "format") if k in self.metadata})
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise CnnlabError(f"{self.path}: the '{METADATA_KEY}' metadata is damaged ({exc!r}); export the "
+                              f"model again") from None
+
+    def outputs(self, images: Any, batch_size: int = BATCH) -> np.ndarray:
+        """The model's own output (logits, or probabilities for a softmax model): float32 (N, classes)."""
+        return self._run(images, OUTPUT_NAME, batch_size)
+
+    def predict_proba(self, images: Any, batch_size: int = BATCH) -> np.ndarray:
+        """Class probabilities, float32 (N, classes), for uint8 (N, C, H, W) images (torch or numpy)."""
+        return self._run(images, PROBABILITIES_NAME, batch_size)
+
+    def _run(self, images: Any, name: str, batch_size: int) -> np.ndarray:
+        pixels = as_pixels(images, self.card.input_shape)
+        if len(pixels) == 0:
+            return np.zeros((0, len(self.card.class_names)), np.float32)
+        parts = [self.session.run([name], {INPUT_NAME: pixels[i:i + batch_size]})[0]
+                 for i in range(0, len(pixels), batch_size)]
+        return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def latency_ms(session: Any, pixels: np.ndarray, batch_size: int = 1, min_seconds: float = 0.3,
+               min_runs: int = 5) -> float:
+    """Median milliseconds per image of `session` on batches of `batch_size` taken from `pixels`.
+
+    One untimed warm-up run, then at least `min_runs` runs and `min_seconds` of them.
+
+    >>> import tempfile; from cnnlab.models import build_model, save_model
+    >>> from cnnlab.export import export_onnx
+    >>> d = Path(tempfile.mkdtemp())
+    >>> m = save_model(build_model("fast-cnn"), d / "m.safetensors", list("0123456789"), (28, 28, 1))
+    >>> s = inference_session(export_onnx(m, d / "m.onnx").path, threads=1)
+    >>> latency_ms(s, np.zeros((4, 1, 28, 28), np.uint8), 2, min_seconds=0.01) > 0
+    True
+    """
+    batch = np.ascontiguousarray(np.resize(pixels, (batch_size, *pixels.shape[1:])))  # repeats pixels if too few
+    session.run(None, {INPUT_NAME: batch})
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < min_runs or time.perf_counter() - start < min_seconds:
+        t = time.perf_counter()
+        session.run(None, {INPUT_NAME: batch})
+        times.append(time.perf_counter() - t)
+    return 1000.0 * float(np.median(times)) / batch_size

@@ -1,0 +1,82 @@
+"""`cnnlab train --resume RUN_DIR`: a stopped run's own settings, checked, and its checkpoint.
+
+The run continues with the settings in RUN_DIR/config.json. Flags given with --resume must
+equal the recorded values, except --epochs, which may grow (one-phase runs with the constant
+schedule: onecycle's learning-rate curve depends on the total). `train_run(config, resume=True)`
+then picks up the checkpoint and finishes the run as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from cnnlab.config import TrainConfig
+from cnnlab.errors import CnnlabError
+from cnnlab.recipes import RECIPES
+from cnnlab.training.checkpoint import Checkpoint, read_checkpoint
+
+__all__ = ["resume_config", "open_checkpoint", "config_digest"]
+
+MAY_CHANGE = ("epochs",)
+NOT_COMPUTED = ("epochs", "run_dir", "runs_root")  # left out of the digest: they say where and how long, not what
+
+
+def config_digest(config: TrainConfig) -> str:
+    """sha256 of the settings that decide the computation; a checkpoint records it.
+
+    >>> config_digest(TrainConfig(epochs=1)) == config_digest(TrainConfig(epochs=5, run_dir="x"))
+    True
+    """
+    settings = {k: v for k, v in config.to_dict().items() if k not in NOT_COMPUTED}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+
+
+def resume_config(run_dir: str | Path, given: dict[str, Any]) -> TrainConfig:
+    """The config of the stopped run in `run_dir`, with `given` settings (CLI flags) checked against it."""
+    path = Path(run_dir)
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise CnnlabError(f"--resume {run_dir}: not a run directory (no config.json); give a directory "
+                          f"that `cnnlab train` wrote")
+    try:
+        recorded = json.loads(config_path.read_text())
+    except ValueError as exc:
+        raise CnnlabError(f"--resume {run_dir}: {config_path} is not valid JSON ({exc}); the run cannot be "
+                          f"resumed") from None
+    if (path / "metrics.json").is_file():
+        raise CnnlabError(f"--resume {run_dir}: that run already finished (metrics.json is written); nothing to "
+                          f"resume. To train on from its weights, start a new run with --init-from {run_dir}")
+    settings = {f.name: recorded[f.name] for f in fields(TrainConfig) if f.name in recorded}
+    if RECIPES.get(settings.get("recipe", "seed")).trainer == "speedrun":
+        raise CnnlabError(f"--resume {run_dir}: speedrun runs write no checkpoints (the whole run takes seconds "
+                          f"on a GPU); start it again")
+    changed = [f"{k}={v!r} (the run has {settings.get(k)!r})" for k, v in given.items()
+               if k not in MAY_CHANGE and v != settings.get(k)]
+    if changed:
+        raise CnnlabError(f"--resume {run_dir} continues with the run's own settings and only --epochs may change; "
+                          f"got {', '.join(changed)}; drop those flags")
+    epochs = given.get("epochs", settings.get("epochs", 1))
+    if epochs != settings.get("epochs"):
+        two_phases = settings.get("unfreeze_top") is not None and not settings.get("init_from")
+        if epochs < settings.get("epochs", 1) or settings.get("schedule") == "onecycle" or two_phases:
+            raise CnnlabError(f"--resume {run_dir} --epochs {epochs}: the run was planned for {settings.get('epochs')}"
+                              f" epochs; --epochs may only grow, and only for one-phase runs with the constant "
+                              f"schedule; drop --epochs")
+    return TrainConfig(**{**settings, "epochs": epochs, "run_dir": str(path)})
+
+
+def open_checkpoint(run_dir: Path, config: TrainConfig, phases: int) -> Checkpoint:
+    """The run's checkpoint, checked against its config (same settings digest, a phase the run has)."""
+    checkpoint = read_checkpoint(run_dir)
+    run = checkpoint.run
+    if run.get("config_sha256") != config_digest(config) or not 0 <= int(run.get("phase", -1)) < phases:
+        raise CnnlabError(f"{run_dir / 'checkpoint.json'} was written for other settings than {run_dir}/config.json "
+                          f"(was one of them edited?); the run cannot be resumed, start it again")
+    done = len(checkpoint.meta["history"].get("loss", []))
+    if phases == 1 and done > config.epochs:
+        raise CnnlabError(f"--resume {run_dir}: {done} epochs are done already, more than --epochs {config.epochs}")
+    return checkpoint

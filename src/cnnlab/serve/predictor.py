@@ -1,0 +1,89 @@
+"""The model behind the server: a run directory, a cnnlab model file or an ONNX export, loaded once.
+
+Whatever the source, the server sees one surface: the model card, a function from uint8
+(N, C, H, W) images to (N, classes) probabilities, and the run's training curves when they exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cnnlab.errors import CnnlabError
+from cnnlab.models.files import ModelCard, load_model, resolve_model_path
+
+__all__ = ["LoadedModel", "load_predictor"]
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to serve: `predict_proba` maps uint8 (N, C, H, W) images to (N, classes) probabilities."""
+
+    card: ModelCard
+    predict_proba: Callable[[torch.Tensor], np.ndarray]
+    path: Path                # the weights file (.safetensors or .onnx)
+    curves: Path | None       # the run's curves.png, when the model sits in a run directory
+    runtime: str              # "torch" or "onnxruntime"
+
+    @property
+    def name(self) -> str:
+        """The run directory's name (or the file's stem), the way people refer to the model."""
+        return self.path.parent.name if self.path.stem in ("model", "best") else self.path.stem
+
+    def describe(self) -> dict[str, Any]:
+        """The model card as JSON-ready data, plus what the server adds (name, runtime, curves)."""
+        h, w, c = self.card.input_shape
+        return {"name": self.name, "runtime": self.runtime, **asdict(self.card),
+                "input_size": {"height": h, "width": w, "channels": c},
+                "curves": "/model/curves.png" if self.curves else None}
+
+
+def load_predictor(source: str | Path) -> LoadedModel:
+    """Load a run directory, a .safetensors/.json model file or a .onnx file for serving.
+
+    >>> import tempfile; from cnnlab.models import build_model, save_model
+    >>> d = Path(tempfile.mkdtemp())
+    >>> p = save_model(build_model("seed-mnist"), d / "model.safetensors", list("0123456789"), (28, 28, 1))
+    >>> m = load_predictor(d)
+    >>> m.predict_proba(torch.zeros(2, 1, 28, 28, dtype=torch.uint8)).shape, m.runtime
+    ((2, 10), 'torch')
+    """
+    path = Path(source)
+    if path.suffix.lower() == ".onnx" or (path.is_dir() and not (path / "model.safetensors").is_file()
+                                          and (path / "model.onnx").is_file()):
+        return _load_onnx(path / "model.onnx" if path.is_dir() else path)
+    path = resolve_model_path(path)
+    model, card = load_model(path)
+    model.requires_grad_(False)
+
+    def predict(images: torch.Tensor) -> np.ndarray:
+        from cnnlab.training import predict_proba
+
+        with torch.inference_mode():
+            return predict_proba(model, images).numpy()
+
+    return LoadedModel(card, predict, path, _curves_beside(path), "torch")
+
+
+def _load_onnx(path: Path) -> LoadedModel:
+    if not path.is_file():
+        raise CnnlabError(f"model not found: {path} does not exist; give a run directory, a .safetensors model "
+                          f"file or a .onnx file written by `cnnlab export`")
+    try:
+        from cnnlab.export import OnnxClassifier
+    except ImportError as exc:
+        raise CnnlabError(f"serving {path} needs onnxruntime ({exc}); install it with "
+                          f"pip install 'cnnlab[export]', or serve the .safetensors model instead") from None
+    classifier = OnnxClassifier(path)
+    return LoadedModel(classifier.card, lambda images: np.asarray(classifier.predict_proba(images)), path,
+                       _curves_beside(path), "onnxruntime")
+
+
+def _curves_beside(path: Path) -> Path | None:
+    curves = path.parent / "curves.png"
+    return curves if curves.is_file() else None
