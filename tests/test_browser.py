@@ -18,27 +18,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnlab.config import TrainConfig
 from cnnlab.data import load_dataset
-from cnnlab.data.cache import DATA_DIR_ENV
 
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
 pytestmark = pytest.mark.skipif(
     not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
     reason="needs Debian's chromium and chromedriver (apt install chromium chromium-driver)")
-
-
-@pytest.fixture(scope="session")
-def served_run(private_data_dir):
-    """The same run as tests/test_serve.py's (trained once per session, whichever file runs first)."""
-    from cnnlab.jobs import train_run
-
-    run = private_data_dir / "serve-digits-run"
-    if not (run / "model.safetensors").is_file():
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv(DATA_DIR_ENV, str(private_data_dir))
-            train_run(TrainConfig(dataset="digits", model="seed-mnist", epochs=1, seed=0, run_dir=str(run)), verbose=0)
-    return run
 
 
 def _free_port() -> int:

@@ -14,28 +14,13 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from cnnlab.cli import main
-from cnnlab.config import TrainConfig
 from cnnlab.data import load_dataset, read_image
-from cnnlab.data.cache import DATA_DIR_ENV
 from cnnlab.errors import CnnlabError
 from cnnlab.serve import LoadedModel, MicroBatcher, check_bind, create_app, load_predictor
 from cnnlab.serve.app import STATIC
 from cnnlab.serve.uploads import Upload, decode_upload
 
 FORMATS = {"jpg": "JPEG", "png": "PNG", "webp": "WEBP", "bmp": "BMP", "gif": "GIF"}
-
-
-@pytest.fixture(scope="session")
-def served_run(private_data_dir):
-    """A seed-mnist run trained 1 epoch on the built-in digits (~84% test accuracy), shared by the serve tests."""
-    from cnnlab.jobs import train_run
-
-    run = private_data_dir / "serve-digits-run"
-    if not (run / "model.safetensors").is_file():
-        with pytest.MonkeyPatch.context() as mp:
-            mp.setenv(DATA_DIR_ENV, str(private_data_dir))
-            train_run(TrainConfig(dataset="digits", model="seed-mnist", epochs=1, seed=0, run_dir=str(run)), verbose=0)
-    return run
 
 
 @pytest.fixture(scope="module")
