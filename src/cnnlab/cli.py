@@ -217,8 +217,9 @@ def _cmd_models(args: argparse.Namespace) -> None:
         print(json.dumps([{"name": s.name, "input_shape": s.default_input_shape, "source": s.source,
                            "description": s.description} for s in specs], indent=2))
         return
+    width = max(len(s.name) for s in specs)
     for s in specs:
-        print(f"{s.name:<16} {'x'.join(map(str, s.default_input_shape)):<12} {s.description}")
+        print(f"{s.name:<{width}}  {'x'.join(map(str, s.default_input_shape)):<12} {s.description}")
 
 
 def _cmd_summary(args: argparse.Namespace) -> None:
