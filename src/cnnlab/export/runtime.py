@@ -17,7 +17,7 @@ import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.export.graph import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, PROBABILITIES_NAME
-from cnnlab.models.files import ModelCard
+from cnnlab.models.files import parse_card
 
 __all__ = ["OnnxClassifier", "inference_session", "import_onnxruntime", "as_pixels", "latency_ms"]
 
@@ -94,14 +94,8 @@ class OnnxClassifier:
         if text is None:
             raise CnnlabError(f"{self.path} has no '{METADATA_KEY}' metadata: it was not written by `cnnlab export`, "
                               f"so its class names and preprocessing are unknown; export the model with cnnlab")
-        try:
-            self.metadata: dict[str, Any] = json.loads(text)
-            self.card = ModelCard(**{k: self.metadata[k] for k in ("architecture", "class_names", "input_shape")},
-                                  **{k: self.metadata[k] for k in ("outputs", "preprocessing", "metrics", "versions",
-                                                                   "format") if k in self.metadata})
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise CnnlabError(f"{self.path}: the '{METADATA_KEY}' metadata is damaged ({exc!r}); export the "
-                              f"model again") from None
+        self.card = parse_card(text, f"{self.path} ('{METADATA_KEY}' metadata)", "export the model again")
+        self.metadata: dict[str, Any] = json.loads(text)  # parse_card proved it is a JSON object
 
     def outputs(self, images: Any, batch_size: int = BATCH) -> np.ndarray:
         """The model's own output (logits, or probabilities for a softmax model): float32 (N, classes)."""

@@ -25,7 +25,7 @@ from cnnlab.models.transfer import TransferModel
 from cnnlab.models.zoo import MODELS, build_model, output_kind
 from cnnlab.versions import versions
 
-__all__ = ["ModelCard", "save_model", "load_model", "read_card", "resolve_model_path"]
+__all__ = ["parse_card", "ModelCard", "save_model", "load_model", "read_card", "resolve_model_path"]
 
 FORMAT = "cnnlab-model/1"
 METADATA_KEY = "cnnlab"
@@ -105,17 +105,27 @@ def read_card(path: Path) -> ModelCard:
     if text is None:
         raise CnnlabError(f"{path} has no cnnlab description (no '{METADATA_KEY}' metadata and no "
                           f"{path.with_suffix('.json').name} beside it); it was not written by cnnlab")
+    return parse_card(text, str(path), "re-save the model with cnnlab")
+
+
+def parse_card(text: str, where: str, fix: str) -> ModelCard:
+    """A model card from its JSON text (a model file's header, or an ONNX export's metadata), with its
+    types checked; anything damaged or missing fails in one line naming `where` and saying `fix`.
+
+    >>> parse_card('{"architecture": {"name": "seed-mnist"}, "class_names": ["a"], "input_shape": [28, 28, 1]}',
+    ...            "m.json", "re-save it").class_names
+    ['a']
+    """
     try:
         data = json.loads(text)
         card = ModelCard(**{k: data[k] for k in ("architecture", "class_names", "input_shape")},
                          **{k: data[k] for k in ("outputs", "preprocessing", "metrics", "versions", "format")
                             if k in data})
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise CnnlabError(f"{path}: the model description is damaged or incomplete ({exc!r}); "
-                          f"re-save the model with cnnlab") from None
+        raise CnnlabError(f"{where}: the model description is damaged or incomplete ({exc!r}); {fix}") from None
     problem = _card_problem(card)
     if problem:
-        raise CnnlabError(f"{path}: the model description is damaged ({problem}); re-save the model with cnnlab")
+        raise CnnlabError(f"{where}: the model description is damaged ({problem}); {fix}")
     return card
 
 
