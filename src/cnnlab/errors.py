@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["CnnlabError", "did_you_mean"]
+__all__ = ["CnnlabError", "did_you_mean", "first_line"]
 
 
 class CnnlabError(Exception):
@@ -36,3 +36,14 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     if not close:
         return ""
     return " Did you mean " + " or ".join(repr(c) for c in close) + "?"
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (at most `limit` characters), or its type name when it
+    has none: third-party errors quoted inside a one-line CnnlabError.
+
+    >>> first_line(RuntimeError("size mismatch\\n  long details")), first_line(KeyError())
+    ('size mismatch', 'KeyError')
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

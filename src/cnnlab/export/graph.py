@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, first_line
 from cnnlab.models.files import ModelCard
 from cnnlab.versions import versions
 
@@ -116,7 +116,7 @@ def to_onnx(model: nn.Module, card: ModelCard, exporter: str = "auto") -> tuple[
         except Exception as exc:  # the exporter raises many types (SymbolicValueError, RuntimeError, ...)
             if exporter == "torchscript":
                 raise CnnlabError(f"torch's TorchScript ONNX exporter cannot convert this model "
-                                  f"({_first_line(exc)}); use exporter 'dynamo' (--exporter dynamo)") from None
+                                  f"({first_line(exc, 300)}); use exporter 'dynamo' (--exporter dynamo)") from None
     if proto is None:
         proto, used = _dynamo(wrapped, example), "dynamo"
     entry = proto.metadata_props.add()
@@ -148,16 +148,11 @@ def _dynamo(wrapped: nn.Module, example: torch.Tensor) -> Any:
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME, PROBABILITIES_NAME],
                 dynamic_shapes=({0: torch.export.Dim("batch", min=1)},))
     except Exception as exc:
-        raise CnnlabError(f"torch's ONNX exporters cannot convert this model ({_first_line(exc)}); "
+        raise CnnlabError(f"torch's ONNX exporters cannot convert this model ({first_line(exc, 300)}); "
                           f"it cannot be exported to ONNX with this torch ({torch.__version__})") from None
     if program is None:
         raise CnnlabError("torch.onnx.export returned no program; upgrade torch")
     return program.model_proto
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def import_onnx() -> Any:

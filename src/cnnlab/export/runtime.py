@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, first_line
 from cnnlab.export.graph import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, PROBABILITIES_NAME
 from cnnlab.models.files import parse_card
 
@@ -51,8 +51,7 @@ def inference_session(model: str | Path | bytes, threads: int | None = None) -> 
         return ort.InferenceSession(model if isinstance(model, bytes) else str(model), options,
                                     providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf/NoSuchFile types
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise CnnlabError(f"{where} is not a valid ONNX model ({first}); export it again with "
+        raise CnnlabError(f"{where} is not a valid ONNX model ({first_line(exc)}); export it again with "
                           f"`cnnlab export RUN`") from None
 
 

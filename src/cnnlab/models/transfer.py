@@ -25,7 +25,7 @@ import torchvision
 from safetensors.torch import load_file
 from torch import nn
 
-from cnnlab.errors import CnnlabError, did_you_mean
+from cnnlab.errors import CnnlabError, did_you_mean, first_line
 from cnnlab.models.efficientnet_lite import (
     LITE0_FILE, LITE0_MEAN, LITE0_PACKAGE, LITE0_STD, EfficientNetLite0, lite0_weights_path, load_lite0_state_dict,
 )
@@ -124,8 +124,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)  # tensors only: no code runs
     except Exception as exc:  # noqa: BLE001 - torch.load raises UnpicklingError, EOFError, zip and runtime errors
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CnnlabError(f"cannot read weights file {path} ({first[:200]}); expected a .safetensors file or a "
+        raise CnnlabError(f"cannot read weights file {path} ({first_line(exc)}); expected a .safetensors file or a "
                           f"PyTorch state_dict (.pth) such as torchvision's") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CnnlabError(f"weights file {path} does not hold a state_dict (a mapping of names to tensors)")
