@@ -9,6 +9,7 @@ callback uses; a resumed run drops the events the interrupted attempt wrote past
 from __future__ import annotations
 
 import importlib.util
+import time
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ class TensorBoard(Callback):
         from torch.utils.tensorboard import SummaryWriter
 
         # purge_step: events at or after this epoch came from an attempt that was interrupted and is now redone
+        _wait_to_sort_last(self.log_dir)
         self.writer = SummaryWriter(str(self.log_dir), purge_step=self.first_epoch + state.epoch)
         if self.samples is not None and state.epoch == 0:
             self.writer.add_images("samples", float_images(self.samples[0]).clamp(0, 1), self.first_epoch)
@@ -83,6 +85,19 @@ class TensorBoard(Callback):
         rows = [f"| {i} | {names[int(t)]} | {names[int(c)]} | {float(q):.3f} |"
                 for i, (t, c, q) in enumerate(zip(labels, predicted, p, strict=True))]
         return "\n".join(["| image | true | predicted | probability |", "|---|---|---|---|", *rows])
+
+
+def _wait_to_sort_last(log_dir: Path) -> None:
+    """Sleep (at most 1 s) until a new event file's name sorts after every existing one in `log_dir`.
+
+    TensorBoard reads a directory's event files in name order, and names start with the whole second
+    the writer opened, then host and pid. A resume started within the same second as the attempt it
+    redoes could sort first, and the old attempt's events would then purge the new ones.
+    """
+    stamps = [int(parts[3]) for f in log_dir.glob("events.out.tfevents.*")
+              if len(parts := f.name.split(".")) > 3 and parts[3].isdigit()]
+    if stamps and time.time() < max(stamps) + 1:
+        time.sleep(max(stamps) + 1 - time.time())
 
 
 def tensorboard_callbacks(enabled: bool | None, log_dir: Path, data: Dataset, first_epoch: int) -> list[Callback]:
