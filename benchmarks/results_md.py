@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-COMPARES = {  # file: (program, what the row is, how many epochs, command)
+COMPARES = {  # file: (program, what the row is, data, epochs (None: each run to its early stop), command)
     "cpu-compare.json": ("mnist-cnn", "seed 000/001 MNIST CNN", "Fashion-MNIST (60k/10k)", 1,
                          "python benchmarks/compare.py --programs mnist-cnn --repeats 5"),
     "real-mnist-compare.json": ("mnist-real", "seed 000/001 MNIST CNN",
@@ -19,6 +19,10 @@ COMPARES = {  # file: (program, what the row is, how many epochs, command)
                                 "python benchmarks/compare.py --programs mnist-real --repeats 5"),
     "real-cifar-compare.json": ("cifar-real", "seed 004 CIFAR-10 CNN (logits)", "CIFAR-10 JPEG q75 (50k/10k)", 10,
                                 "python benchmarks/compare.py --programs cifar-real --repeats 3"),
+    "seed003-compare.json": ("cifar-bn", "seed 003 BatchNorm CNN (batch 64, EarlyStopping 10, ReduceLROnPlateau)",
+                             "CIFAR-10 JPEG q75 (45k train / 5k validation / 10k test)", None,
+                             "python benchmarks/compare.py --programs cifar-bn --sides tf.keras 'cnnlab seed' "
+                             "--repeats 3"),
 }
 
 
@@ -39,9 +43,11 @@ def side_by_side() -> None:
         for row in report["table"]:
             if row["program"] != program or row["accuracy_mean"] is None:
                 continue
-            print(f"| {what} | {data} | {epochs} | {row['side']} | {row['runs']} | {accuracy(row)} | "
-                  f"{row['median_seconds']:.1f} s | {row['speedup_vs_tf']:.2f}x | {report['machine']['date']} | "
-                  f"`{command}` |")
+            runs = [r for r in report["runs"] if r["program"] == program and r["side"] == row["side"]]
+            ran = epochs if epochs is not None else "early stop at " + "/".join(str(r["epochs"]) for r in runs)
+            speed = f"{row['speedup_vs_tf']:.2f}x" if row["speedup_vs_tf"] else "-"
+            print(f"| {what} | {data} | {ran} | {row['side']} | {row['runs']} | {accuracy(row)} | "
+                  f"{row['median_seconds']:.1f} s | {speed} | {report['machine']['date']} | `{command}` |")
 
 
 def cnnlab_rows() -> None:

@@ -5,8 +5,10 @@ imports nothing from cnnlab. Prints one JSON line: the program, fit's wall time,
 
     benchmarks/.venv-tf/bin/python benchmarks/tf_keras_seeds.py mnist-cnn --data-dir ../shared/datasets
     benchmarks/.venv-tf/bin/python benchmarks/tf_keras_seeds.py cifar-real --arrays benchmarks/.arrays/cifar-real.npz
+    benchmarks/.venv-tf/bin/python benchmarks/tf_keras_seeds.py cifar-bn --arrays benchmarks/.arrays/cifar-real.npz
 
-The *-real programs read the uint8 arrays that benchmarks/real_arrays.py writes (the same pixels cnnlab trains on).
+The *-real programs and cifar-bn read the uint8 arrays that benchmarks/real_arrays.py writes (the same
+pixels cnnlab trains on).
 """
 
 from __future__ import annotations
@@ -112,14 +114,42 @@ def cifar_cnn(data_dir: Path, seed: int, arrays: Path | None = None, epochs: int
     return {"fit_seconds": seconds, "test_accuracy": float(test_acc), "data": arrays.stem, "epochs": epochs}
 
 
+def cifar_bn(arrays: Path, max_epochs: int = 100) -> dict:
+    """Seed 003: the BatchNorm CIFAR-10 CNN as the tutorial writes it (batch 64, validation_split 0.1,
+    up to 100 epochs, EarlyStopping(val_loss, 10, restore best), ReduceLROnPlateau(val_loss, 0.5, 5, 1e-6))."""
+    (train_images, train_labels), (test_images, test_labels) = load_arrays(arrays)
+    train_images, test_images = train_images.astype("float32") / 255.0, test_images.astype("float32") / 255.0
+    def block(filters: int) -> list:
+        return [layers.Conv2D(filters, (3, 3), activation="relu", padding="same"), layers.BatchNormalization(),
+                layers.Conv2D(filters, (3, 3), activation="relu", padding="same"), layers.BatchNormalization(),
+                layers.MaxPooling2D((2, 2)), layers.Dropout(0.25)]
+    model = models.Sequential([layers.Input(shape=CIFAR_SHAPE), *block(32), *block(64), *block(128),
+                               layers.Flatten(), layers.Dense(256, activation="relu"), layers.BatchNormalization(),
+                               layers.Dropout(0.5), layers.Dense(10, activation="softmax")])
+    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate=0.001), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    callbacks = [tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=10, restore_best_weights=True),
+                 tf.keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=5, min_lr=1e-6)]
+    start = time.perf_counter()
+    history = model.fit(train_images, train_labels, epochs=max_epochs, batch_size=64, validation_split=0.1,
+                        callbacks=callbacks, verbose=0)
+    seconds = time.perf_counter() - start
+    _, test_acc = model.evaluate(test_images, test_labels, verbose=0)
+    val_loss = history.history["val_loss"]
+    return {"fit_seconds": seconds, "test_accuracy": float(test_acc), "data": arrays.stem,
+            "parameters": int(model.count_params()), "epochs": len(val_loss),
+            "best_epoch": int(np.argmin(val_loss)) + 1, "final_lr": float(model.optimizer.learning_rate.numpy())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("program", choices=["mnist-cnn", "cifar-cnn", "mnist-real", "cifar-real"])
+    parser.add_argument("program", choices=["mnist-cnn", "cifar-cnn", "mnist-real", "cifar-real", "cifar-bn"])
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/datasets"))
     parser.add_argument("--arrays", type=Path, help="the *-real programs: the .npz that real_arrays.py wrote")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    if args.program.endswith("-real") and (args.arrays is None or not args.arrays.is_file()):
+    needs_arrays = args.program.endswith("-real") or args.program == "cifar-bn"
+    if needs_arrays and (args.arrays is None or not args.arrays.is_file()):
         parser.error(f"{args.program} needs --arrays FILE.npz (made by benchmarks/real_arrays.py); got {args.arrays}")
     tf.keras.utils.set_random_seed(args.seed)
     if args.program == "mnist-cnn":
@@ -128,6 +158,8 @@ def main() -> None:
         result = mnist_cnn(args.data_dir, args.arrays)
     elif args.program == "cifar-cnn":
         result = cifar_cnn(args.data_dir, args.seed)
+    elif args.program == "cifar-bn":  # seed 003 as written: to its early stop
+        result = cifar_bn(args.arrays)
     else:  # seed 004 as written: 10 epochs
         result = cifar_cnn(args.data_dir, args.seed, args.arrays, epochs=10)
     print(json.dumps({"framework": "tf.keras", "version": tf.__version__, "program": args.program,

@@ -32,6 +32,22 @@ def test_compare_reports_medians_and_ratios_against_tf():
     assert (rows["cnnlab fast"]["accuracy_min"], rows["cnnlab fast"]["accuracy_max"]) == (0.85, 0.87)
 
 
+def test_compare_report_is_written_after_each_run_and_extended_by_append(tmp_path):
+    compare = _load("compare")
+    path = tmp_path / "seed003.json"
+    first = [{"program": "cifar-bn", "side": "cnnlab seed", "fit_seconds": 600.0, "test_accuracy": 0.8, "epochs": 30}]
+    compare.write_report(path, first)  # a sitting stopped before the reference side ran: no ratio yet
+    (row,) = compare.json.loads(path.read_text())["table"]
+    assert row["speedup_vs_tf"] is None and row["accuracy_mean"] == 0.8
+    compare.print_table([row])  # prints "-" for the missing ratio instead of failing
+    kept = compare.json.loads(path.read_text())["runs"]
+    compare.write_report(path, kept + [{**first[0], "side": "tf.keras", "fit_seconds": 1200.0}])
+    report = compare.json.loads(path.read_text())
+    assert len(report["runs"]) == 2 and not list(tmp_path.glob("*.tmp"))
+    assert {r["side"]: r["speedup_vs_tf"] for r in report["table"]} == {"tf.keras": 1.0, "cnnlab seed": 2.0}
+    assert report["machine"]["cores"] >= 1
+
+
 def test_results_table_summarizes_each_row_over_its_seeds():
     table = _load("results_table")
     runs = [{"row": "lenet5-fashion", "seed": s, "test_accuracy": a, "train_seconds": t, "epochs_run": 10}
