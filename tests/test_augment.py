@@ -24,7 +24,7 @@ from scipy import ndimage
 from torch.overrides import TorchFunctionMode
 
 from cnnlab.data.augment import (
-    FILLS, PRESETS, Augmenter, AugmentSpec, _warp, parse_augment, random_crop, random_flip,
+    FILLS, PRESETS, Augmenter, AugmentSpec, _warp, parse_augment, random_crop, random_cutout, random_flip,
 )
 from cnnlab.errors import CnnlabError
 from cnnlab.viz import augment_preview, plot_image_grid
@@ -53,6 +53,7 @@ def find_shift(output: torch.Tensor, candidates: dict[tuple[int, int], torch.Ten
     ("rotate=20", "rotate", 20.0), ("shift=0.2", "shift", 0.2), ("flip=h", "flip", "h"), ("flip=v", "flip", "v"),
     ("flip=hv", "flip", "hv"), ("zoom=0.2", "zoom", 0.2), ("shear=15", "shear", 15.0),
     ("brightness=0.3", "brightness", 0.3), ("contrast=0.4", "contrast", 0.4), ("crop=4", "crop", 4),
+    ("cutout=8", "cutout", 8),
     ("fill=constant", "fill", "constant"), ("fill=reflect", "fill", "reflect"), ("fill=nearest", "fill", "nearest"),
     (" Rotate = 7.5 , ", "rotate", 7.5), ("FLIP=H", "flip", "h"),
 ])
@@ -96,6 +97,8 @@ def test_spec_round_trips_through_text_and_json() -> None:
     ("brightness=2", ["brightness=2.0", "0..1"]),
     ("crop=2.5", ["crop='2.5' is not a whole number"]),
     ("crop=-1", ["crop=-1", ">= 0"]),
+    ("cutout=2.5", ["cutout='2.5' is not a whole number", "e.g. cutout=8"]),
+    ("cutout=-3", ["cutout=-3", "side of the square"]),
     ("strandard", ["unknown augmentation preset 'strandard'", "Did you mean 'standard'", "rotate=20"]),
     ("rotate", ["'rotate' needs a value", "rotate=20"]),
     ("rotate=10,rotate=20", ["'rotate' is given twice"]),
@@ -111,7 +114,8 @@ def test_parse_errors_name_the_value_and_the_fix(text: str, fragments: list[str]
 
 
 def test_spec_validates_direct_construction() -> None:
-    for bad in ({"rotate": -1}, {"crop": True}, {"crop": 2.0}, {"flip": "x"}, {"fill": "wrap"}, {"zoom": "0.2"}):
+    for bad in ({"rotate": -1}, {"crop": True}, {"crop": 2.0}, {"cutout": 1.5}, {"flip": "x"}, {"fill": "wrap"},
+                {"zoom": "0.2"}):
         with pytest.raises(CnnlabError):
             AugmentSpec(**bad)  # type: ignore[arg-type]
     with pytest.raises(CnnlabError, match="parse_augment"):
@@ -144,7 +148,7 @@ def test_all_off_is_the_identity() -> None:
 
 KNOBS = ["rotate=30", "shift=0.3", "flip=h", "flip=v", "flip=hv", "zoom=0.3", "shear=30", "brightness=0.5",
          "contrast=0.5", "crop=3", "rotate=30,fill=constant", "rotate=30,fill=reflect", "crop=3,fill=reflect",
-         "crop=3,fill=nearest", "standard", "light", "digits"]
+         "crop=3,fill=nearest", "cutout=5", "light,cutout=30", "standard", "light", "digits"]
 
 
 @pytest.mark.parametrize("text", KNOBS)
@@ -173,6 +177,8 @@ def test_bad_batches_are_rejected() -> None:
     (lambda x: random_crop(x, -1, "constant"), "pad must be a whole number of pixels >= 0, got -1"),
     (lambda x: random_crop(x, 2.5, "constant"), "got 2.5"),
     (lambda x: random_crop(x, 2, "reflct"), "mode='reflct' is invalid. Did you mean 'reflect'"),
+    (lambda x: random_cutout(x, -2), "size must be a whole number of pixels >= 0, got -2"),
+    (lambda x: random_cutout(x, True), "got True"),
 ])
 def test_batched_helpers_reject_bad_arguments(call: Callable[[torch.Tensor], object], fragment: str) -> None:
     with pytest.raises(CnnlabError, match=fragment) as error:
@@ -302,6 +308,31 @@ def test_random_flip_mirrors_exactly_the_images_it_selects() -> None:
     kept = torch.tensor([torch.equal(result, image) for image, result in zip(images, out, strict=True)])
     assert bool((flipped ^ kept).all())  # every image is exactly itself or exactly its mirror
     assert 0.24 <= float(flipped.float().mean()) <= 0.36  # p = 0.3, +-3 standard deviations of 400 draws
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_random_cutout_zeroes_one_square_per_image_and_keeps_the_rest(dtype: torch.dtype) -> None:
+    size, height, width = 4, 9, 11
+    images = random_images(500, 3, height, width).clamp(min=1).to(dtype)  # no pixel is 0 before
+    torch.manual_seed(0)
+    out = random_cutout(images, size)
+    assert out.dtype == dtype and torch.equal(random_cutout(images, 0), images)
+    corners = set()
+    for image, result in zip(images, out, strict=True):
+        erased = result == 0
+        assert torch.equal(erased[0], erased[1]) and torch.equal(erased[0], erased[2])  # all channels alike
+        assert torch.equal(result[~erased], image[~erased])  # everything else untouched
+        ys, xs = erased[0].nonzero(as_tuple=True)
+        assert len(ys) > 0  # the centre is always inside the image, so something is erased
+        # a solid rectangle, the size x size square clipped by the image edges
+        top, left, bottom, right = int(ys.min()), int(xs.min()), int(ys.max()) + 1, int(xs.max()) + 1
+        assert int(erased[0].sum()) == (bottom - top) * (right - left)
+        assert bottom - top == size or top == 0 or bottom == height
+        assert right - left == size or left == 0 or right == width
+        corners.add((top, left))
+    # centre row c uniform in 0..H-1 puts the square's first row at c - size // 2, clipped at 0: all occur
+    assert {t for t, _ in corners} == {max(c - size // 2, 0) for c in range(height)}
+    assert {x for _, x in corners} == {max(c - size // 2, 0) for c in range(width)}
 
 
 @pytest.mark.parametrize("mode", FILLS)

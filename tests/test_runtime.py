@@ -170,6 +170,18 @@ def test_compiled_training_matches_eager(digits):
     torch.testing.assert_close(results[0][1], results[1][1], rtol=1e-4, atol=1e-5)
 
 
+def test_speedrun_takes_flip_crop_and_cutout_from_augment(tmp_path):
+    from cnnlab.config import TrainConfig
+    from cnnlab.jobs import _prepare_data, _speedrun_config
+    from cnnlab.models.speedrun import SpeedrunNet
+
+    config = TrainConfig(dataset="digits", recipe="speedrun", augment="flip=h,crop=3,cutout=6",
+                         run_dir=str(tmp_path / "r"))
+    data = _prepare_data(config, 0)
+    settings = _speedrun_config(config, data, SpeedrunNet(data.train.input_shape, 10, (8, 8, 8)))
+    assert (settings.flip, settings.translate, settings.cutout) == (True, 3, 6)
+
+
 def test_speedrun_recipe_from_the_cli_trains_saves_and_evaluates(tmp_path, capsys):
     run = tmp_path / "speedrun"
     assert main(["train", "--dataset", "digits", "--recipe", "speedrun", "--widths", "16", "32", "32",
@@ -186,7 +198,7 @@ def test_speedrun_recipe_from_the_cli_trains_saves_and_evaluates(tmp_path, capsy
 
 @pytest.mark.parametrize("flags, message", [
     (["--recipe", "speedrun", "--model", "seed-mnist"], "trains the speedrun model"),
-    (["--recipe", "speedrun", "--augment", "rotate=10", "--widths", "8", "8", "8"], "flip and crop only"),
+    (["--recipe", "speedrun", "--augment", "rotate=10", "--widths", "8", "8", "8"], "flip, crop and cutout only"),
     (["--recipe", "speedrun", "--early-stopping", "3", "--widths", "8", "8", "8"], "drop --early-stopping"),
     (["--model", "seed-mnist", "--widths", "8", "8", "8"], "takes no options"),
 ])

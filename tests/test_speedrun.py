@@ -108,6 +108,21 @@ def test_augmentation_moves_pixels_as_described(flip, translate):
         assert torch.equal(crops[(0, 0, False)][:, 2:, 2:], image[:, :-2, :-2])
 
 
+def test_cutout_erases_one_square_per_training_image_after_the_shift():
+    images = torch.full((64, 3, 12, 12), 255, dtype=torch.uint8)
+    x, _ = next(epoch_batches(images, torch.zeros(64, dtype=torch.long), 64, flip=True, translate=2,
+                              generator=torch.Generator().manual_seed(0), cutout=5))
+    erased = (x == 0).all(1)  # (N, H, W): pixels zero in every channel
+    assert torch.equal(x == 0, erased[:, None].expand_as(x)) and bool((x[~(x == 0)] == 1).all())
+    counts = erased.flatten(1).sum(1)
+    assert bool((counts > 0).all()) and int(counts.max()) == 25  # some squares whole, edge ones clipped
+    assert len({tuple(e.nonzero()[0].tolist()) for e in erased}) > 10  # at random places
+    plain = augment_batch(x.clone(), flip=False, translate=0, cutout=0)
+    assert torch.equal(plain, x)
+    with pytest.raises(CnnlabError, match="SpeedrunConfig.cutout must be a whole number of pixels >= 0"):
+        SpeedrunConfig(cutout=-1)
+
+
 def test_epoch_batches_keep_each_image_with_its_label():
     labels = torch.arange(50) % 10
     images = (labels * 20).to(torch.uint8)[:, None, None, None].expand(50, 3, 8, 8).contiguous()  # value = label

@@ -237,9 +237,9 @@ def _speedrun_config(config: TrainConfig, data: _Data, model: nn.Module) -> Spee
     if refused:
         raise CnnlabError(f"--recipe speedrun runs a fixed short schedule; drop {', '.join(refused)}")
     spec = parse_augment(config.augment) if config.augment else None
-    if spec is not None and replace(spec, flip="", crop=0) != replace(AugmentSpec(), fill=spec.fill):
-        raise CnnlabError(f"--recipe speedrun augments with flip and crop only (got --augment {config.augment!r}); "
-                          f"use e.g. --augment flip=h,crop=2, or --augment crop=2 for digits and text")
+    if spec is not None and replace(spec, flip="", crop=0, cutout=0) != replace(AugmentSpec(), fill=spec.fill):
+        raise CnnlabError(f"--recipe speedrun augments with flip, crop and cutout only (got --augment "
+                          f"{config.augment!r}); use e.g. --augment flip=h,crop=2,cutout=8, or crop=2 for digits")
     digit_like = Path(config.dataset).name in ("digits", "mnist")  # a mirrored digit is another glyph
     defaults = SpeedrunConfig()
     scale = config.learning_rate / RECIPES.get("speedrun").learning_rate  # --lr scales all of its rates
@@ -248,6 +248,7 @@ def _speedrun_config(config: TrainConfig, data: _Data, model: nn.Module) -> Spee
         lr=defaults.lr * scale, bias_lr=defaults.bias_lr * scale, muon_lr=defaults.muon_lr * scale,
         flip=("h" in spec.flip) if spec is not None else not digit_like,
         translate=spec.crop if spec is not None else defaults.translate,
+        cutout=spec.cutout if spec is not None else defaults.cutout,
         widths=model.widths, seed=config.seed)
 
 

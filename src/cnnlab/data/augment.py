@@ -1,4 +1,4 @@
-"""Data augmentation: random flips, shifts, rotations, zooms, shears, crops and colour changes per image.
+"""Data augmentation: random flips, shifts, rotations, zooms, shears, crops, cutout and colour changes per image.
 
 The knobs are those of Keras's `ImageDataGenerator` (seed 003), in the same units, so
 `rotation_range=20, width_shift_range=0.2, zoom_range=0.2` becomes `rotate=20,shift=0.2,zoom=0.2`.
@@ -27,8 +27,8 @@ import torch.nn.functional as F
 
 from cnnlab.errors import CnnlabError, did_you_mean
 
-__all__ = ["AugmentSpec", "PRESETS", "parse_augment", "Augmenter", "random_flip", "random_crop", "FLIPS",
-           "FILLS"]
+__all__ = ["AugmentSpec", "PRESETS", "parse_augment", "Augmenter", "random_flip", "random_crop", "random_cutout",
+           "FLIPS", "FILLS"]
 
 FLIPS = ("", "h", "v", "hv")
 FILLS = ("nearest", "constant", "reflect")
@@ -59,14 +59,16 @@ _RANGES: dict[str, tuple[float, bool, str]] = {
     "brightness": (1.0, True, "a fraction in 0..1 (factor drawn from [1 - b, 1 + b])"),
     "contrast": (1.0, True, "a fraction in 0..1 (factor drawn from [1 - c, 1 + c])"),
     "crop": (math.inf, False, "a whole number of padding pixels >= 0"),
+    "cutout": (math.inf, False, "a whole number of pixels >= 0 (side of the square set to 0)"),
 }
+_WHOLE_NUMBERS = ("crop", "cutout")  # knobs counted in pixels
 _EXAMPLES = {"rotate": "20", "shift": "0.1", "zoom": "0.2", "shear": "15", "brightness": "0.2",
-             "contrast": "0.2", "crop": "4", "flip": "h", "fill": "nearest"}
+             "contrast": "0.2", "crop": "4", "cutout": "8", "flip": "h", "fill": "nearest"}
 
 
 def _check_number(name: str, value: object) -> None:
     highest, inclusive, meaning = _RANGES[name]
-    wanted = int if name == "crop" else (int, float)
+    wanted = int if name in _WHOLE_NUMBERS else (int, float)
     in_range = (isinstance(value, wanted) and not isinstance(value, bool)
                 and 0 <= value and (value <= highest if inclusive else value < highest))  # type: ignore[operator]
     if not in_range:
@@ -94,6 +96,7 @@ class AugmentSpec:
     brightness: float = 0.0  # pixel factor uniform in [1 - b, 1 + b] (Keras brightness_range=[1-b, 1+b])
     contrast: float = 0.0    # factor uniform in [1 - c, 1 + c]: pixels move away from / towards the mean grey
     crop: int = 0            # pad this many pixels per side, crop back to H x W at random (CIFAR recipe: 4)
+    cutout: int = 0          # side in pixels of a square set to 0 at a random place (DeVries & Taylor 2017)
     fill: str = "nearest"    # new pixels: "nearest" edge pixel (Keras default), "constant" 0, "reflect"
 
     def __post_init__(self) -> None:
@@ -184,7 +187,7 @@ class Augmenter:
 
     uint8 stays uint8 (computed in float32, then rounded); float images are taken to be in [0, 1]
     (torchvision's convention). The whole batch is transformed at once on its own device, in this
-    order: affine warp (rotate, shift, zoom, shear), crop, flips, brightness, contrast.
+    order: affine warp (rotate, shift, zoom, shear), crop, flips, cutout, brightness, contrast.
 
     >>> images = torch.full((4, 3, 32, 32), 200, dtype=torch.uint8)
     >>> _ = torch.manual_seed(0)
@@ -218,6 +221,8 @@ class Augmenter:
             out = random_flip(out)
         if "v" in spec.flip:
             out = _random_mirror(out, dim=2, p=0.5, generator=None)
+        if spec.cutout:
+            out = random_cutout(out, spec.cutout)
         if spec.brightness or spec.contrast:
             bound = 255.0 if images.dtype == torch.uint8 else 1.0
             out = _random_colour(_as_float(out), spec.brightness, spec.contrast, bound)
@@ -266,6 +271,35 @@ def random_crop(images: torch.Tensor, pad: int, mode: str, *,
         return images
     offsets = torch.randint(-pad, pad + 1, (images.shape[0], 2), device=images.device, generator=generator)
     return _shift(images, offsets[:, 0], offsets[:, 1], mode)
+
+
+def random_cutout(images: torch.Tensor, size: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Set a `size` x `size` square of each (N, C, H, W) image to 0 (all channels), at its own random place.
+
+    Cutout as DeVries & Taylor (2017) define it: the square's centre is uniform over the image, so
+    near an edge part of the square falls outside and less is erased; the network learns to use
+    the whole object, not one telling patch. Any dtype, on the batch's device; the centres come
+    from `generator` (on that device), or from torch's global RNG when it is None.
+
+    >>> x = torch.ones(1, 1, 4, 6, dtype=torch.uint8)
+    >>> random_cutout(x, 2, generator=torch.Generator().manual_seed(2))[0, 0].tolist()  # centre (2, 2)
+    [[1, 1, 1, 1, 1, 1], [1, 0, 0, 1, 1, 1], [1, 0, 0, 1, 1, 1], [1, 1, 1, 1, 1, 1]]
+    >>> random_cutout(x, 2, generator=torch.Generator().manual_seed(3))[0, 0].tolist()  # centre (0, 0): a corner
+    [[0, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]]
+    """
+    _check_images(images, "random_cutout")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise CnnlabError(f"random_cutout: size must be a whole number of pixels >= 0, got {size!r}; e.g. size=8")
+    if size == 0:
+        return images
+    n, _, height, width = images.shape
+    centre = torch.rand(n, 2, device=images.device, generator=generator)
+    top = (centre[:, 0] * height).long() - size // 2  # (N,): first erased row, may be < 0
+    left = (centre[:, 1] * width).long() - size // 2
+    rows = torch.arange(height, device=images.device)[None, :] - top[:, None]  # (N, H): row inside the square?
+    cols = torch.arange(width, device=images.device)[None, :] - left[:, None]
+    erased = ((rows >= 0) & (rows < size))[:, :, None] & ((cols >= 0) & (cols < size))[:, None, :]  # (N, H, W)
+    return images.masked_fill(erased[:, None], 0)
 
 
 def _random_mirror(images: torch.Tensor, dim: int, p: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -376,9 +410,9 @@ def _preset(name: str) -> AugmentSpec:
 def _parse_value(key: str, text: str) -> object:
     if key in ("flip", "fill"):
         return text.lower()  # AugmentSpec checks the choice
-    kind, example = ("whole number", "4") if key == "crop" else ("number", _EXAMPLES[key])
+    kind, example = ("whole number", _EXAMPLES[key]) if key in _WHOLE_NUMBERS else ("number", _EXAMPLES[key])
     try:
-        return int(text) if key == "crop" else float(text)
+        return int(text) if key in _WHOLE_NUMBERS else float(text)
     except ValueError:
         raise CnnlabError(f"augmentation {key}={text!r} is not a {kind}; expected {_RANGES[key][2]}, "
                           f"e.g. {key}={example}") from None

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.data import ArrayDataset, ImageDataset, float_images
-from cnnlab.data.augment import random_crop, random_flip
+from cnnlab.data.augment import random_crop, random_cutout, random_flip
 from cnnlab.errors import CnnlabError, did_you_mean
 from cnnlab.models.speedrun import DEFAULT_WIDTHS, SpeedrunNet, init_whitening
 from cnnlab.training.devices import Runtime, resolve_runtime
@@ -87,6 +87,7 @@ class SpeedrunConfig:
     tta_level: int = 2               # test-time augmentation for the final evaluation (see TTA_LEVELS): airbench94's
     flip: bool = True                # random horizontal mirror in training and mirrored TTA views; off for digits, text
     translate: int = 2               # pixels: random shift (reflect-padded crop) up to this far each way: airbench94's
+    cutout: int = 0                  # pixels: side of a random square set to 0 per image (airbench96: 12 of 32); 0 off
     widths: tuple[int, int, int] = DEFAULT_WIDTHS  # channels of the three blocks: airbench94's 64/256/256
     seed: int | None = 0             # data order and augmentation draws; None draws a fresh seed
 
@@ -136,6 +137,7 @@ def _check_config(c: SpeedrunConfig) -> None:
         ("tta_level", c.tta_level in TTA_LEVELS and is_int(c.tta_level), "0 (none), 1 (+ mirror) or 2 (+ shifts)"),
         ("flip", isinstance(c.flip, bool), "True or False"),
         ("translate", is_int(c.translate) and c.translate >= 0, "a whole number of pixels >= 0, e.g. 2"),
+        ("cutout", is_int(c.cutout) and c.cutout >= 0, "a whole number of pixels >= 0, e.g. 8 (0: off)"),
         ("widths", isinstance(c.widths, tuple) and len(c.widths) == 3 and all(is_int(w) and w > 0 for w in c.widths),
          "three positive channel counts, e.g. (64, 256, 256)"),
         ("seed", c.seed is None or is_int(c.seed), "an integer or None"),
@@ -146,9 +148,10 @@ def _check_config(c: SpeedrunConfig) -> None:
 
 
 def augment_batch(images: torch.Tensor, flip: bool, translate: int,
-                  generator: torch.Generator | None = None) -> torch.Tensor:
-    """Each image of (N, C, H, W) `images` mirrored with probability 1/2 and shifted by a random
-    (dy, dx) in [-translate, translate]^2 (mirrored edges, Keras's 'reflect'), on the images' device.
+                  generator: torch.Generator | None = None, cutout: int = 0) -> torch.Tensor:
+    """Each image of (N, C, H, W) `images` mirrored with probability 1/2, shifted by a random
+    (dy, dx) in [-translate, translate]^2 (mirrored edges, Keras's 'reflect'), then a random
+    `cutout` x `cutout` square set to 0 (when cutout > 0), on the images' device.
 
     >>> x = torch.arange(16.0).reshape(1, 1, 4, 4)
     >>> torch.equal(augment_batch(x, flip=False, translate=0), x)
@@ -158,11 +161,14 @@ def augment_batch(images: torch.Tensor, flip: bool, translate: int,
         images = random_flip(images, generator=generator)
     if translate:
         images = random_crop(images, translate, "reflect", generator=generator)
+    if cutout:
+        images = random_cutout(images, cutout, generator=generator)
     return images
 
 
 def epoch_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, flip: bool, translate: int,
-                  generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                  generator: torch.Generator | None = None,
+                  cutout: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of (augmented float images in [0, 1], labels) batches, shuffled, full batches only.
 
     Everything happens on the device `images` live on; a last partial batch is dropped (a tiny
@@ -176,7 +182,7 @@ def epoch_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, *
     order = torch.randperm(len(images), device=images.device, generator=generator)
     for start in range(0, len(images) - batch_size + 1, batch_size):
         index = order[start:start + batch_size]
-        yield augment_batch(float_images(images[index]), flip, translate, generator), labels[index]
+        yield augment_batch(float_images(images[index]), flip, translate, generator, cutout), labels[index]
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -300,7 +306,8 @@ def train_speedrun(model: SpeedrunNet, train: ArrayDataset, config: SpeedrunConf
         loss_sum = torch.zeros((), device=runtime.device)
         correct = torch.zeros((), dtype=torch.int64, device=runtime.device)
         for images, labels in epoch_batches(session.images, session.labels, config.batch_size, flip=config.flip,
-                                            translate=config.translate, generator=session.generator):
+                                            translate=config.translate, generator=session.generator,
+                                            cutout=config.cutout):
             _set_learning_rates(session, step)
             loss, logits = _train_step(session, images, labels, runtime, config.label_smoothing)
             step += 1
@@ -405,7 +412,7 @@ def time_training_steps(model: SpeedrunNet, images: torch.Tensor, labels: torch.
     def batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         while True:
             yield from epoch_batches(session.images, session.labels, config.batch_size, flip=config.flip,
-                                     translate=config.translate, generator=session.generator)
+                                     translate=config.translate, generator=session.generator, cutout=config.cutout)
 
     stream, start = batches(), 0.0
     for step in range(THROUGHPUT_WARMUP_STEPS + steps):
