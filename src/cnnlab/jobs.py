@@ -36,8 +36,8 @@ from cnnlab.models.layers import Sequential
 from cnnlab.models.summary import count_parameters
 from cnnlab.models.transfer import BACKBONES, TransferModel, backbone_preprocessing, transfer_model
 from cnnlab.models.zoo import build_model
-from cnnlab.training.checkpoint import Checkpointer, check_writable, remove_checkpoint, use_deterministic
-from cnnlab.training.devices import resolve_runtime
+from cnnlab.training.checkpoint import Checkpointer, check_writable, remove_checkpoint
+from cnnlab.training.devices import resolve_runtime, use_deterministic
 from cnnlab.training.distributed import check_batch, from_main, is_main, world_size
 from cnnlab.training.tensorboard import tensorboard_callbacks
 from cnnlab.training.speedrun import SpeedrunConfig, evaluate_tta, train_speedrun

@@ -23,7 +23,6 @@ import contextlib
 import errno
 import hashlib
 import json
-import os
 import secrets
 import signal
 import threading
@@ -46,7 +45,7 @@ from cnnlab.training.distributed import all_reduce_sums, is_main, world_size
 
 __all__ = ["Position", "LoopParts", "Checkpoint", "Checkpointer", "TrainingInterrupted", "epoch_order",
            "gather_checkpoint", "write_checkpoint", "read_checkpoint", "remove_checkpoint", "check_writable",
-           "use_deterministic", "CHECKPOINT_JSON"]
+           "CHECKPOINT_JSON"]
 
 FORMAT = "cnnlab-checkpoint/1"
 CHECKPOINT_JSON = "checkpoint.json"
@@ -305,17 +304,6 @@ def check_writable(directory: Path) -> None:
     except OSError as exc:
         raise CnnlabError(f"run directory {directory} cannot be written: {exc.strerror or exc}; choose another "
                           f"--run-dir, or free disk space / fix its permissions") from None
-
-
-def use_deterministic() -> None:
-    """Make torch pick deterministic kernels (for the rest of the process): --deterministic.
-
-    CPU kernels are then repeatable run to run at a fixed thread count; CUDA also needs cuBLAS's
-    fixed workspace (set here when unset) and no cuDNN autotuning.
-    """
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
 
 
 class Checkpointer:

@@ -12,6 +12,7 @@ Automatic defaults pick what pays off on the hardware at hand:
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 
 __all__ = ["DEVICE_CHOICES", "PRECISION_CHOICES", "COMPILE_CHOICES", "Runtime", "resolve_runtime",
-           "resolve_device", "resolve_precision", "cpu_has_native_bf16"]
+           "resolve_device", "resolve_precision", "cpu_has_native_bf16", "use_deterministic"]
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # also "cuda:N"
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
@@ -152,3 +153,17 @@ def resolve_runtime(device: str = "auto", precision: str = "auto", compile: str 
     sync_every = 1 if resolved.type == "cpu" else SYNC_EVERY_STEPS
     return Runtime(resolved, resolve_precision(precision, resolved), use_compile, sync_every)
 
+
+def use_deterministic() -> None:
+    """Make torch pick deterministic kernels (for the rest of the process): --deterministic.
+
+    CPU kernels are then repeatable run to run at a fixed thread count; CUDA also needs cuBLAS's
+    fixed workspace (set here when unset) and no cuDNN autotuning.
+
+    >>> use_deterministic(); torch.are_deterministic_algorithms_enabled()
+    True
+    >>> torch.use_deterministic_algorithms(False)  # this example leaves the process as it found it
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
