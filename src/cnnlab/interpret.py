@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.errors import CnnlabError, did_you_mean
+from cnnlab.errors import CnnlabError, did_you_mean, first_line
 from cnnlab.models.layers import Conv2D
 from cnnlab.models.summary import layer_modules
 
@@ -75,7 +75,7 @@ def _forward(model: nn.Module, x: torch.Tensor, where: str) -> torch.Tensor:
         return model(x)
     except RuntimeError as exc:
         raise CnnlabError(f"{where}: {type(model).__name__} cannot take an image of shape {tuple(x.shape[1:])} "
-                          f"(C, H, W): {str(exc).splitlines()[0]}; resize the image to the model's input") from None
+                          f"(C, H, W): {first_line(exc)}; resize the image to the model's input") from None
 
 
 def feature_maps(model: nn.Module, image: torch.Tensor, layers: Sequence[str] | None = None) -> dict[str, torch.Tensor]:

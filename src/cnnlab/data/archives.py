@@ -22,7 +22,7 @@ import zipfile
 import zlib
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, one_line
 
 __all__ = ["ARCHIVE_SUFFIXES", "is_archive", "archive_stem", "extract_archive"]
 
@@ -127,7 +127,7 @@ def _extract_tar(archive: Path, destination: Path) -> None:
         raise CnnlabError(f"archive {str(archive)!r} holds an unsafe member ({error}); refusing to extract it. "
                           f"Rebuild the archive from plain files and folders") from None
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as error:  # not a tar, or cut short
-        raise CnnlabError(f"archive {str(archive)!r} could not be read as a tar archive ({_one_line(error)}); "
+        raise CnnlabError(f"archive {str(archive)!r} could not be read as a tar archive ({one_line(error)}); "
                           f"check the file is complete (download it again) or give the extracted folder") from None
 
 
@@ -142,7 +142,7 @@ def _extract_zip(archive: Path, destination: Path) -> None:
                                       f"refusing to extract it. Rebuild the archive from plain files and folders")
             zipped.extractall(destination, members=infos)
     except (zipfile.BadZipFile, EOFError, zlib.error) as error:
-        raise CnnlabError(f"archive {str(archive)!r} could not be read as a zip archive ({_one_line(error)}); "
+        raise CnnlabError(f"archive {str(archive)!r} could not be read as a zip archive ({one_line(error)}); "
                           f"check the file is complete (download it again) or give the extracted folder") from None
 
 
@@ -151,7 +151,3 @@ def _dataset_root(extracted: Path) -> Path:
     if len(entries) == 1 and entries[0].is_dir():
         return entries[0]
     return extracted
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split()) or error.__class__.__name__

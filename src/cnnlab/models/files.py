@@ -18,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, one_line
 from cnnlab.fileio import atomic_write
 from cnnlab.models.layers import Sequential
 from cnnlab.models.transfer import TransferModel
@@ -181,9 +181,7 @@ def load_model(source: str | Path) -> tuple[nn.Module, ModelCard]:
     except CnnlabError as exc:  # e.g. an unknown layer type in the stored architecture
         raise (exc if str(path) in str(exc) else CnnlabError(f"{path}: {exc}")) from None
     except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, SafetensorError) as exc:
-        text = " ".join(str(exc).split())
-        first = text[:300] if text else repr(exc)
-        raise CnnlabError(f"{path}: the weights do not match the described architecture ({first}); "
+        raise CnnlabError(f"{path}: the weights do not match the described architecture ({one_line(exc)}); "
                           f"the file was altered or written by another program") from None
     built_shape = getattr(model, "input_shape", None)
     if isinstance(built_shape, tuple) and len(built_shape) == 3 and built_shape[2] != card.input_shape[2]:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, first_line
 from cnnlab.models.layers import Layer
 
 __all__ = ["LayerRow", "Summary", "model_summary", "count_parameters", "layer_modules"]
@@ -131,7 +131,7 @@ def model_summary(model: nn.Module, input_shape: Sequence[int] | None = None,
             model.eval()(torch.zeros(1, hwc[2], hwc[0], hwc[1]))
     except RuntimeError as exc:
         raise CnnlabError(f"{type(model).__name__} cannot take input shape {tuple(hwc)} (H, W, C): "
-                          f"{str(exc).splitlines()[0]}") from None
+                          f"{first_line(exc)}") from None
     finally:
         for h in handles:
             h.remove()

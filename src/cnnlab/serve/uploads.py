@@ -19,6 +19,7 @@ from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from cnnlab.data.images import image_to_tensor  # the same decoding as files get (EXIF, palette, CMYK, 16-bit)
+from cnnlab.errors import one_line
 
 __all__ = ["UploadError", "Upload", "FORMATS", "read_body", "parse_uploads", "decode_upload"]
 
@@ -116,7 +117,7 @@ def decode_upload(upload: Upload, channels: int, size: tuple[int, int], max_pixe
         raise UploadError(415, f"file {name!r} is not a JPEG, PNG, WebP, BMP or GIF image; "
                                f"send one of those formats") from None
     except Exception as exc:  # Pillow's plugins raise many types for a damaged header
-        raise UploadError(400, f"image {name!r} cannot be read ({_first_line(exc)}); it is damaged or "
+        raise UploadError(400, f"image {name!r} cannot be read ({_reason(exc)}); it is damaged or "
                                f"truncated") from None
     if width * height > max_pixels:
         raise UploadError(413, f"image {name!r} is {width}x{height} = {width * height:,} pixels; the limit is "
@@ -124,7 +125,7 @@ def decode_upload(upload: Upload, channels: int, size: tuple[int, int], max_pixe
     try:
         return _decode(upload.data, channels, size)
     except Exception as exc:  # same reasons as above, met while decoding the pixels
-        raise UploadError(400, f"image {name!r} cannot be decoded ({_first_line(exc)}); it is damaged or "
+        raise UploadError(400, f"image {name!r} cannot be decoded ({_reason(exc)}); it is damaged or "
                                f"truncated") from None
 
 
@@ -135,9 +136,9 @@ def _decode(data: bytes, channels: int, size: tuple[int, int]) -> torch.Tensor:
         return image_to_tensor(opened, channels, size)
 
 
-def _first_line(exc: BaseException) -> str:
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return text[:160]
+def _reason(exc: BaseException) -> str:
+    """Pillow's error with its type (its messages alone can be as short as 'broken data stream')."""
+    return f"{type(exc).__name__}: {one_line(exc, 140)}"
 
 
 def _safe_name(filename: str | None) -> str:

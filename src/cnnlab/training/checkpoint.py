@@ -38,7 +38,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 from torch import nn
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, first_line
 from cnnlab.fileio import atomic_write
 from cnnlab.training.callbacks import Callback, TrainState
 from cnnlab.training.distributed import all_reduce_sums, is_main, world_size
@@ -195,7 +195,7 @@ def restore_checkpoint(checkpoint: Checkpoint, parts: LoopParts) -> Position:
     try:
         parts.model.load_state_dict(_join(meta["model"], tensors))
     except RuntimeError as exc:
-        raise CnnlabError(f"the checkpoint's weights do not fit this model: {str(exc).splitlines()[0]}") from None
+        raise CnnlabError(f"the checkpoint's weights do not fit this model: {first_line(exc)}") from None
     groups = [{k: tuple(v) if isinstance(now.get(k), tuple) else v for k, v in saved.items()}
               for saved, now in zip(meta["optimizer"]["param_groups"], parts.optimizer.param_groups, strict=True)]
     state = {int(k): v for k, v in _join(meta["optimizer"]["state"], tensors).items()}
