@@ -29,6 +29,7 @@ from cnnlab.training import distributed
 SETTINGS = ["--dataset", "digits", "--model", "seed-mnist", "--epochs", "2", "--batch-size", "32", "--seed", "5",
             "--precision", "fp32", "--device", "cpu", "--no-tensorboard", "--checkpoint-every", "20", "--quiet"]
 LOSS_RTOL = (2e-4, 1e-2)  # per epoch: measured 5e-5 and 2e-3 (see the module docstring)
+AUGMENTED = [*SETTINGS, "--augment", "crop=1,cutout=3"]  # random draws: each rank's stream must resume exactly
 CRASH_AT = 30  # global steps: the crashing run stops right after its mid-epoch-1 checkpoint (step 20) and 10 more
 
 CRASH_SCRIPT = f"""
@@ -88,6 +89,15 @@ def two(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return runs[0]
 
 
+@pytest.fixture(scope="module")
+def two_augmented(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same on 2 processes with random augmentation, uninterrupted."""
+    run_dir = tmp_path_factory.mktemp("two-augmented") / "run"
+    done = _cnnlab("train", *AUGMENTED, "--nproc", "2", "--run-dir", str(run_dir))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run_dir
+
+
 def test_two_processes_match_one_process(single: Path, two: Path) -> None:
     one_h, two_h = _history(single), _history(two)
     for epoch, rtol in enumerate(LOSS_RTOL):
@@ -103,24 +113,51 @@ def test_two_processes_match_one_process(single: Path, two: Path) -> None:
     assert sorted(p.name for p in two.iterdir() if p.name.startswith("checkpoint")) == []  # removed when done
 
 
-def test_distributed_resume_gives_the_uninterrupted_weights(two: Path, tmp_path: Path) -> None:
+def test_distributed_resume_gives_the_uninterrupted_weights(two_augmented: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     script = tmp_path / "crash.py"
     script.write_text(CRASH_SCRIPT)
     crashed = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                              "2", str(script), "train", *SETTINGS, "--run-dir", str(run_dir)],
+                              "2", str(script), "train", *AUGMENTED, "--run-dir", str(run_dir)],
                              capture_output=True, text=True, env=_env(), timeout=300)
     assert crashed.returncode != 0  # a failed rank fails the run
     position = json.loads((run_dir / "checkpoint.json").read_text())["position"]
     assert (position["epoch"], position["step"]) == (0, 20)  # the mid-epoch checkpoint, written once by rank 0
+    rng = json.loads((run_dir / "checkpoint.json").read_text())["rng"]
+    assert isinstance(rng, list) and len(rng) == 2  # each rank's own random stream
     assert not (run_dir / "metrics.json").exists()
     resumed = _cnnlab("train", "--resume", str(run_dir), "--nproc", "2")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    expected, got = load_file(two / "model.safetensors"), load_file(run_dir / "model.safetensors")
+    expected, got = load_file(two_augmented / "model.safetensors"), load_file(run_dir / "model.safetensors")
     assert expected.keys() == got.keys()
     for key in expected:
         assert torch.equal(expected[key], got[key]), key  # bit for bit
-    assert _history(run_dir)["loss"] == pytest.approx(_history(two)["loss"], rel=1e-6)
+    assert _history(run_dir)["loss"] == pytest.approx(_history(two_augmented)["loss"], rel=1e-6)
+
+
+def _draw_after_seed_ranks(rank: int, store: str, out: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        torch.manual_seed(5)  # what the CLI does on every rank
+        distributed.seed_ranks(5)
+        torch.save(torch.rand(8), f"{out}.{rank}")
+        states = distributed.gather_objects(rank * 10)
+        assert states == [0, 10], states
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def test_each_rank_draws_its_own_random_stream(tmp_path: Path) -> None:
+    out = str(tmp_path / "draw")
+    torch.multiprocessing.spawn(_draw_after_seed_ranks, args=(str(tmp_path / "store"), out), nprocs=2)
+    first, second = torch.load(f"{out}.0"), torch.load(f"{out}.1")
+    assert not torch.equal(first, second)  # different flips, crops and dropout masks on the two ranks
+    torch.manual_seed(5)
+    single = torch.rand(8)
+    assert not torch.equal(first, single) and not torch.equal(second, single)
+    torch.manual_seed(5)
+    distributed.seed_ranks(5)  # a single process keeps its --seed stream
+    assert torch.equal(torch.rand(8), single)
 
 
 def test_global_batch_must_divide_over_the_processes() -> None:

@@ -41,7 +41,7 @@ from torch import nn
 from cnnlab.errors import CnnlabError, first_line
 from cnnlab.fileio import atomic_write
 from cnnlab.training.callbacks import Callback, TrainState
-from cnnlab.training.distributed import all_reduce_sums, is_main, world_size
+from cnnlab.training.distributed import all_reduce_sums, gather_objects, is_main, rank, seed_ranks, world_size
 
 __all__ = ["Position", "LoopParts", "Checkpoint", "Checkpointer", "TrainingInterrupted", "epoch_order",
            "gather_checkpoint", "write_checkpoint", "read_checkpoint", "remove_checkpoint", "check_writable",
@@ -166,7 +166,9 @@ def gather_checkpoint(parts: LoopParts, position: Position, global_step: int,
                       for i, cb in enumerate(parts.callbacks)],
         "train_state": {"lr": parts.state.lr, "stop_training": parts.state.stop_training},
         "history": parts.history, "epoch_seconds": parts.epoch_seconds,
-        "rng": _split(_rng_states(), "rng", tensors),
+        # distributed: every rank's stream (they differ, see seed_ranks), in rank order; else one
+        "rng": _split(_rng_states(), "rng", tensors) if world_size() == 1 else
+               _split(gather_objects(_rng_states()), "rng", tensors),
         "sums": _split({"loss_sum": position.loss_sum, "correct": position.correct}, "sums", tensors),
     }
     return Checkpoint(tensors, json.loads(json.dumps(meta)))  # a deep copy: later training cannot change it
@@ -179,7 +181,20 @@ def _rng_states() -> dict[str, Any]:
     return states
 
 
-def _restore_rng(states: dict[str, Any]) -> None:
+def _restore_rng(saved: dict[str, Any] | list[dict[str, Any]], fresh_seed: int) -> None:
+    """Put back this process's random stream: its own rank's when the checkpoint has one per rank.
+
+    A run resumed on another number of processes shards its batches differently anyway (not bit
+    for bit); each rank then starts a fresh stream from `fresh_seed`.
+    """
+    ranks = saved if isinstance(saved, list) else [saved]
+    if len(ranks) != world_size():
+        if world_size() == 1:
+            torch.manual_seed(fresh_seed % 2**63)
+        else:
+            seed_ranks(fresh_seed)
+        return
+    states = ranks[rank()]
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available() and torch.cuda.device_count() == len(states["cuda"]):
         torch.cuda.set_rng_state_all(states["cuda"])
@@ -212,7 +227,7 @@ def restore_checkpoint(checkpoint: Checkpoint, parts: LoopParts) -> Position:
     parts.history.update({k: list(v) for k, v in meta["history"].items()})
     parts.epoch_seconds[:] = meta["epoch_seconds"]
     parts.order_seed = meta["order_seed"]
-    _restore_rng(_join(meta["rng"], tensors))
+    _restore_rng(_join(meta["rng"], tensors), fresh_seed=parts.order_seed + int(meta["global_step"]))
     sums, p = _join(meta["sums"], tensors), meta["position"]
     parts.state.epoch = p["epoch"]
     return Position(p["epoch"], p["step"], p["seen"], sums["loss_sum"], sums["correct"], p["elapsed"])

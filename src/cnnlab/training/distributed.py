@@ -11,6 +11,8 @@ CUDA GPUs, one GPU per process: cuda:LOCAL_RANK), and `fit` then:
   mid-epoch stays exact;
 - wraps the model in DistributedDataParallel (gradients averaged across ranks; SyncBatchNorm on
   request) and all-reduces the epoch's loss/accuracy sums, so every rank logs the same numbers;
+- gives each rank its own random stream for augmentation and dropout (`seed_ranks`), which
+  checkpoints keep per rank;
 - lets rank 0 alone write files and print (`is_main`).
 
 Without torchrun's variables nothing here does anything: `world_size()` is 1 and `fit` runs as before.
@@ -33,8 +35,8 @@ from cnnlab.errors import CnnlabError
 from cnnlab.training.devices import Runtime, resolve_device
 
 __all__ = ["session", "world_size", "rank", "is_main", "shard", "loss_share", "all_reduce_sums", "sync_buffers",
-           "barrier", "from_main", "wrap", "unwrap_sync_batchnorm", "place", "check_batch", "launch",
-           "launch_command"]
+           "barrier", "from_main", "gather_objects", "seed_ranks", "wrap", "unwrap_sync_batchnorm", "place",
+           "check_batch", "launch", "launch_command"]
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 600  # a rank that waits this long for the others fails instead of hanging (torch: 30 min)
@@ -214,6 +216,33 @@ def from_main(compute: Callable[[], T]) -> T:
     if outcome[0] == "error":
         raise CnnlabError(str(outcome[1]))
     return cast(T, outcome[1])
+
+
+def seed_ranks(seed: int) -> None:
+    """Give every rank its own random stream (augmentation, dropout) in a distributed run; no-op otherwise.
+
+    All ranks start from the same --seed, and DDP starts them from rank 0's weights. Left equal, the
+    streams would give rank r's k-th image the same flip, crop and dropout mask as every other
+    rank's k-th image: N processes would draw only a single process's worth of randomness.
+
+    >>> before = torch.get_rng_state(); seed_ranks(5); torch.equal(torch.get_rng_state(), before)
+    True
+    """
+    if world_size() > 1:
+        torch.manual_seed((seed * 1_000_003 + 7_919 * (rank() + 1)) % 2**63)
+
+
+def gather_objects(value: T) -> list[T]:
+    """`value` from every rank, in rank order (every rank gets the list); [value] in a single process.
+
+    >>> gather_objects({"a": 1})
+    [{'a': 1}]
+    """
+    if world_size() == 1:
+        return [value]
+    out: list[Any] = [None] * world_size()
+    dist.all_gather_object(out, value)
+    return cast(list[T], out)
 
 
 def wrap(model: nn.Module, runtime: Runtime, sync_bn: bool = False) -> nn.Module:

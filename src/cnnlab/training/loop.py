@@ -32,8 +32,8 @@ from cnnlab.training.callbacks import Callback, ReduceLROnPlateau, TrainState
 from cnnlab.training.checkpoint import Checkpointer, LoopParts, Position, epoch_order
 from cnnlab.training.devices import Runtime, resolve_runtime
 from cnnlab.training.distributed import (
-    all_reduce_sums, check_batch, from_main, is_main, loss_share, place, shard, sync_buffers, unwrap_sync_batchnorm,
-    world_size, wrap,
+    all_reduce_sums, check_batch, from_main, is_main, loss_share, place, seed_ranks, shard, sync_buffers,
+    unwrap_sync_batchnorm, world_size, wrap,
 )
 
 __all__ = ["History", "fit", "evaluate", "predict_proba", "loss_fn", "check_compatible", "model_device"]
@@ -181,6 +181,7 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int = 1, batch_size: int = 
     parts = LoopParts(model, optimizer, scheduler, runtime.grad_scaler(), list(callbacks), state, history.history,
                       history.epoch_seconds, seed if seed is not None else from_main(lambda: int(torch.seed() % 2**31)),
                       steps)
+    seed_ranks(parts.order_seed)  # distributed: each rank its own augmentation and dropout draws
     at = checkpoint.restore(parts) if checkpoint is not None else Position()
     weights = None if class_weights is None else class_weights.to(runtime.device)
     eval_runtime = Runtime(runtime.device, runtime.precision, compile=False)  # validation: same precision, eager
