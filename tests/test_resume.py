@@ -176,12 +176,45 @@ def test_full_disk_at_a_checkpoint_keeps_the_previous_one_then_tampering_is_caug
     assert err.count("\n") == 1 and "sha256 differs" in err
 
 
+SPEEDRUN = ["--dataset", "digits", "--recipe", "speedrun", "--widths", "8", "16", "16", "--batch-size", "64",
+            "--epochs", "40", "--seed", "3", "--device", "cpu", "--precision", "fp32", "--quiet"]
+
+
+def test_speedrun_stopped_between_epochs_resumes_to_the_uninterrupted_weights(tmp_path):
+    """A long CPU speed-run checkpoints at every epoch end; Ctrl-C there stops at once and says how to resume;
+    --resume gives the uninterrupted run's weights, bit for bit."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # the same kernels in every process
+    victim = subprocess.Popen([sys.executable, "-m", "cnnlab", "train", *SPEEDRUN, "--run-dir", str(tmp_path / "run")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    deadline = time.monotonic() + 300
+    while not (tmp_path / "run" / "checkpoint.json").is_file():
+        assert victim.poll() is None and time.monotonic() < deadline, "no checkpoint before the run ended"
+        time.sleep(0.01)
+    victim.send_signal(signal.SIGINT)
+    _, err = victim.communicate(timeout=60)
+    assert victim.returncode == 130
+    assert f"resume with: cnnlab train --resume {tmp_path / 'run'}" in err.decode()
+    assert not (tmp_path / "run" / "metrics.json").exists()  # stopped part-way (40 epochs take several seconds)
+    done = json.loads((tmp_path / "run" / "checkpoint.json").read_text())["position"]["epoch"]
+    assert 1 <= done < 40
+    for extra in (["--resume", str(tmp_path / "run")], [*SPEEDRUN, "--run-dir", str(tmp_path / "reference")]):
+        finished = subprocess.run([sys.executable, "-m", "cnnlab", "train", *extra], capture_output=True, text=True,
+                                  env=env, timeout=600)
+        assert finished.returncode == 0, finished.stderr[-2000:]
+    ours, theirs = (load_file(d / "model.safetensors") for d in (tmp_path / "run", tmp_path / "reference"))
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    history, expected = (json.loads((d / "history.json").read_text())["history"]
+                         for d in (tmp_path / "run", tmp_path / "reference"))
+    assert history == expected and len(history["loss"]) == 40  # every epoch once, same numbers to the last bit
+    assert not list((tmp_path / "run").glob("checkpoint*"))
+
+
 def test_resume_refusals_are_one_line(tmp_path, capsys):
     assert _resume(tmp_path) == 2
     assert "not a run directory (no config.json)" in capsys.readouterr().err
     (tmp_path / "config.json").write_text(json.dumps({"recipe": "speedrun", "epochs": 3}))
-    assert _resume(tmp_path) == 2
-    assert "speedrun runs write no checkpoints" in capsys.readouterr().err
+    assert _resume(tmp_path, "--epochs", "5") == 2  # its learning rates follow the planned total
+    assert "--epochs may only grow, and only for one-phase runs with the constant schedule" in capsys.readouterr().err
     (tmp_path / "config.json").write_text(json.dumps({"epochs": 3}))
     assert _resume(tmp_path) == 2
     assert "stopped before its first checkpoint" in capsys.readouterr().err

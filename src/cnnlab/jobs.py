@@ -36,11 +36,13 @@ from cnnlab.models.layers import Sequential
 from cnnlab.models.summary import count_parameters
 from cnnlab.models.transfer import BACKBONES, TransferModel, backbone_preprocessing, transfer_model
 from cnnlab.models.zoo import build_model
-from cnnlab.training.checkpoint import Checkpointer, check_writable, remove_checkpoint
+from cnnlab.training.checkpoint import (
+    CHECKPOINT_JSON, Checkpointer, TrainingInterrupted, check_writable, remove_checkpoint,
+)
 from cnnlab.training.devices import resolve_runtime, use_deterministic
 from cnnlab.training.distributed import check_batch, from_main, is_main, world_size
 from cnnlab.training.tensorboard import tensorboard_callbacks
-from cnnlab.training.speedrun import SpeedrunConfig, evaluate_tta, train_speedrun
+from cnnlab.training.speedrun import SpeedrunCheckpoints, SpeedrunConfig, evaluate_tta, train_speedrun
 from cnnlab.recipes import RECIPES
 from cnnlab.resume import config_digest, open_checkpoint
 from cnnlab.models.speedrun import SpeedrunNet
@@ -234,7 +236,7 @@ def _speedrun_config(config: TrainConfig, data: _Data, model: nn.Module) -> Spee
                                         ("--reduce-lr", config.reduce_lr_patience),
                                         ("--class-weights", config.class_weights),
                                         ("--checkpoint-every", config.checkpoint_every)) if value is not None]
-    if refused:
+    if refused:  # (it checkpoints at every epoch end, which --resume continues from)
         raise CnnlabError(f"--recipe speedrun runs a fixed short schedule; drop {', '.join(refused)}")
     spec = parse_augment(config.augment) if config.augment else None
     if spec is not None and replace(spec, flip="", crop=0, cutout=0) != replace(AugmentSpec(), fill=spec.fill):
@@ -307,8 +309,9 @@ def train_run(config: TrainConfig, verbose: int = 1, resume: bool = False) -> Ru
         return save_model(m, path, classes, shape, metrics)
 
     weights = class_weights(train.labels, train.num_classes) if config.class_weights == "auto" else None
-    history: dict[str, list[float]] = saved.run["history"] if saved else {}
-    epoch_seconds: list[float] = saved.run["epoch_seconds"] if saved else []
+    # earlier phases' history (a speed-run's own is in its checkpoint: train_speedrun puts it back)
+    history: dict[str, list[float]] = saved.run.get("history", {}) if saved else {}
+    epoch_seconds: list[float] = saved.run.get("epoch_seconds", []) if saved else []
     start = time.perf_counter() - (saved.run["seconds"] if saved else 0.0)
     test_metrics = None
     if RECIPES.get(config.recipe).trainer == "speedrun":
@@ -318,7 +321,14 @@ def train_run(config: TrainConfig, verbose: int = 1, resume: bool = False) -> Ru
         fit_on, validation = train, data.validation
         if validation is None and config.validation_split:
             fit_on, validation = train.split_last(config.validation_split)  # type: ignore[union-attr]
-        h = train_speedrun(model, fit_on, settings, runtime, validation, verbose=verbose)  # type: ignore[arg-type]
+        keep = SpeedrunCheckpoints(run_dir, {"phase": 0, "config_sha256": config_digest(config)}, start, saved)
+        try:
+            h = train_speedrun(model, fit_on, settings, runtime, validation,  # type: ignore[arg-type]
+                               verbose=verbose, checkpoints=keep)
+        except KeyboardInterrupt:  # Ctrl-C stops at once; the last finished epoch's checkpoint is kept
+            if (run_dir / CHECKPOINT_JSON).is_file():
+                raise TrainingInterrupted(run_dir) from None
+            raise
         if data.test is not None:
             test_metrics = evaluate_tta(model, data.test, runtime, settings.tta_level, flip=settings.flip)
         phases, history, epoch_seconds = [], dict(h.history), list(h.epoch_seconds)

@@ -2,7 +2,7 @@
 
 The run continues with the settings in RUN_DIR/config.json. Flags given with --resume must
 equal the recorded values, except --epochs, which may grow (one-phase runs with the constant
-schedule: onecycle's learning-rate curve depends on the total). `train_run(config, resume=True)`
+schedule: onecycle's and the speed-run's learning-rate curves depend on the total). `train_run(config, resume=True)`
 then picks up the checkpoint and finishes the run as an uninterrupted one would.
 """
 
@@ -51,9 +51,6 @@ def resume_config(run_dir: str | Path, given: dict[str, Any]) -> TrainConfig:
         raise CnnlabError(f"--resume {run_dir}: that run already finished (metrics.json is written); nothing to "
                           f"resume. To train on from its weights, start a new run with --init-from {run_dir}")
     settings = {f.name: recorded[f.name] for f in fields(TrainConfig) if f.name in recorded}
-    if RECIPES.get(settings.get("recipe", "seed")).trainer == "speedrun":
-        raise CnnlabError(f"--resume {run_dir}: speedrun runs write no checkpoints (the whole run takes seconds "
-                          f"on a GPU); start it again")
     changed = [f"{k}={v!r} (the run has {settings.get(k)!r})" for k, v in given.items()
                if k not in MAY_CHANGE and v != settings.get(k)]
     if changed:
@@ -62,7 +59,8 @@ def resume_config(run_dir: str | Path, given: dict[str, Any]) -> TrainConfig:
     epochs = given.get("epochs", settings.get("epochs", 1))
     if epochs != settings.get("epochs"):
         two_phases = settings.get("unfreeze_top") is not None and not settings.get("init_from")
-        if epochs < settings.get("epochs", 1) or settings.get("schedule") == "onecycle" or two_phases:
+        speedrun = RECIPES.get(settings.get("recipe", "seed")).trainer == "speedrun"  # its rates follow the total
+        if epochs < settings.get("epochs", 1) or settings.get("schedule") == "onecycle" or two_phases or speedrun:
             raise CnnlabError(f"--resume {run_dir} --epochs {epochs}: the run was planned for {settings.get('epochs')}"
                               f" epochs; --epochs may only grow, and only for one-phase runs with the constant "
                               f"schedule; drop --epochs")

@@ -45,7 +45,7 @@ from cnnlab.training.distributed import all_reduce_sums, gather_objects, is_main
 
 __all__ = ["Position", "LoopParts", "Checkpoint", "Checkpointer", "TrainingInterrupted", "epoch_order",
            "gather_checkpoint", "write_checkpoint", "read_checkpoint", "remove_checkpoint", "check_writable",
-           "CHECKPOINT_JSON"]
+           "pack", "unpack", "pack_optimizer", "load_optimizer", "CHECKPOINT_JSON", "FORMAT"]
 
 FORMAT = "cnnlab-checkpoint/1"
 CHECKPOINT_JSON = "checkpoint.json"
@@ -115,25 +115,32 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.resume_command = f"cnnlab train --resume {directory}"
 
 
-def _split(value: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
-    """`value` with every tensor moved into `tensors` (under a dotted key) and replaced by a placeholder."""
+def pack(value: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """`value` with every tensor moved into `tensors` (under a dotted key) and replaced by a placeholder.
+
+    >>> tensors = {}; pack({"w": torch.ones(2), "n": 3}, "model", tensors), list(tensors)
+    ({'w': {'__tensor__': 'model.w'}, 'n': 3}, ['model.w'])
+    >>> unpack({'w': {'__tensor__': 'model.w'}, 'n': 3}, tensors)["w"].tolist()
+    [1.0, 1.0]
+    """
     if isinstance(value, torch.Tensor):
         tensors[prefix] = value.detach().cpu().contiguous().clone()
         return {_TENSOR: prefix}
     if isinstance(value, dict):
-        return {str(k): _split(v, f"{prefix}.{k}", tensors) for k, v in value.items()}
+        return {str(k): pack(v, f"{prefix}.{k}", tensors) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_split(v, f"{prefix}.{i}", tensors) for i, v in enumerate(value)]
+        return [pack(v, f"{prefix}.{i}", tensors) for i, v in enumerate(value)]
     return value
 
 
-def _join(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+def unpack(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """`pack`'s inverse: placeholders replaced by their tensors (JSON turned tuples into lists)."""
     if isinstance(value, dict):
         if set(value) == {_TENSOR}:
             return tensors[value[_TENSOR]]
-        return {k: _join(v, tensors) for k, v in value.items()}
+        return {k: unpack(v, tensors) for k, v in value.items()}
     if isinstance(value, list):
-        return [_join(v, tensors) for v in value]
+        return [unpack(v, tensors) for v in value]
     return value
 
 
@@ -151,25 +158,23 @@ def gather_checkpoint(parts: LoopParts, position: Position, global_step: int,
     """Everything needed to resume `fit` at `position` (on every rank; `write_checkpoint` on one)."""
     _check_finite(parts.model, position)
     tensors: dict[str, torch.Tensor] = {}
-    optimizer = parts.optimizer.state_dict()
     meta = {
         "format": FORMAT, "global_step": global_step, "order_seed": parts.order_seed,
         "steps_per_epoch": parts.steps_per_epoch, "run": run or {},
         "position": {"epoch": position.epoch, "step": position.step, "seen": position.seen,
                      "elapsed": position.elapsed},
-        "model": _split(parts.model.state_dict(), "model", tensors),
-        "optimizer": {"state": _split(optimizer["state"], "optimizer", tensors),
-                      "param_groups": optimizer["param_groups"]},
+        "model": pack(parts.model.state_dict(), "model", tensors),
+        "optimizer": pack_optimizer(parts.optimizer, "optimizer", tensors),
         "scheduler": None if parts.scheduler is None else parts.scheduler.state_dict(),
         "scaler": None if parts.scaler is None else parts.scaler.state_dict(),
-        "callbacks": [{"type": type(cb).__name__, "state": _split(cb.state_dict(), f"callbacks.{i}", tensors)}
+        "callbacks": [{"type": type(cb).__name__, "state": pack(cb.state_dict(), f"callbacks.{i}", tensors)}
                       for i, cb in enumerate(parts.callbacks)],
         "train_state": {"lr": parts.state.lr, "stop_training": parts.state.stop_training},
         "history": parts.history, "epoch_seconds": parts.epoch_seconds,
         # distributed: every rank's stream (they differ, see seed_ranks), in rank order; else one
-        "rng": _split(_rng_states(), "rng", tensors) if world_size() == 1 else
-               _split(gather_objects(_rng_states()), "rng", tensors),
-        "sums": _split({"loss_sum": position.loss_sum, "correct": position.correct}, "sums", tensors),
+        "rng": pack(_rng_states(), "rng", tensors) if world_size() == 1 else
+               pack(gather_objects(_rng_states()), "rng", tensors),
+        "sums": pack({"loss_sum": position.loss_sum, "correct": position.correct}, "sums", tensors),
     }
     return Checkpoint(tensors, json.loads(json.dumps(meta)))  # a deep copy: later training cannot change it
 
@@ -208,29 +213,40 @@ def restore_checkpoint(checkpoint: Checkpoint, parts: LoopParts) -> Position:
                           f"{len(meta['callbacks'])} callbacks, this run has {parts.steps_per_epoch} and "
                           f"{len(parts.callbacks)}; resume with the run's own settings")
     try:
-        parts.model.load_state_dict(_join(meta["model"], tensors))
+        parts.model.load_state_dict(unpack(meta["model"], tensors))
     except RuntimeError as exc:
         raise CnnlabError(f"the checkpoint's weights do not fit this model: {first_line(exc)}") from None
-    groups = [{k: tuple(v) if isinstance(now.get(k), tuple) else v for k, v in saved.items()}
-              for saved, now in zip(meta["optimizer"]["param_groups"], parts.optimizer.param_groups, strict=True)]
-    state = {int(k): v for k, v in _join(meta["optimizer"]["state"], tensors).items()}
-    parts.optimizer.load_state_dict({"state": state, "param_groups": groups})
-    _match_layouts(parts.optimizer)
+    load_optimizer(parts.optimizer, meta["optimizer"], tensors)
     if parts.scheduler is not None:
         parts.scheduler.load_state_dict(meta["scheduler"])
     if parts.scaler is not None:
         parts.scaler.load_state_dict(meta["scaler"])
     for cb, saved in zip(parts.callbacks, meta["callbacks"], strict=True):
-        cb.load_state_dict(_join(saved["state"], tensors))
+        cb.load_state_dict(unpack(saved["state"], tensors))
     parts.state.lr, parts.state.stop_training = meta["train_state"]["lr"], meta["train_state"]["stop_training"]
     parts.history.clear()
     parts.history.update({k: list(v) for k, v in meta["history"].items()})
     parts.epoch_seconds[:] = meta["epoch_seconds"]
     parts.order_seed = meta["order_seed"]
-    _restore_rng(_join(meta["rng"], tensors), fresh_seed=parts.order_seed + int(meta["global_step"]))
-    sums, p = _join(meta["sums"], tensors), meta["position"]
+    _restore_rng(unpack(meta["rng"], tensors), fresh_seed=parts.order_seed + int(meta["global_step"]))
+    sums, p = unpack(meta["sums"], tensors), meta["position"]
     parts.state.epoch = p["epoch"]
     return Position(p["epoch"], p["step"], p["seen"], sums["loss_sum"], sums["correct"], p["elapsed"])
+
+
+def pack_optimizer(optimizer: torch.optim.Optimizer, prefix: str, tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+    """An optimizer's state_dict for a checkpoint: moments into `tensors`, the rest JSON-ready."""
+    state = optimizer.state_dict()
+    return {"state": pack(state["state"], prefix, tensors), "param_groups": state["param_groups"]}
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, saved: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    """Put `pack_optimizer`'s record back into `optimizer` (its parameters keep their memory layout)."""
+    groups = [{k: tuple(v) if isinstance(now.get(k), tuple) else v for k, v in group.items()}
+              for group, now in zip(saved["param_groups"], optimizer.param_groups, strict=True)]
+    state = {int(k): v for k, v in unpack(saved["state"], tensors).items()}
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    _match_layouts(optimizer)
 
 
 def _match_layouts(optimizer: torch.optim.Optimizer) -> None:

@@ -27,12 +27,14 @@ airbench94_muon: 94.01% mean on CIFAR-10 in 2.59 A100-seconds, its README) appli
 
 from __future__ import annotations
 
+import json
 import math
 import secrets
 import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, cast
 
 import torch
@@ -43,12 +45,15 @@ from cnnlab.data import ArrayDataset, ImageDataset, float_images
 from cnnlab.data.augment import random_crop, random_cutout, random_flip
 from cnnlab.errors import CnnlabError, did_you_mean
 from cnnlab.models.speedrun import DEFAULT_WIDTHS, SpeedrunNet, init_whitening
+from cnnlab.training.checkpoint import (
+    FORMAT, Checkpoint, load_optimizer, pack, pack_optimizer, unpack, write_checkpoint,
+)
 from cnnlab.training.devices import Runtime, resolve_runtime
 from cnnlab.training.loop import History
 from cnnlab.training.muon import Muon
 
-__all__ = ["SpeedrunConfig", "train_speedrun", "evaluate_tta", "time_training_steps", "augment_batch", "epoch_batches",
-           "tta_logits", "lr_factor", "Lookahead", "TTA_LEVELS"]
+__all__ = ["SpeedrunConfig", "SpeedrunCheckpoints", "train_speedrun", "evaluate_tta", "time_training_steps",
+           "augment_batch", "epoch_batches", "tta_logits", "lr_factor", "Lookahead", "TTA_LEVELS"]
 
 TTA_LEVELS = (0, 1, 2)         # 0: the image; 1: + its mirror; 2: + mirrors of 1-pixel shifts (airbench's levels)
 WHITEN_SAMPLE = 5000           # images whose patches set the whitening filters: airbench94's count (a 10th of CIFAR-10)
@@ -284,14 +289,66 @@ def _train_step(session: _Session, images: torch.Tensor, labels: torch.Tensor, r
     return loss.detach(), logits.detach()
 
 
+@dataclass
+class SpeedrunCheckpoints:
+    """Where and with what a speed-run checkpoints at every epoch end (long CPU runs), and what it resumes.
+
+    `run` is stored with each checkpoint (jobs keep the settings digest there); `started` is the
+    run's start on `time.perf_counter`'s clock, so the stored seconds count earlier attempts too.
+    """
+
+    directory: Path
+    run: dict[str, Any] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+    resume: Checkpoint | None = None
+
+
+def _snapshot(session: _Session, model: nn.Module, epoch: int, step: int, history: History,
+              keep: SpeedrunCheckpoints) -> Checkpoint:
+    """Everything a speed-run needs to go on after `epoch` epochs (`step` steps): a Checkpoint."""
+    tensors: dict[str, torch.Tensor] = {}
+    meta = {"format": FORMAT, "trainer": "speedrun", "global_step": step, "total_steps": session.schedule["total"],
+            "position": {"epoch": epoch, "step": 0, "seen": 0, "elapsed": 0.0},
+            "run": {**keep.run, "seconds": time.perf_counter() - keep.started},
+            "history": history.history, "epoch_seconds": history.epoch_seconds,
+            "model": pack(model.state_dict(), "model", tensors),
+            "optimizers": [pack_optimizer(o, f"optimizers.{i}", tensors) for i, o in enumerate(session.optimizers)],
+            "lookahead": None if session.lookahead is None else pack(session.lookahead.slow, "lookahead", tensors),
+            "generator": pack(session.generator.get_state(), "generator", tensors),
+            "scaler": None if session.scaler is None else session.scaler.state_dict()}
+    return Checkpoint(tensors, json.loads(json.dumps(meta)))
+
+
+def _restore(session: _Session, model: nn.Module, checkpoint: Checkpoint, history: History) -> tuple[int, int]:
+    """Put a speed-run checkpoint back; return (epochs done, steps done)."""
+    meta, tensors = checkpoint.meta, checkpoint.tensors
+    if meta.get("trainer") != "speedrun" or meta.get("total_steps") != session.schedule["total"]:
+        raise CnnlabError(f"the checkpoint was written by another trainer or schedule ({meta.get('trainer')!r}, "
+                          f"{meta.get('total_steps')} steps; this run has {session.schedule['total']}); resume "
+                          f"with the run's own settings")
+    model.load_state_dict(unpack(meta["model"], tensors))
+    for optimizer, saved in zip(session.optimizers, meta["optimizers"], strict=True):
+        load_optimizer(optimizer, saved, tensors)
+    if session.lookahead is not None:
+        session.lookahead.slow = {k: v.to(session.images.device) for k, v in unpack(meta["lookahead"], tensors).items()}
+    session.generator.set_state(unpack(meta["generator"], tensors))
+    if session.scaler is not None and meta["scaler"] is not None:
+        session.scaler.load_state_dict(meta["scaler"])
+    history.history.update({k: list(v) for k, v in meta["history"].items()})
+    history.epoch_seconds[:] = meta["epoch_seconds"]
+    return int(meta["position"]["epoch"]), int(meta["global_step"])
+
+
 def train_speedrun(model: SpeedrunNet, train: ArrayDataset, config: SpeedrunConfig | None = None,
                    runtime: Runtime | None = None, validation_data: ImageDataset | None = None,
-                   verbose: int = 0) -> History:
+                   verbose: int = 0, checkpoints: SpeedrunCheckpoints | None = None) -> History:
     """Train `model` on `train` with the speed-run recipe; per-epoch loss/accuracy (+ val_* on `validation_data`).
 
     The training loss is the label-smoothed loss that is optimized, and accuracy is on augmented
     batches. Validation uses no test-time augmentation; call `evaluate_tta` for the final number.
     The model ends in eval mode, on the runtime's device, holding the lookahead-averaged weights.
+    With `checkpoints`, the state is saved at every epoch end and a given checkpoint is resumed
+    from: the resumed run ends with the uninterrupted run's weights (on the CPU, bit for bit).
     """
     config = config if config is not None else SpeedrunConfig()
     _check_training(model, train, config, validation_data)
@@ -299,8 +356,10 @@ def train_speedrun(model: SpeedrunNet, train: ArrayDataset, config: SpeedrunConf
     total = steps_per_epoch * config.epochs
     runtime = runtime if runtime is not None else resolve_runtime(steps=total)
     session = _start(model, train.images, train.labels, config, runtime, total)
-    history, step, seen = History(), 0, steps_per_epoch * config.batch_size
-    for epoch in range(config.epochs):
+    history, step, seen, first = History(), 0, steps_per_epoch * config.batch_size, 0
+    if checkpoints is not None and checkpoints.resume is not None:
+        first, step = _restore(session, model, checkpoints.resume, history)
+    for epoch in range(first, config.epochs):
         start = time.perf_counter()
         model.train()
         loss_sum = torch.zeros((), device=runtime.device)
@@ -325,6 +384,8 @@ def train_speedrun(model: SpeedrunNet, train: ArrayDataset, config: SpeedrunConf
             logs.update({f"val_{k}": v for k, v in evaluate_tta(model, validation_data, runtime, 0).items()})
         history.append(logs)
         history.epoch_seconds.append(time.perf_counter() - start)
+        if checkpoints is not None and epoch + 1 < config.epochs:  # the last epoch's result is the saved model
+            write_checkpoint(checkpoints.directory, _snapshot(session, model, epoch + 1, step, history, checkpoints))
         if verbose:
             print(f"epoch {epoch + 1}/{config.epochs} " + " ".join(f"{k}={v:.4g}" for k, v in logs.items())
                   + f" ({history.epoch_seconds[-1]:.2f} s)", file=sys.stderr)
