@@ -1,8 +1,10 @@
 """The results table's cnnlab-only rows: each row is one `cnnlab train` command, run for several seeds.
 
 Every run is a fresh `python -m cnnlab train ... --seed S --run-dir RUNS/<row>-s<S>` process; the table
-reads test accuracy and training time from each run's metrics.json. Runs already finished are reused,
-so the table can be filled across sessions and one row re-run by deleting its run directories.
+reads test accuracy and training time from each run's metrics.json. Runs already finished are reused
+and an interrupted run is resumed from its checkpoint (`cnnlab train --resume`), so long rows can be
+filled across sessions; one row is re-run by deleting its run directories. The JSON is rewritten
+after every run.
 The tf.keras side-by-side rows come from compare.py (see docs/results.md).
 
     .venv/bin/python benchmarks/results_table.py --rows lenet5-fashion --seeds 3
@@ -51,8 +53,11 @@ def run_row(name: str, seed: int, runs: Path) -> dict:
                "--run-dir", str(run_dir)]
     wall = None
     if not (run_dir / "metrics.json").is_file():
-        if run_dir.exists():
-            sys.exit(f"{run_dir} exists but has no metrics.json (an interrupted run); delete it and run again")
+        if (run_dir / "checkpoint.json").is_file():  # interrupted: go on from its last checkpoint
+            command = [sys.executable, "-m", "cnnlab", "train", "--resume", str(run_dir)]
+        elif run_dir.exists():
+            sys.exit(f"{run_dir} exists but has neither metrics.json nor a checkpoint (it stopped before its "
+                     f"first epoch ended); delete it and run again")
         start = time.perf_counter()
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
         wall = time.perf_counter() - start
@@ -62,7 +67,7 @@ def run_row(name: str, seed: int, runs: Path) -> dict:
     history = json.loads((run_dir / "history.json").read_text())
     return {"row": name, "seed": seed, "run_dir": str(run_dir), "test_accuracy": metrics["test_accuracy"],
             "train_seconds": metrics["train_seconds"], "process_seconds": wall,
-            "epochs_run": len(history["history"].get("loss", [])),
+            "epochs_run": len(history["history"].get("loss", [])), "date": datetime.date.today().isoformat(),
             "command": "cnnlab train " + " ".join(ROWS[name][2]) + f" --seed {seed}"}
 
 
@@ -102,14 +107,21 @@ def main() -> None:
             print(f"{name} seed {seed}: test accuracy {result['test_accuracy']:.4f}, "
                   f"{result['train_seconds']:.1f} s of training", file=sys.stderr, flush=True)
             results.append(result)
-    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "cores": os.cpu_count(), "date": datetime.date.today().isoformat()}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"machine": machine, "table": summarize(results), "runs": results}, indent=1)
-                         + "\n")
+            write_report(args.json, results)  # after every run: a stopped sitting keeps what it finished
     for row in summarize(results):
         print(f"{row['row']:22s} {row['seeds']} seeds  test {row['accuracy_mean']:.4f} "
               f"[{row['accuracy_min']:.4f}, {row['accuracy_max']:.4f}]  {row['train_seconds_median']:.0f} s")
+
+
+def write_report(path: Path, results: list[dict]) -> None:
+    """The machine, the table and every run as JSON at `path` (written whole, then renamed)."""
+    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+               "cores": os.cpu_count(), "date": datetime.date.today().isoformat()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(json.dumps({"machine": machine, "table": summarize(results), "runs": results}, indent=1)
+                         + "\n")
+    temporary.replace(path)
 
 
 if __name__ == "__main__":

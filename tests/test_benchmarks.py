@@ -58,6 +58,32 @@ def test_results_table_summarizes_each_row_over_its_seeds():
     assert row["command"].startswith("cnnlab train --dataset fashion-mnist") and row["command"].endswith("--seed S")
 
 
+def test_results_table_resumes_an_interrupted_run_and_refuses_a_dead_one(tmp_path, monkeypatch):
+    table = _load("results_table")
+    commands = []
+
+    def fake_run(command, **kwargs):  # stands for the training process: it finishes the run directory
+        commands.append(command)
+        run_dir = Path(command[command.index("--resume") + 1] if "--resume" in command else command[-1])
+        (run_dir / "metrics.json").write_text('{"test_accuracy": 0.9, "train_seconds": 12.0}')
+        (run_dir / "history.json").write_text('{"history": {"loss": [1.0, 0.5]}}')
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(table.subprocess, "run", fake_run)
+    interrupted = tmp_path / "lenet5-fashion-s1"
+    interrupted.mkdir()
+    (interrupted / "checkpoint.json").write_text("{}")
+    result = table.run_row("lenet5-fashion", 1, tmp_path)
+    assert commands[-1][-3:] == ["train", "--resume", str(interrupted)]
+    assert (result["test_accuracy"], result["epochs_run"]) == (0.9, 2)
+    assert table.run_row("lenet5-fashion", 1, tmp_path)["train_seconds"] == 12.0 and len(commands) == 1  # reused
+    (tmp_path / "lenet5-fashion-s2").mkdir()
+    with pytest.raises(SystemExit, match="neither metrics.json nor a checkpoint"):
+        table.run_row("lenet5-fashion", 2, tmp_path)
+    table.write_report(tmp_path / "t.json", [result])
+    assert table.json.loads((tmp_path / "t.json").read_text())["table"][0]["seeds"] == 1
+
+
 def test_real_arrays_give_keras_layouts():
     import numpy as np
 
