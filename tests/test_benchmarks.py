@@ -1,11 +1,14 @@
 """The benchmark scripts keep working: their arithmetic, and a smoke run of the GPU script on the CPU."""
 
 import importlib.util
+import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -98,3 +101,22 @@ def test_speedrun_gpu_script_runs_on_the_cpu_in_smoke_mode():
                           capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "images/s" in done.stdout
+
+
+def test_data_load_script_times_first_and_cached_loads(tmp_path):
+    source = tmp_path / "tiny" / "tiny"
+    for split, n in (("train", 6), ("test", 2)):
+        for name in ("cat", "dog"):
+            (source / split / name).mkdir(parents=True)
+            for i in range(n):
+                colour = (40 * i, 200 if name == "cat" else 0, 90)
+                Image.new("RGB", (8, 8), colour).save(source / split / name / f"{i}.jpg")
+    archive = tmp_path / "tiny.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(source, "tiny")
+    done = subprocess.run([sys.executable, str(BENCHMARKS / "data_load.py"), "--archive", str(archive), "--json",
+                           str(tmp_path / "load.json")], capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    loads = json.loads((tmp_path / "load.json").read_text())["loads"]
+    assert [r["images"] for r in loads.values()] == [16, 16, 16]  # first, cached, and from the extracted folder
+    assert all(r["seconds"] > 0 for r in loads.values())
