@@ -150,7 +150,7 @@ def _draw_after_seed_ranks(rank: int, store: str, out: str) -> None:
 def test_each_rank_draws_its_own_random_stream(tmp_path: Path) -> None:
     out = str(tmp_path / "draw")
     torch.multiprocessing.spawn(_draw_after_seed_ranks, args=(str(tmp_path / "store"), out), nprocs=2)
-    first, second = torch.load(f"{out}.0"), torch.load(f"{out}.1")
+    first, second = torch.load(f"{out}.0", weights_only=True), torch.load(f"{out}.1", weights_only=True)
     assert not torch.equal(first, second)  # different flips, crops and dropout masks on the two ranks
     torch.manual_seed(5)
     single = torch.rand(8)
