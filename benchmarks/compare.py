@@ -11,16 +11,14 @@ of fit's wall time (1 epoch), the cnnlab/tf.keras time ratio, test accuracies, a
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import real_arrays
+import report
 
 HERE = Path(__file__).resolve().parent
 SIDES = {  # name: (script, extra arguments)
@@ -121,13 +119,7 @@ def main() -> None:
 
 def write_report(path: Path, results: list[dict]) -> None:
     """The machine, the summary table and every run, as JSON at `path` (written whole, then renamed)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "cores": os.cpu_count(), "date": datetime.date.today().isoformat()}
-    temporary = path.with_name(path.name + ".tmp")
-    report = {"machine": machine, "table": summarize(results), "runs": results}
-    temporary.write_text(json.dumps(report, indent=1) + "\n")
-    temporary.replace(path)
+    report.write_json(path, {"machine": report.machine(), "table": summarize(results), "runs": results})
 
 
 if __name__ == "__main__":

@@ -13,14 +13,13 @@ Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import report
 
 HERE = Path(__file__).resolve().parent
 ARCHIVE = HERE.parent.parent / "shared" / "datasets" / "cifar10-jpg" / "cifar10-jpg.tar.gz"
@@ -64,11 +63,8 @@ def main() -> None:
         print(f"{what:45s} {r['seconds']:7.2f} s  {r['images']} images")
     print(f"decoded cache: {decoded_mb:.0f} MiB; speed-up {first['seconds'] / cached['seconds']:.0f}x")
     if args.json:
-        machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                   "cores": os.cpu_count(), "date": datetime.date.today().isoformat()}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"machine": machine, "archive": str(args.archive), "loads": rows,
-                                         "decoded_cache_mib": decoded_mb}, indent=1) + "\n")
+        report.write_json(args.json, {"machine": report.machine(), "archive": str(args.archive), "loads": rows,
+                                      "decoded_cache_mib": decoded_mb})
 
 
 if __name__ == "__main__":

@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+import report
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent  # commands run from the repository root, with ../shared beside it
@@ -115,13 +115,7 @@ def main() -> None:
 
 def write_report(path: Path, results: list[dict]) -> None:
     """The machine, the table and every run as JSON at `path` (written whole, then renamed)."""
-    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "cores": os.cpu_count(), "date": datetime.date.today().isoformat()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps({"machine": machine, "table": summarize(results), "runs": results}, indent=1)
-                         + "\n")
-    temporary.replace(path)
+    report.write_json(path, {"machine": report.machine(), "table": summarize(results), "runs": results})
 
 
 if __name__ == "__main__":
