@@ -87,6 +87,27 @@ def test_results_table_resumes_an_interrupted_run_and_refuses_a_dead_one(tmp_pat
     assert table.json.loads((tmp_path / "t.json").read_text())["table"][0]["seeds"] == 1
 
 
+def test_results_table_tuning_runs_never_score_the_test_split(tmp_path, monkeypatch):
+    table = _load("results_table")
+    commands = []
+
+    def fake_run(command, **kwargs):  # a --no-test run: metrics without test_*
+        commands.append(command)
+        run_dir = Path(command[-1])
+        run_dir.mkdir()
+        (run_dir / "metrics.json").write_text('{"val_accuracy": 0.93, "train_seconds": 5.0}')
+        (run_dir / "history.json").write_text('{"history": {"loss": [1.0]}}')
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(table.subprocess, "run", fake_run)
+    result = table.run_row("lenet5-fashion", 0, tmp_path, tune=True)
+    assert "--no-test" in commands[0] and commands[0][-1] == str(tmp_path / "lenet5-fashion-tune-s0")
+    assert (result["val_accuracy"], result["test_accuracy"]) == (0.93, None)
+    assert result["command"].endswith("--no-test --seed 0")
+    (row,) = table.summarize([result], "val_accuracy")
+    assert (row["accuracy_of"], row["accuracy_mean"]) == ("val_accuracy", 0.93)
+
+
 def test_real_arrays_give_keras_layouts():
     import numpy as np
 

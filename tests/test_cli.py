@@ -143,6 +143,28 @@ def test_evaluating_on_data_with_other_channels_is_a_clear_error(tmp_path, capsy
     assert_one_line_error(code, out, err, "1 channel", "have 3")
 
 
+def test_no_test_trains_on_validation_and_leaves_the_test_split_for_evaluate(trained_run, tmp_path, capsys):
+    run_dir = tmp_path / "tuning"
+    code, out, err = run(capsys, "train", "--dataset", "digits", "--model", "seed-mnist", "--epochs", "2", "--seed",
+                         "0", "--no-test", "--run-dir", str(run_dir), "--quiet")
+    assert code == 0, err
+    assert "val_accuracy" in out and "test loss" not in out and "test accuracy" not in out, out
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert "val_accuracy" in metrics and not any(key.startswith("test_") for key in metrics), metrics
+    # same seed and settings as trained_run: the weights, and so the later test score, are the same
+    code, out, _ = run(capsys, "evaluate", str(run_dir), "--json")
+    expected = json.loads((trained_run / "metrics.json").read_text())["test_accuracy"]
+    assert code == 0 and json.loads(out)["accuracy"] == pytest.approx(expected)
+
+
+def test_config_file_true_false_settings_must_be_booleans(tmp_path, capsys):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text('{"evaluate_test": "no"}')
+    code, out, err = run(capsys, "train", "--config", str(cfg), "--run-dir", str(tmp_path / "run"))
+    assert_one_line_error(code, out, err, "evaluate_test must be true or false", "'no'")
+    assert not (tmp_path / "run").exists()
+
+
 def test_config_file_then_flags(tmp_path, capsys):
     cfg = tmp_path / "cfg.toml"
     cfg.write_text('model = "lenet5"\nepochs = 1\nbatch-size = 64\nvalidation_split = 0.2\n')

@@ -97,6 +97,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
                         "--batch-size stays the global batch")
     p.add_argument("--sync-bn", action="store_true", default=None,
                    help="with --nproc/torchrun on GPUs: BatchNorm statistics over all processes")
+    p.add_argument("--no-test", dest="evaluate_test", action="store_false", default=None,
+                   help="do not score the test split at the end (while tuning on --validation-split); "
+                        "`cnnlab evaluate RUN` reads it once, later")
     p.add_argument("--config", help="a .toml or .json file of settings; flags override it")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

@@ -62,6 +62,8 @@ class TrainConfig:
     deterministic: bool = False        # deterministic kernels: two runs with one --seed give bit-identical weights
     tensorboard: bool | None = None    # TensorBoard event files in the run directory; None: when it is installed
     sync_bn: bool = False              # distributed runs: BatchNorm statistics over all processes' batches (GPUs)
+    evaluate_test: bool = True         # score the test split at the end; False while tuning on validation data,
+    #                                    so the test split is read once, later (`cnnlab evaluate RUN`)
 
     def validate(self) -> None:
         """Check every field a user can get wrong, before anything is loaded or written."""
@@ -93,6 +95,10 @@ class TrainConfig:
         every = self.checkpoint_every
         if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every <= 0):
             raise CnnlabError(f"checkpoint_every must be a positive number of steps or unset; got {every!r}")
+        for name in ("restore_best_weights", "download", "pretrained", "freeze", "deterministic", "sync_bn",
+                     "evaluate_test"):  # a config file's "no" or 0 would otherwise read as a truth value
+            if not isinstance(getattr(self, name), bool):
+                raise CnnlabError(f"{name} must be true or false; got {getattr(self, name)!r}")
         if self.schedule not in SCHEDULES:
             raise CnnlabError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
         if not isinstance(self.label_smoothing, (int, float)) or not 0.0 <= self.label_smoothing < 1.0:

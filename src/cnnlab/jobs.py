@@ -329,7 +329,7 @@ def train_run(config: TrainConfig, verbose: int = 1, resume: bool = False) -> Ru
             if (run_dir / CHECKPOINT_JSON).is_file():
                 raise TrainingInterrupted(run_dir) from None
             raise
-        if data.test is not None:
+        if data.test is not None and config.evaluate_test:
             test_metrics = evaluate_tta(model, data.test, runtime, settings.tta_level, flip=settings.flip)
         phases, history, epoch_seconds = [], dict(h.history), list(h.epoch_seconds)
     for index, phase in enumerate(phases):
@@ -367,7 +367,7 @@ def train_run(config: TrainConfig, verbose: int = 1, resume: bool = False) -> Ru
 def _finish(run_dir: Path, model: nn.Module, save: Any, data: _Data, history: dict[str, list[float]],
             epoch_seconds: list[float], seconds: float, config: TrainConfig,
             test_metrics: dict[str, float] | None = None) -> RunResult:
-    if test_metrics is None and data.test is not None:
+    if test_metrics is None and data.test is not None and config.evaluate_test:
         test_metrics = evaluate(model, data.test)
     final = {k: v[-1] for k, v in history.items() if k != "phase"}
     metrics = {**final, **({f"test_{k}": v for k, v in test_metrics.items()} if test_metrics else {})}

@@ -22,7 +22,8 @@ from cnnlab.training.checkpoint import Checkpoint, read_checkpoint
 __all__ = ["resume_config", "open_checkpoint", "config_digest"]
 
 MAY_CHANGE = ("epochs",)
-NOT_COMPUTED = ("epochs", "run_dir", "runs_root")  # left out of the digest: they say where and how long, not what
+# left out of the digest: they say where, how long and what is reported, not what is computed
+NOT_COMPUTED = ("epochs", "run_dir", "runs_root", "evaluate_test")
 
 
 def config_digest(config: TrainConfig) -> str:
