@@ -47,7 +47,7 @@ ROWS: dict[str, tuple[str, str, list[str]]] = {
                            [CIFAR_JPEG, "--recipe", "speedrun", "--widths", "32", "64", "64", "--epochs", "4",
                             "--batch-size", "512"]),
     "speedrun-cifar": ("CIFAR-10 JPEG q75", "speedrun recipe as airbench94 sets it (widths 64/256/256, flip + 2-px "
-                       "translate, 10 epochs, batch 1024)", [CIFAR_JPEG, "--recipe", "speedrun"]),
+                       "translate, 10 epochs, batch 1024; 45,000 train)", [CIFAR_JPEG, "--recipe", "speedrun"]),
     "speedrun-fashion-cpu": ("Fashion-MNIST", "speedrun recipe at widths 32/64/64, 10 epochs",
                              [*FASHION, "--recipe", "speedrun", "--widths", "32", "64", "64", "--epochs", "10"]),
     # Chosen on a validation run (last 6,000 training images, --validation-split 0.1, seed 0):
@@ -91,6 +91,17 @@ def run_row(name: str, seed: int, runs: Path, tune: bool = False) -> dict:
             "date": datetime.date.today().isoformat(), "command": "cnnlab train " + " ".join(arguments)}
 
 
+def holds_out_validation(arguments: list[str]) -> bool:
+    """Whether a row's runs keep a validation part (cnnlab's default does: --validation-split 0.1).
+
+    >>> holds_out_validation(["--epochs", "2"]), holds_out_validation(["--validation-split", "0"])
+    (True, False)
+    """
+    if "--validation-split" not in arguments:
+        return True
+    return float(arguments[arguments.index("--validation-split") + 1]) > 0
+
+
 def summarize(results: list[dict], key: str = "test_accuracy") -> list[dict]:
     """One line per row: mean, min and max of `key` (test_accuracy, or val_accuracy for tuning runs)."""
     table = []
@@ -122,6 +133,10 @@ def main() -> None:
         for name, (data, what, arguments) in ROWS.items():
             print(f"{name}: {data}: {what}\n    cnnlab train {' '.join(arguments)} --seed S")
         return
+    blind = [name for name in args.rows if not holds_out_validation(ROWS[name][2])]
+    if args.tune and blind:
+        parser.error(f"--tune chooses settings on validation data, but {', '.join(blind)} train(s) on all of it "
+                     f"(--validation-split 0); tune the row with a validation part instead")
     path = args.json or HERE / "results" / ("tuning.json" if args.tune else "results-table.json")
     key = "val_accuracy" if args.tune else "test_accuracy"
     previous = json.loads(path.read_text())["runs"] if path.is_file() else []

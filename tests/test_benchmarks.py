@@ -106,6 +106,11 @@ def test_results_table_tuning_runs_never_score_the_test_split(tmp_path, monkeypa
     assert result["command"].endswith("--no-test --seed 0")
     (row,) = table.summarize([result], "val_accuracy")
     assert (row["accuracy_of"], row["accuracy_mean"]) == ("val_accuracy", 0.93)
+    monkeypatch.setattr(table.sys, "argv", ["results_table.py", "--rows", "speedrun-fashion-all", "--tune",
+                                            "--runs", str(tmp_path)])
+    with pytest.raises(SystemExit):  # that row trains on all the training data: nothing to tune on
+        table.main()
+    assert len(commands) == 1 and table.holds_out_validation(table.ROWS["speedrun-fashion"][2])
 
 
 def test_real_arrays_give_keras_layouts():
