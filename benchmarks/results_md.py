@@ -27,6 +27,12 @@ COMPARES = {  # file: (program, what the row is, data, epochs (None: each run to
 }
 
 
+def read_report(name: str) -> dict | None:
+    """The JSON report RESULTS/name, or None when that benchmark has not been run."""
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def accuracy(row: dict) -> str:
     spread = max(row["accuracy_max"] - row["accuracy_mean"], row["accuracy_mean"] - row["accuracy_min"])
     return f"{100 * row['accuracy_mean']:.2f}% ± {100 * spread:.2f}"
@@ -37,10 +43,9 @@ def side_by_side() -> None:
           "speed vs tf.keras | date | command |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, (program, what, data, epochs, command) in COMPARES.items():
-        path = RESULTS / name
-        if not path.is_file():
+        report = read_report(name)
+        if report is None:
             continue
-        report = json.loads(path.read_text())
         for row in report["table"]:
             if row["program"] != program or row["accuracy_mean"] is None:
                 continue
@@ -52,10 +57,9 @@ def side_by_side() -> None:
 
 
 def cnnlab_rows() -> None:
-    path = RESULTS / "results-table.json"
-    if not path.is_file():
+    report = read_report("results-table.json")
+    if report is None:
         return
-    report = json.loads(path.read_text())
     print("\n| row | data | recipe | seeds | test accuracy (mean ± max dev.) | training time (median) | epochs | "
           "date | command |")
     print("|---|---|---|---|---|---|---|---|---|")
@@ -67,10 +71,9 @@ def cnnlab_rows() -> None:
 
 
 def transfer_rows() -> None:
-    path = RESULTS / "transfer-row.json"
-    if not path.is_file():
+    report = read_report("transfer-row.json")
+    if report is None:
         return
-    report = json.loads(path.read_text())
     print("\n| task | data | arm | seeds | test accuracy per seed (mean) | training time per seed | budget |")
     print("|---|---|---|---|---|---|---|")
     for task in dict.fromkeys(r["task"] for r in report["rows"]):
@@ -84,10 +87,9 @@ def transfer_rows() -> None:
 
 
 def load_rows() -> None:
-    path = RESULTS / "data-load.json"
-    if not path.is_file():
+    report = read_report("data-load.json")
+    if report is None:
         return
-    report = json.loads(path.read_text())
     print("\n| load of CIFAR-10 JPEG q75 (train + test) | seconds | images | date | command |")
     print("|---|---|---|---|---|")
     for what, r in report["loads"].items():
