@@ -325,7 +325,7 @@ def train_run(config: TrainConfig, verbose: int = 1, resume: bool = False) -> Ru
         try:
             h = train_speedrun(model, fit_on, settings, runtime, validation,  # type: ignore[arg-type]
                                verbose=verbose, checkpoints=keep)
-        except KeyboardInterrupt:  # Ctrl-C stops at once; the last finished epoch's checkpoint is kept
+        except KeyboardInterrupt:  # a second Ctrl-C stops at once; the last epoch-end checkpoint is kept
             if (run_dir / CHECKPOINT_JSON).is_file():
                 raise TrainingInterrupted(run_dir) from None
             raise

@@ -43,7 +43,7 @@ from cnnlab.fileio import atomic_write
 from cnnlab.training.callbacks import Callback, TrainState
 from cnnlab.training.distributed import all_reduce_sums, gather_objects, is_main, rank, seed_ranks, world_size
 
-__all__ = ["Position", "LoopParts", "Checkpoint", "Checkpointer", "TrainingInterrupted", "epoch_order",
+__all__ = ["Position", "LoopParts", "Checkpoint", "Checkpointer", "TrainingInterrupted", "catch_sigint", "epoch_order",
            "gather_checkpoint", "write_checkpoint", "read_checkpoint", "remove_checkpoint", "check_writable",
            "pack", "unpack", "pack_optimizer", "load_optimizer", "CHECKPOINT_JSON", "FORMAT"]
 
@@ -395,20 +395,37 @@ class Checkpointer:
             return "no checkpoint was written yet"
         return f"the last good checkpoint ({self.last.where()}) is kept in {self.directory}"
 
-    @contextlib.contextmanager
-    def catch_interrupts(self) -> Iterator[None]:
+    def stop(self) -> None:
+        """Ask the loop to save and stop at its next step (what Ctrl-C does under `catch_interrupts`)."""
+        self.interrupted = True
+
+    def catch_interrupts(self) -> contextlib.AbstractContextManager[None]:
         """Ctrl-C sets a flag the loop checks at the next step (a safe point); a second Ctrl-C stops at once."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
+        return catch_sigint(self.stop)
 
-        def on_sigint(signum: int, frame: object) -> None:
-            if self.interrupted:
-                raise KeyboardInterrupt
-            self.interrupted = True
 
-        previous = signal.signal(signal.SIGINT, on_sigint)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, previous)
+@contextlib.contextmanager
+def catch_sigint(on_first: Callable[[], None]) -> Iterator[None]:
+    """The first Ctrl-C calls `on_first` (the loop then stops at its next safe point); a second one stops at once.
+
+    A KeyboardInterrupt raised wherever the signal lands can be lost (inside a finalizer Python only
+    prints it) or can cut a checkpoint write short; a flag checked between steps cannot. Outside the
+    main thread, where signal handlers cannot be set, it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = False
+
+    def on_sigint(signum: int, frame: object) -> None:
+        nonlocal caught
+        if caught:
+            raise KeyboardInterrupt
+        caught = True
+        on_first()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -27,6 +27,7 @@ airbench94_muon: 94.01% mean on CIFAR-10 in 2.59 A100-seconds, its README) appli
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import secrets
@@ -46,7 +47,8 @@ from cnnlab.data.augment import random_crop, random_cutout, random_flip
 from cnnlab.errors import CnnlabError, did_you_mean
 from cnnlab.models.speedrun import DEFAULT_WIDTHS, SpeedrunNet, init_whitening
 from cnnlab.training.checkpoint import (
-    FORMAT, Checkpoint, load_optimizer, pack, pack_optimizer, unpack, write_checkpoint,
+    FORMAT, Checkpoint, TrainingInterrupted, catch_sigint, load_optimizer, pack, pack_optimizer, unpack,
+    write_checkpoint,
 )
 from cnnlab.training.devices import Runtime, resolve_runtime
 from cnnlab.training.loop import History
@@ -301,6 +303,15 @@ class SpeedrunCheckpoints:
     run: dict[str, Any] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)
     resume: Checkpoint | None = None
+    interrupted: bool = False  # set by Ctrl-C (or `stop`); the run stops after its current step
+
+    def stop(self) -> None:
+        self.interrupted = True
+
+    def check(self, saved: bool) -> None:
+        """Stop here if asked to: the last epoch-end checkpoint is kept (`saved`: one exists), the rest is redone."""
+        if self.interrupted:
+            raise TrainingInterrupted(self.directory) if saved else KeyboardInterrupt
 
 
 def _snapshot(session: _Session, model: nn.Module, epoch: int, step: int, history: History,
@@ -349,6 +360,8 @@ def train_speedrun(model: SpeedrunNet, train: ArrayDataset, config: SpeedrunConf
     The model ends in eval mode, on the runtime's device, holding the lookahead-averaged weights.
     With `checkpoints`, the state is saved at every epoch end and a given checkpoint is resumed
     from: the resumed run ends with the uninterrupted run's weights (on the CPU, bit for bit).
+    Ctrl-C then stops after the current step (TrainingInterrupted; the part of the epoch since the
+    last checkpoint is redone on resume); a second Ctrl-C stops at once.
     """
     config = config if config is not None else SpeedrunConfig()
     _check_training(model, train, config, validation_data)
@@ -359,36 +372,41 @@ def train_speedrun(model: SpeedrunNet, train: ArrayDataset, config: SpeedrunConf
     history, step, seen, first = History(), 0, steps_per_epoch * config.batch_size, 0
     if checkpoints is not None and checkpoints.resume is not None:
         first, step = _restore(session, model, checkpoints.resume, history)
-    for epoch in range(first, config.epochs):
-        start = time.perf_counter()
-        model.train()
-        loss_sum = torch.zeros((), device=runtime.device)
-        correct = torch.zeros((), dtype=torch.int64, device=runtime.device)
-        for images, labels in epoch_batches(session.images, session.labels, config.batch_size, flip=config.flip,
-                                            translate=config.translate, generator=session.generator,
-                                            cutout=config.cutout):
-            _set_learning_rates(session, step)
-            loss, logits = _train_step(session, images, labels, runtime, config.label_smoothing)
-            step += 1
-            if session.lookahead is not None and step % LOOKAHEAD_EVERY == 0:
-                session.lookahead.update(model, LOOKAHEAD_BASE ** LOOKAHEAD_EVERY * (step / total) ** 3)
-            loss_sum += loss
-            correct += (logits.argmax(1) == labels).sum()
-        if session.lookahead is not None and step == total:
-            session.lookahead.update(model, 1.0)  # end on the averaged weights
-        logs = {"loss": float(loss_sum) / seen, "accuracy": int(correct) / seen}
-        if not math.isfinite(logs["loss"]):
-            raise CnnlabError(f"train_speedrun: the loss became {logs['loss']} in epoch {epoch + 1}; lower "
-                              f"SpeedrunConfig.lr / bias_lr / muon_lr, or check the data")
-        if validation_data is not None:
-            logs.update({f"val_{k}": v for k, v in evaluate_tta(model, validation_data, runtime, 0).items()})
-        history.append(logs)
-        history.epoch_seconds.append(time.perf_counter() - start)
-        if checkpoints is not None and epoch + 1 < config.epochs:  # the last epoch's result is the saved model
-            write_checkpoint(checkpoints.directory, _snapshot(session, model, epoch + 1, step, history, checkpoints))
-        if verbose:
-            print(f"epoch {epoch + 1}/{config.epochs} " + " ".join(f"{k}={v:.4g}" for k, v in logs.items())
-                  + f" ({history.epoch_seconds[-1]:.2f} s)", file=sys.stderr)
+    with catch_sigint(checkpoints.stop) if checkpoints is not None else contextlib.nullcontext():
+        for epoch in range(first, config.epochs):
+            start = time.perf_counter()
+            model.train()
+            loss_sum = torch.zeros((), device=runtime.device)
+            correct = torch.zeros((), dtype=torch.int64, device=runtime.device)
+            for images, labels in epoch_batches(session.images, session.labels, config.batch_size, flip=config.flip,
+                                                translate=config.translate, generator=session.generator,
+                                                cutout=config.cutout):
+                _set_learning_rates(session, step)
+                loss, logits = _train_step(session, images, labels, runtime, config.label_smoothing)
+                step += 1
+                if session.lookahead is not None and step % LOOKAHEAD_EVERY == 0:
+                    session.lookahead.update(model, LOOKAHEAD_BASE ** LOOKAHEAD_EVERY * (step / total) ** 3)
+                loss_sum += loss
+                correct += (logits.argmax(1) == labels).sum()
+                if checkpoints is not None:
+                    checkpoints.check(saved=epoch > 0)
+            if session.lookahead is not None and step == total:
+                session.lookahead.update(model, 1.0)  # end on the averaged weights
+            logs = {"loss": float(loss_sum) / seen, "accuracy": int(correct) / seen}
+            if not math.isfinite(logs["loss"]):
+                raise CnnlabError(f"train_speedrun: the loss became {logs['loss']} in epoch {epoch + 1}; lower "
+                                  f"SpeedrunConfig.lr / bias_lr / muon_lr, or check the data")
+            if validation_data is not None:
+                logs.update({f"val_{k}": v for k, v in evaluate_tta(model, validation_data, runtime, 0).items()})
+            history.append(logs)
+            history.epoch_seconds.append(time.perf_counter() - start)
+            if verbose:
+                print(f"epoch {epoch + 1}/{config.epochs} " + " ".join(f"{k}={v:.4g}" for k, v in logs.items())
+                      + f" ({history.epoch_seconds[-1]:.2f} s)", file=sys.stderr)
+            if checkpoints is not None and epoch + 1 < config.epochs:  # the last epoch's result is the saved model
+                snapshot = _snapshot(session, model, epoch + 1, step, history, checkpoints)
+                write_checkpoint(checkpoints.directory, snapshot)
+                checkpoints.check(saved=True)  # (Ctrl-C during the last epoch's validation lets the run finish)
     model.eval()
     return history
 
