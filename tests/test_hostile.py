@@ -374,7 +374,8 @@ def _tamper(kind: str, good: Path, target: Path, marker: Path) -> None:
                 "unknown_architecture": dict(card, architecture={"name": "resnet9000"}),
                 "class_count_mismatch": dict(card, class_names=card["class_names"][:3]),
                 "channels_mismatch": dict(card, input_shape=[28, 28, 3]),
-                "wrong_types": dict(card, input_shape="28x28x1")}[kind]
+                "wrong_types": dict(card, input_shape="28x28x1"),
+                "bad_tta": dict(card, test_time_augmentation={"level": 7, "flip": "yes"})}[kind]
         save_file(state, str(target), metadata={"cnnlab": json.dumps(meta)})
 
 
@@ -387,6 +388,7 @@ TAMPERED = {
     "class_count_mismatch": "the model scores 10 classes but its description names 3",
     "channels_mismatch": "takes 1-channel images",
     "wrong_types": "input_shape must be [height, width, channels]",
+    "bad_tta": 'test_time_augmentation must be {} or {"level": 1 or 2',
 }
 
 

@@ -185,15 +185,30 @@ def test_speedrun_takes_flip_crop_and_cutout_from_augment(tmp_path):
 def test_speedrun_recipe_from_the_cli_trains_saves_and_evaluates(tmp_path, capsys):
     run = tmp_path / "speedrun"
     assert main(["train", "--dataset", "digits", "--recipe", "speedrun", "--widths", "16", "32", "32",
-                 "--epochs", "4", "--batch-size", "128", "--device", "cpu", "--run-dir", str(run),
-                 "--quiet"]) in (0, None)
+                 "--epochs", "4", "--batch-size", "128", "--device", "cpu", "--precision", "fp32", "--run-dir",
+                 str(run), "--quiet"]) in (0, None)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["test_accuracy"] > 0.9  # 0.99 measured over 5 seeds at these settings (TTA, no flip)
     model, card = load_model(run)
     assert card.architecture["options"] == {"widths": [16, 32, 32]}
+    assert card.test_time_augmentation == {"level": 2, "flip": False}  # digits are never mirrored
+
+    def evaluated(*flags):
+        capsys.readouterr()
+        assert main(["evaluate", str(run), "--json", *flags]) in (0, None)
+        return json.loads(capsys.readouterr().out)
+
+    # `evaluate` applies the run's own test-time augmentation: the number the run reported
+    own = evaluated()
+    assert own["tta"] == 2 and own["accuracy"] == metrics["test_accuracy"]
+    assert own["loss"] == pytest.approx(metrics["test_loss"], abs=1e-5)
+    assert evaluated("--report", str(tmp_path / "report"))["accuracy"] == metrics["test_accuracy"]
+    plain = evaluated("--tta", "0")
+    expected = evaluate(model, load_dataset("digits", split="test"))
+    assert plain["tta"] == 0 and plain["accuracy"] == expected["accuracy"]
     capsys.readouterr()
     assert main(["evaluate", str(run)]) in (0, None)
-    assert "accuracy" in capsys.readouterr().out
+    assert "test-time augmentation level 2" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("flags, message", [

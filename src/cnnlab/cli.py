@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", choices=["train", "test"])
     p.add_argument("--batch-size", type=_positive_int, default=256)
     p.add_argument("--report", metavar="DIR", help="write the full report (HTML, confusion matrix, top losses) here")
+    p.add_argument("--tta", type=int, choices=[0, 1, 2],
+                   help="test-time augmentation: 0 none, 1 + mirror, 2 + mirror and shifts (default: what the model "
+                        "file records, i.e. a speed-run's own level, else 0)")
     p.add_argument("--json", action="store_true")
     _data_args(p)
 

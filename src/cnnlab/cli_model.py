@@ -115,16 +115,19 @@ def _cmd_curves(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from cnnlab.jobs import evaluate_model, report_model
+    from cnnlab.jobs import evaluate_model, report_model, tta_level
+    from cnnlab.models.files import read_card, resolve_model_path
 
+    level = tta_level(read_card(resolve_model_path(args.model)), args.tta)
+    views = f", test-time augmentation level {level}" if level else ""
     if args.report:
         result, files, dataset = report_model(args.model, args.report, args.dataset, args.split, args.data_dir,
-                                              args.download is not False, args.batch_size)
+                                              args.download is not False, args.batch_size, level)
         if args.json:
-            print(json.dumps({"dataset": dataset, "split": args.split, **result.to_dict(),
+            print(json.dumps({"dataset": dataset, "split": args.split, "tta": level, **result.to_dict(),
                               "files": {k: str(v) for k, v in files.items()}}))
             return
-        print(f"{dataset} ({args.split}, {len(result.labels)} images): loss {result.loss:.4f}  "
+        print(f"{dataset} ({args.split}, {len(result.labels)} images{views}): loss {result.loss:.4f}  "
               f"accuracy {result.accuracy:.4f}")
         print(result.report.to_text())
         print("most confused (actual -> predicted: count): " + ", ".join(
@@ -133,11 +136,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         return
 
     metrics, _, dataset, n = evaluate_model(args.model, args.dataset, args.split, args.data_dir,
-                                            args.download is not False, args.batch_size)
+                                            args.download is not False, args.batch_size, level)
     if args.json:
-        print(json.dumps({"dataset": dataset, "split": args.split, "n": n, **metrics}))
+        print(json.dumps({"dataset": dataset, "split": args.split, "n": n, "tta": level, **metrics}))
     else:
-        print(f"{dataset} ({args.split}, {n} images): loss {metrics['loss']:.4f}  accuracy {metrics['accuracy']:.4f}")
+        print(f"{dataset} ({args.split}, {n} images{views}): loss {metrics['loss']:.4f}  "
+              f"accuracy {metrics['accuracy']:.4f}")
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:

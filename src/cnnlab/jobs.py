@@ -42,7 +42,9 @@ from cnnlab.training.checkpoint import (
 from cnnlab.training.devices import resolve_runtime, use_deterministic
 from cnnlab.training.distributed import check_batch, from_main, is_main, world_size
 from cnnlab.training.tensorboard import tensorboard_callbacks
-from cnnlab.training.speedrun import SpeedrunCheckpoints, SpeedrunConfig, evaluate_tta, train_speedrun
+from cnnlab.training.speedrun import (
+    SpeedrunCheckpoints, SpeedrunConfig, evaluate_tta, train_speedrun, tta_probabilities,
+)
 from cnnlab.recipes import RECIPES
 from cnnlab.resume import config_digest, open_checkpoint
 from cnnlab.models.speedrun import SpeedrunNet
@@ -305,8 +307,10 @@ def train_run(config: TrainConfig, verbose: int = 1, resume: bool = False) -> Ru
         if data.split is not None:
             _write_json(run_dir / "split.json", data.split)
 
+    tta: dict[str, Any] = {}  # a speed-run's test-time augmentation, filled in below: the model file records it
+
     def save(m: nn.Module, path: Path, metrics: dict[str, float] | None = None) -> Path:
-        return save_model(m, path, classes, shape, metrics)
+        return save_model(m, path, classes, shape, metrics, tta)
 
     weights = class_weights(train.labels, train.num_classes) if config.class_weights == "auto" else None
     # earlier phases' history (a speed-run's own is in its checkpoint: train_speedrun puts it back)
@@ -329,6 +333,8 @@ def train_run(config: TrainConfig, verbose: int = 1, resume: bool = False) -> Ru
             if (run_dir / CHECKPOINT_JSON).is_file():
                 raise TrainingInterrupted(run_dir) from None
             raise
+        if settings.tta_level:
+            tta.update(level=settings.tta_level, flip=settings.flip)
         if data.test is not None and config.evaluate_test:
             test_metrics = evaluate_tta(model, data.test, runtime, settings.tta_level, flip=settings.flip)
         phases, history, epoch_seconds = [], dict(h.history), list(h.epoch_seconds)
@@ -410,11 +416,33 @@ def evaluation_data(source: str | Path, dataset: str | None = None, split: str =
 
 
 def evaluate_model(source: str | Path, dataset: str | None = None, split: str = "test",
-                   data_dir: str | None = None, download: bool = True,
-                   batch_size: int = 256) -> tuple[dict[str, float], ModelCard, str, int]:
-    """Evaluate a run directory or model file on a dataset split: (metrics, card, dataset name, n)."""
+                   data_dir: str | None = None, download: bool = True, batch_size: int = 256,
+                   tta: int | None = None) -> tuple[dict[str, float], ModelCard, str, int]:
+    """Evaluate a run directory or model file on a dataset split: (metrics, card, dataset name, n).
+
+    With the test-time augmentation the model file records (speed-runs: the number the run reported),
+    or at level `tta` (0: none); see `tta_level`. In fp32, where the model is.
+    """
     model, card, data, name = evaluation_data(source, dataset, split, data_dir, download)
-    return evaluate(model, data, batch_size), card, name, len(data)
+    level = tta_level(card, tta)
+    if level == 0:
+        return evaluate(model, data, batch_size), card, name, len(data)
+    runtime = resolve_runtime("cpu", "fp32", "off")  # load_model gives a CPU model; evaluate is fp32 there too
+    flip = card.test_time_augmentation.get("flip", True)
+    return evaluate_tta(model, data, runtime, level, flip=flip, batch_size=batch_size), card, name, len(data)
+
+
+def tta_level(card: ModelCard, tta: int | None = None) -> int:
+    """The test-time augmentation level to evaluate with: `tta` when given (0, 1 or 2), else the model's own.
+
+    >>> tta_level(ModelCard({"name": "speedrun"}, ["a"], [8, 8, 1], test_time_augmentation={"level": 2, "flip": False}))
+    2
+    """
+    if tta is None:
+        return int(card.test_time_augmentation.get("level", 0))
+    if tta not in (0, 1, 2) or isinstance(tta, bool):
+        raise CnnlabError(f"--tta must be 0 (none), 1 (+ mirror) or 2 (+ mirror and shifts), got {tta!r}")
+    return tta
 
 
 def _checked(card: ModelCard, data: Dataset, dataset: str, split: str) -> Dataset:
@@ -425,10 +453,12 @@ def _checked(card: ModelCard, data: Dataset, dataset: str, split: str) -> Datase
 
 
 def report_model(source: str | Path, directory: str | Path, dataset: str | None = None, split: str = "test",
-                 data_dir: str | None = None, download: bool = True,
-                 batch_size: int = 256) -> tuple[EvaluationResult, dict[str, Path], str]:
-    """Full evaluation report of a run or model file: metrics, confusion, top losses, HTML page."""
+                 data_dir: str | None = None, download: bool = True, batch_size: int = 256,
+                 tta: int | None = None) -> tuple[EvaluationResult, dict[str, Path], str]:
+    """Full evaluation report of a run or model file: metrics, confusion, top losses, HTML page (with the
+    model's test-time augmentation, or level `tta`, as `evaluate_model`)."""
     model, card, data, name = evaluation_data(source, dataset, split, data_dir, download)
+    level = tta_level(card, tta)
     target = Path(directory)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise CnnlabError(f"report directory {target} already exists and is not empty; choose another --report DIR")
@@ -437,7 +467,8 @@ def report_model(source: str | Path, directory: str | Path, dataset: str | None 
         images.append(batch)
         labels.append(batch_labels)
     pixels = torch.cat(images)
-    probabilities = predict_proba(model, pixels, batch_size)
+    probabilities = predict_proba(model, pixels, batch_size) if level == 0 else \
+        tta_probabilities(model, pixels, level, card.test_time_augmentation.get("flip", True), batch_size)
     result = evaluate_predictions(probabilities, torch.cat(labels), card.class_names)
     if pixels.dtype != torch.uint8:  # float datasets: back to 8-bit for the pictures
         pixels = (pixels.clamp(0, 1) * 255).round().to(torch.uint8)

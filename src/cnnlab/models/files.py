@@ -43,6 +43,9 @@ class ModelCard:
     metrics: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=versions)
     format: str = FORMAT
+    # {"level": 1 or 2, "flip": bool}: the test-time augmentation the model's own test accuracy was measured
+    # with (speed-run models), which `cnnlab evaluate` applies too; {} for none
+    test_time_augmentation: dict[str, Any] = field(default_factory=dict)
 
 
 def _architecture(model: nn.Module) -> dict[str, Any]:
@@ -59,7 +62,7 @@ def _architecture(model: nn.Module) -> dict[str, Any]:
 
 
 def save_model(model: nn.Module, path: str | Path, class_names: list[str], input_shape: list[int] | tuple[int, ...],
-               metrics: dict[str, float] | None = None) -> Path:
+               metrics: dict[str, float] | None = None, test_time_augmentation: dict[str, Any] | None = None) -> Path:
     """Write `path` (.safetensors) and its .json description; return the .safetensors path.
 
     >>> import tempfile; from cnnlab.models.zoo import build_model
@@ -70,7 +73,10 @@ def save_model(model: nn.Module, path: str | Path, class_names: list[str], input
     """
     path = Path(path).with_suffix(".safetensors")
     card = ModelCard(_architecture(model), list(class_names), list(input_shape), output_kind(model),
-                     metrics=dict(metrics or {}))
+                     metrics=dict(metrics or {}), test_time_augmentation=dict(test_time_augmentation or {}))
+    problem = _tta_problem(card.test_time_augmentation)
+    if problem:
+        raise CnnlabError(f"save_model: {problem}")
     text = json.dumps(asdict(card), indent=2)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={METADATA_KEY: text}))
@@ -119,8 +125,8 @@ def parse_card(text: str, where: str, fix: str) -> ModelCard:
     try:
         data = json.loads(text)
         card = ModelCard(**{k: data[k] for k in ("architecture", "class_names", "input_shape")},
-                         **{k: data[k] for k in ("outputs", "preprocessing", "metrics", "versions", "format")
-                            if k in data})
+                         **{k: data[k] for k in ("outputs", "preprocessing", "metrics", "versions", "format",
+                                                 "test_time_augmentation") if k in data})
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise CnnlabError(f"{where}: the model description is damaged or incomplete ({exc!r}); {fix}") from None
     problem = _card_problem(card)
@@ -146,6 +152,16 @@ def _card_problem(card: ModelCard) -> str:
         return f"outputs must be 'logits' or 'probabilities', got {card.outputs!r:.80}"
     if not isinstance(card.preprocessing, dict) or not isinstance(card.metrics, dict):
         return "preprocessing and metrics must be objects"
+    return _tta_problem(card.test_time_augmentation)
+
+
+def _tta_problem(tta: object) -> str:
+    """What is wrong with a card's test_time_augmentation ("" when nothing)."""
+    if tta == {}:
+        return ""
+    if not (isinstance(tta, dict) and set(tta) == {"level", "flip"} and tta["level"] in (1, 2)
+            and not isinstance(tta["level"], bool) and isinstance(tta["flip"], bool)):
+        return f"test_time_augmentation must be {{}} or {{\"level\": 1 or 2, \"flip\": true/false}}, got {tta!r:.80}"
     return ""
 
 
