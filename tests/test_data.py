@@ -7,6 +7,7 @@ MNIST copies in ../shared/datasets are checked against their published facts whe
 from __future__ import annotations
 
 import gzip
+import json
 import io
 import os
 import pickle  # only to write CIFAR-10 batch files, which are pickles by definition
@@ -35,6 +36,7 @@ from cnnlab.data import (
     stratified_split,
 )
 from cnnlab.errors import CnnlabError
+from cnnlab.cli import main
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
@@ -52,6 +54,24 @@ def write_idx(path: Path, array: np.ndarray) -> None:
 def digits_like(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n, dtype=np.uint8)
+
+
+def test_evaluate_finds_a_run_s_data_where_the_run_did(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`cnnlab evaluate RUN` needs no --data-dir when the run was trained with one."""
+    for split, n in (("train", 64), ("t10k", 16)):
+        x, y = digits_like(n, seed=n)
+        write_idx(tmp_path / "data" / "mnist" / f"{split}-images-idx3-ubyte.gz", x)
+        write_idx(tmp_path / "data" / "mnist" / f"{split}-labels-idx1-ubyte.gz", y)
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"), "--model", "fast-cnn",
+                 "--epochs", "1", "--run-dir", str(run), "--quiet"]) in (0, None)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--json", "--no-download"]) in (0, None)
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["n"] == 16
+    assert evaluated["accuracy"] == json.loads((run / "metrics.json").read_text())["test_accuracy"]
+    assert main(["evaluate", str(run), "--data-dir", str(tmp_path / "elsewhere"), "--no-download"]) == 2  # yours wins
+    assert "elsewhere" in capsys.readouterr().err
 
 
 def test_idx_gzip_and_raw_give_exact_pixels_and_labels(tmp_path: Path) -> None:

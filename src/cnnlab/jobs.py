@@ -393,8 +393,9 @@ def evaluation_data(source: str | Path, dataset: str | None = None, split: str =
                     data_dir: str | None = None, download: bool = True) -> tuple[nn.Module, ModelCard, Dataset, str]:
     """The model of a run or model file and the data to judge it on: (model, card, data, dataset name).
 
-    Without `dataset`, a run is judged on its own dataset's test split; for an image folder, on
-    the run's own test part recorded in split.json (never on images it trained on).
+    Without `dataset`, a run is judged on its own dataset's test split, found where the run found it
+    (its --data-dir, unless `data_dir` is given); for an image folder, on the run's own test part
+    recorded in split.json (never on images it trained on).
     """
     model, card = load_model(source)
     h, w, c = card.input_shape
@@ -404,7 +405,9 @@ def evaluation_data(source: str | Path, dataset: str | None = None, split: str =
         if not config_path.is_file():
             raise CnnlabError(f"which dataset? {source} is not a run directory with a config.json; "
                               f"pass --dataset NAME_OR_FOLDER")
-        dataset = str(json.loads(config_path.read_text())["dataset"])
+        run_config = json.loads(config_path.read_text())
+        dataset = str(run_config["dataset"])
+        data_dir = data_dir if data_dir is not None else run_config.get("data_dir")
         recorded = json.loads(run_split.read_text()) if run_split.is_file() else {}
         if split in recorded and split != "train":
             data = load_dataset(dataset, "train", data_dir, download, image_size=(h, w)).subset(recorded[split])
