@@ -157,6 +157,27 @@ def test_no_test_trains_on_validation_and_leaves_the_test_split_for_evaluate(tra
     assert code == 0 and json.loads(out)["accuracy"] == pytest.approx(expected)
 
 
+def test_tta_on_a_softmax_model_averages_its_probabilities(trained_run, capsys):
+    """--tta 1 on a model that ends in softmax: the loss is the cross-entropy of the mean of the two views'
+    probabilities (computed by hand here), not a softmax taken again over probabilities."""
+    model, card = load_model(trained_run)
+    assert card.outputs == "probabilities" and card.test_time_augmentation == {}
+    data = load_dataset("digits", split="test")
+    with torch.no_grad():
+        x = data.images.float() / 255
+        probabilities = 0.5 * (model(x) + model(x.flip(3)))
+    expected_loss = float(torch.nn.functional.nll_loss(probabilities.clamp(1e-7, 1 - 1e-7).log(), data.labels))
+    expected_accuracy = float((probabilities.argmax(1) == data.labels).float().mean())
+    code, out, _ = run(capsys, "evaluate", str(trained_run), "--tta", "1", "--json")
+    got = json.loads(out)
+    assert code == 0 and got["tta"] == 1
+    assert got["loss"] == pytest.approx(expected_loss, rel=1e-4)
+    assert got["accuracy"] == pytest.approx(expected_accuracy)
+    code, out, _ = run(capsys, "evaluate", str(trained_run), "--tta", "1", "--report",
+                       str(trained_run.parent / "tta-report"), "--json")
+    assert code == 0 and json.loads(out)["loss"] == pytest.approx(expected_loss, rel=1e-4)
+
+
 def test_config_file_true_false_settings_must_be_booleans(tmp_path, capsys):
     cfg = tmp_path / "cfg.json"
     cfg.write_text('{"evaluate_test": "no"}')

@@ -14,6 +14,7 @@ import json
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -42,9 +43,7 @@ from cnnlab.training.checkpoint import (
 from cnnlab.training.devices import resolve_runtime, use_deterministic
 from cnnlab.training.distributed import check_batch, from_main, is_main, world_size
 from cnnlab.training.tensorboard import tensorboard_callbacks
-from cnnlab.training.speedrun import (
-    SpeedrunCheckpoints, SpeedrunConfig, evaluate_tta, train_speedrun, tta_probabilities,
-)
+from cnnlab.training.speedrun import SpeedrunCheckpoints, SpeedrunConfig, evaluate_tta, train_speedrun, tta_logits
 from cnnlab.recipes import RECIPES
 from cnnlab.resume import config_digest, open_checkpoint
 from cnnlab.models.speedrun import SpeedrunNet
@@ -427,12 +426,7 @@ def evaluate_model(source: str | Path, dataset: str | None = None, split: str = 
     or at level `tta` (0: none); see `tta_level`. In fp32, where the model is.
     """
     model, card, data, name = evaluation_data(source, dataset, split, data_dir, download)
-    level = tta_level(card, tta)
-    if level == 0:
-        return evaluate(model, data, batch_size), card, name, len(data)
-    runtime = resolve_runtime("cpu", "fp32", "off")  # load_model gives a CPU model; evaluate is fp32 there too
-    flip = card.test_time_augmentation.get("flip", True)
-    return evaluate_tta(model, data, runtime, level, flip=flip, batch_size=batch_size), card, name, len(data)
+    return evaluate(model, data, batch_size, forward=_tta_forward(model, card, tta)), card, name, len(data)
 
 
 def tta_level(card: ModelCard, tta: int | None = None) -> int:
@@ -448,6 +442,12 @@ def tta_level(card: ModelCard, tta: int | None = None) -> int:
     return tta
 
 
+def _tta_forward(model: nn.Module, card: ModelCard, tta: int | None) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The model's outputs averaged over the test-time views of `tta_level(card, tta)`; None for level 0."""
+    level, flip = tta_level(card, tta), card.test_time_augmentation.get("flip", True)
+    return (lambda images: tta_logits(model, images, level, flip)) if level else None
+
+
 def _checked(card: ModelCard, data: Dataset, dataset: str, split: str) -> Dataset:
     if data.class_names != card.class_names:
         raise CnnlabError(f"{dataset} ({split}) has classes {data.class_names[:5]}... but the model was trained on "
@@ -461,7 +461,6 @@ def report_model(source: str | Path, directory: str | Path, dataset: str | None 
     """Full evaluation report of a run or model file: metrics, confusion, top losses, HTML page (with the
     model's test-time augmentation, or level `tta`, as `evaluate_model`)."""
     model, card, data, name = evaluation_data(source, dataset, split, data_dir, download)
-    level = tta_level(card, tta)
     target = Path(directory)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise CnnlabError(f"report directory {target} already exists and is not empty; choose another --report DIR")
@@ -470,8 +469,7 @@ def report_model(source: str | Path, directory: str | Path, dataset: str | None 
         images.append(batch)
         labels.append(batch_labels)
     pixels = torch.cat(images)
-    probabilities = predict_proba(model, pixels, batch_size) if level == 0 else \
-        tta_probabilities(model, pixels, level, card.test_time_augmentation.get("flip", True), batch_size)
+    probabilities = predict_proba(model, pixels, batch_size, _tta_forward(model, card, tta))
     result = evaluate_predictions(probabilities, torch.cat(labels), card.class_names)
     if pixels.dtype != torch.uint8:  # float datasets: back to 8-bit for the pictures
         pixels = (pixels.clamp(0, 1) * 255).round().to(torch.uint8)

@@ -99,12 +99,13 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: Dataset, batch_size: int = 256,
-             runtime: Runtime | None = None) -> dict[str, float]:
+def evaluate(model: nn.Module, data: Dataset, batch_size: int = 256, runtime: Runtime | None = None,
+             forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
     """Mean loss and accuracy of `model` on `data`: {"loss": ..., "accuracy": ...}.
 
     Runs where the model is, in fp32, unless a `runtime` says otherwise (`fit` validates in its
     run's precision, so bf16 validation metrics differ from fp32 ones in the 3rd-4th digit).
+    `forward` replaces `model(images)` (e.g. test-time augmentation); it returns what the model does.
     Means are over the
     images actually evaluated: a streamed folder drops files that fail to decode.
     """
@@ -115,7 +116,7 @@ def evaluate(model: nn.Module, data: Dataset, batch_size: int = 256,
     for images, labels in data.batches(batch_size):
         labels = labels.to(runtime.device)
         with runtime.autocast():
-            out = model(float_images(runtime.images(images)))
+            out = (forward or model)(float_images(runtime.images(images)))
         out = out.float()
         total_loss += float(loss_fn(out, labels, kind)) * len(labels)
         correct += int((out.argmax(1) == labels).sum())
@@ -127,12 +128,13 @@ def evaluate(model: nn.Module, data: Dataset, batch_size: int = 256,
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Class probabilities (N, classes) on the CPU for uint8 or float (N, C, H, W) images."""
+def predict_proba(model: nn.Module, images: torch.Tensor, batch_size: int = 256,
+                  forward: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Class probabilities (N, classes) on the CPU for uint8 or float (N, C, H, W) images (`forward`: as `evaluate`)."""
     model.eval()
     device, outs = model_device(model), []
     for start in range(0, len(images), batch_size):  # images already in memory: plain slicing
-        out = model(float_images(images[start:start + batch_size].to(device))).float()
+        out = (forward or model)(float_images(images[start:start + batch_size].to(device))).float()
         outs.append((out if output_kind(model) == "probabilities" else F.softmax(out, dim=1)).cpu())
     return torch.cat(outs)
 

@@ -433,18 +433,6 @@ def tta_logits(model: nn.Module, images: torch.Tensor, level: int, flip: bool = 
 
 
 @torch.no_grad()
-def tta_probabilities(model: nn.Module, images: torch.Tensor, level: int, flip: bool = True,
-                      batch_size: int = EVAL_BATCH) -> torch.Tensor:
-    """Class probabilities (N, classes) on the CPU for uint8 or float (N, C, H, W) `images`: the softmax of
-    `tta_logits` at `level`, computed in fp32 where the model is."""
-    model.eval()
-    device = next((p.device for p in model.parameters()), torch.device("cpu"))
-    outs = [tta_logits(model, float_images(images[i:i + batch_size].to(device)), level, flip).float().softmax(1).cpu()
-            for i in range(0, len(images), batch_size)]
-    return torch.cat(outs) if outs else torch.zeros((0, 0))
-
-
-@torch.no_grad()
 def evaluate_tta(model: nn.Module, data: ImageDataset, runtime: Runtime | None = None, level: int = 0, *,
                  flip: bool = True, batch_size: int = EVAL_BATCH) -> dict[str, float]:
     """Mean cross-entropy and accuracy of `model` on `data` with test-time augmentation `level` (see `tta_logits`).
