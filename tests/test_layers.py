@@ -11,6 +11,7 @@ from cnnlab import (
     Activation, AveragePooling2D, BatchNormalization, CnnlabError, Conv2D, Dense, Dropout, Flatten,
     GlobalAveragePooling2D, MaxPooling2D, Residual, ResidualBlock, Sequential,
 )
+from cnnlab.models import model_summary
 from cnnlab.models.layers import conv_output_size, same_padding
 
 # Seed 003's manual convolution: a 5x5 image and a vertical-edge filter.
@@ -114,8 +115,8 @@ def test_sequential_names_layers_like_keras_and_detects_softmax():
     model = Sequential([Conv2D(4, 3, input_shape=(8, 8, 1)), Conv2D(4, 3), MaxPooling2D(), Flatten(),
                         Dense(5, activation="softmax")])
     assert [n for n, _ in model.named_children()] == ["conv2d", "conv2d_1", "max_pooling2d", "flatten", "dense"]
-    assert model.outputs == "probabilities"
-    assert Sequential([Flatten(input_shape=(2, 2, 1)), Dense(3)]).outputs == "logits"
+    assert model.output_kind == "probabilities"
+    assert Sequential([Flatten(input_shape=(2, 2, 1)), Dense(3)]).output_kind == "logits"
 
 
 def test_config_round_trip_rebuilds_the_same_function():
@@ -134,7 +135,7 @@ def test_residual_adds_the_shortcut():
 
 
 @pytest.mark.parametrize("make, message", [
-    (lambda: Sequential([Conv2D(4, 3)]), "input shape"),
+    (lambda: model_summary(Sequential([Conv2D(4, 3)])), "input shape"),
     (lambda: Sequential([Dense(4, input_shape=(8, 8, 1))]), "Flatten"),
     (lambda: Sequential([Flatten(input_shape=(8, 8, 1)), Conv2D(4, 3)]), "image input"),
     (lambda: Conv2D(4, 3, padding="full"), "'valid' or 'same'"),

@@ -21,6 +21,7 @@ def test_forward_backward_and_round_trip(name, tmp_path):
     torch.manual_seed(0)
     h, w, c = _shape(name)
     model = build_model(name, (h, w, c), NUM_CLASSES)
+    assert tuple(model.image_shape) == (h, w, c)  # the one model surface: summaries and tools need no shape
     x = torch.rand(2, c, h, w)
     model.train()
     out = model(x)
@@ -42,7 +43,7 @@ def test_forward_backward_and_round_trip(name, tmp_path):
 @pytest.mark.parametrize("name", [n for n in model_names() if MODELS.get(n).default_input_shape[2] == 1])
 def test_softmax_models_output_a_distribution_and_others_logits(name):
     model = build_model(name).eval()
-    h, w, c = model.input_shape
+    h, w, c = model.image_shape
     out = model(torch.rand(3, c, h, w))
     if output_kind(model) == "probabilities":
         torch.testing.assert_close(out.sum(1), torch.ones(3))

@@ -11,7 +11,7 @@ from cnnlab.config import TrainConfig
 from cnnlab.models.files import load_model
 from cnnlab.recipes import RECIPES
 from cnnlab.training.devices import Runtime, resolve_device, resolve_precision, resolve_runtime
-from cnnlab.training.loop import loss_fn
+from cnnlab.training.objectives import Objective
 
 CPU = torch.device("cpu")
 
@@ -58,10 +58,10 @@ def test_label_smoothing_matches_the_hand_computed_loss():
     smoothing = 0.3
     target = torch.tensor([(1 - smoothing) + smoothing / 3, smoothing / 3, smoothing / 3])
     expected = -(target * log_p).sum()
-    assert float(loss_fn(logits, torch.tensor([0]), "logits", label_smoothing=smoothing)) == pytest.approx(
-        float(expected), rel=1e-6)
+    smoothed_logits = Objective(from_logits=True, label_smoothing=smoothing)
+    assert float(smoothed_logits.loss(logits, torch.tensor([0]))) == pytest.approx(float(expected), rel=1e-6)
     probabilities = torch.softmax(logits, 1)
-    assert float(loss_fn(probabilities, torch.tensor([0]), "probabilities", label_smoothing=smoothing)) == \
+    assert float(Objective(from_logits=False, label_smoothing=smoothing).loss(probabilities, torch.tensor([0]))) == \
         pytest.approx(float(expected), rel=1e-5)
 
 

@@ -68,7 +68,7 @@ def test_summary_of_torchvision_model_reports_leaf_layers():
 def test_summary_shapes_equal_a_real_forward_pass(name):
     model = build_model(name)
     s = model_summary(model)
-    h, w, c = model.input_shape
+    h, w, c = model.image_shape
     x = torch.zeros(1, c, h, w)
     shapes = []
     with torch.no_grad():

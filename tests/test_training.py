@@ -150,7 +150,7 @@ def test_augmentation_touches_training_batches_only(digits):
 
 def test_class_weights_weight_the_loss_like_keras():
     from cnnlab.data import class_weights
-    from cnnlab.training.loop import loss_fn
+    from cnnlab.training.objectives import Objective
 
     labels = torch.tensor([0, 0, 0, 1])
     weights = class_weights(labels, 2)
@@ -158,7 +158,8 @@ def test_class_weights_weight_the_loss_like_keras():
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.5, 0.0]])
     per_sample = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
     w = weights[labels]
-    torch.testing.assert_close(loss_fn(logits, labels, "logits", weights), (w * per_sample).sum() / w.sum())
+    # Keras reduces a weighted loss by the batch size ("sum_over_batch_size"), not by the sum of weights
+    torch.testing.assert_close(Objective(from_logits=True).loss(logits, labels, w), (w * per_sample).sum() / 4)
 
 
 def test_evaluate_averages_over_the_images_it_could_decode(tmp_path):
@@ -179,3 +180,55 @@ def test_evaluate_averages_over_the_images_it_could_decode(tmp_path):
     partial = evaluate(model, data)
     assert partial == pytest.approx(blacks) and partial != pytest.approx(full)
     assert sorted(data.skipped_during_training) == sorted(str(p) for p in (paths[1], paths[3]))
+
+
+# ---- the Python API as a new user tries it (issue 16's findings)
+def test_data_sorted_by_class_validate_on_every_class(digits):
+    train, _ = digits
+    order = torch.argsort(train.labels, stable=True)
+    sorted_train = train.subset(order[:400])  # as an image folder or the CIFAR archive loads: class by class
+    with pytest.warns(UserWarning, match="sorted by class, so the last 10% would hold only class"):
+        history = fit(build_model("seed-mnist"), sorted_train, epochs=3, validation_split=0.1, seed=0, verbose=0,
+                      runtime=resolve_runtime(precision="fp32"))
+    assert history.history["val_accuracy"][-1] > 0.5  # the tail alone (one class never trained on) scores 0
+
+
+def test_unpacking_evaluate_as_the_tutorials_do_gives_the_numbers(digits):
+    train, test = digits
+    scores = evaluate(build_model("seed-mnist"), test)
+    test_loss, test_acc = scores  # the tutorials' line; a dict would have given the key names
+    assert (test_loss, test_acc) == (scores["loss"], scores["accuracy"]) and 0 <= test_acc <= 1 < test_loss
+    assert dict(scores) == {"loss": test_loss, "accuracy": test_acc} == {**scores}
+
+
+def test_a_softmax_appended_with_torch_append_is_trained_as_probabilities(digits):
+    from cnnlab import Conv2D, Dense, Flatten, MaxPooling2D, Sequential
+
+    train, test = digits
+    model = Sequential([Conv2D(16, 3, activation="relu", input_shape=(28, 28, 1)), MaxPooling2D(), Flatten()])
+    model.append(Dense(10, activation="softmax"))
+    assert model.output_kind == "probabilities"
+    fit(model, train, epochs=3, seed=0, verbose=0, augment="rotate=10")  # the CLI's augment text works here too
+    assert evaluate(model, test)["accuracy"] > 0.9
+
+
+def test_binary_sigmoid_model_with_the_binary_loss(digits):
+    from cnnlab import Conv2D, Dense, Flatten, Sequential
+    from cnnlab.training.objectives import Objective
+
+    train, test = digits
+    zeros_ones, test_01 = train.subset(torch.nonzero(train.labels <= 1).flatten()), \
+        test.subset(torch.nonzero(test.labels <= 1).flatten())
+    model = Sequential([Conv2D(4, 3, activation="relu", input_shape=(28, 28, 1)), Flatten(),
+                        Dense(1, activation="sigmoid")])
+    with pytest.raises(CnnlabError, match="1 output .* use loss='binary_crossentropy'"):
+        fit(model, zeros_ones, verbose=0)
+    binary = Objective("binary_crossentropy")
+    fit(model, zeros_ones, epochs=2, seed=0, verbose=0, objective=binary)
+    assert evaluate(model, test_01, objective=binary)["accuracy"] > 0.95
+
+
+def test_summary_of_a_torchvision_model_needs_no_input_shape():
+    from cnnlab import model_summary
+
+    assert model_summary(build_model("vgg16", (32, 32, 3))).total == 134_301_514  # torchvision VGG16, 10 classes

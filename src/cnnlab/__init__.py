@@ -8,7 +8,7 @@
     print(cnnlab.evaluate(model, cnnlab.load_dataset("digits", split="test")))
 """
 
-from cnnlab.data import ArrayDataset, dataset_names, load_dataset
+from cnnlab.data import ArrayDataset, Augmenter, dataset_names, load_dataset, parse_augment
 from cnnlab.errors import CnnlabError
 from cnnlab.models import (
     Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
@@ -22,7 +22,7 @@ from cnnlab.training import (
 from cnnlab.versions import __version__
 
 __all__ = [
-    "ArrayDataset", "dataset_names", "load_dataset", "CnnlabError",
+    "ArrayDataset", "Augmenter", "dataset_names", "load_dataset", "parse_augment", "CnnlabError",
     "Activation", "AveragePooling2D", "BatchNormalization", "Conv2D", "Dense", "Dropout", "Flatten",
     "GlobalAveragePooling2D", "MaxPooling2D", "Residual", "ResidualBlock", "Sequential", "build_model",
     "load_model", "model_names", "model_summary", "save_model", "predict_files",

@@ -236,7 +236,7 @@ def _cmd_summary(args: argparse.Namespace) -> None:
         shape = args.input_shape or card.input_shape
     else:
         model = build_model(args.model, args.input_shape, args.num_classes)
-        shape = args.input_shape or getattr(model, "input_shape", None) or (224, 224, 3)
+        shape = args.input_shape or getattr(model, "image_shape", None) or (224, 224, 3)
     summary = model_summary(model, shape)
     if args.json:
         print(json.dumps({"rows": [vars(r) for r in summary.rows], "total": summary.total,

@@ -25,6 +25,7 @@ from torch import nn
 from cnnlab.errors import CnnlabError, did_you_mean, first_line
 from cnnlab.models.layers import Conv2D
 from cnnlab.models.summary import layer_modules
+from cnnlab.models.zoo import output_kind
 
 __all__ = ["GradCam", "feature_maps", "first_layer_filters", "last_conv_layer", "grad_cam"]
 
@@ -159,7 +160,7 @@ def _class_score(model: nn.Module, output: torch.Tensor, class_index: int | None
     if isinstance(class_index, bool) or not isinstance(class_index, int) or not 0 <= class_index < classes:
         raise CnnlabError(f"grad_cam: class_index must be an int in 0..{classes - 1} (the model has {classes} "
                           f"classes), got {class_index!r}; or pass None for the predicted class")
-    if getattr(model, "outputs", "logits") == "probabilities":
+    if output_kind(model) == "probabilities":
         # The model ends in softmax: log p is the logit minus a shared log-sum-exp. It is monotone in p
         # and, unlike p itself, does not saturate (a confident p ~ 1 has gradients ~ 0).
         probability = output[0, class_index]
@@ -175,7 +176,7 @@ def grad_cam(model: nn.Module, image: torch.Tensor, class_index: int | None = No
     """Grad-CAM heatmap of one (C, H, W) image for `class_index` (default: the predicted class).
 
     `layer` defaults to the last convolution (`last_conv_layer`). The score is the class logit; for
-    models that end in softmax (`model.outputs == "probabilities"`) it is log p, the logit up to a
+    models that end in softmax (`output_kind(model) == "probabilities"`) it is log p, the logit up to a
     constant shared by all classes. Frozen models work: the hooked activation is made to require
     grad. The model's train/eval mode is restored and no hooks are left behind.
 

@@ -40,7 +40,7 @@ from cnnlab.models.zoo import build_model
 from cnnlab.training.checkpoint import (
     CHECKPOINT_JSON, Checkpointer, TrainingInterrupted, check_writable, remove_checkpoint,
 )
-from cnnlab.training.devices import resolve_runtime, use_deterministic
+from cnnlab.training.devices import Runtime, resolve_runtime, use_deterministic
 from cnnlab.training.distributed import check_batch, from_main, is_main, world_size
 from cnnlab.training.tensorboard import tensorboard_callbacks
 from cnnlab.training.speedrun import SpeedrunCheckpoints, SpeedrunConfig, evaluate_tta, train_speedrun, tta_logits
@@ -50,6 +50,7 @@ from cnnlab.models.speedrun import SpeedrunNet
 from cnnlab.training import (
     Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, evaluate, fit, predict_proba,
 )
+from cnnlab.training.loop import Scores
 from cnnlab.versions import versions
 from cnnlab.viz import plot_history
 
@@ -335,7 +336,9 @@ def train_run(config: TrainConfig, verbose: int = 1, resume: bool = False) -> Ru
         if settings.tta_level:
             tta.update(level=settings.tta_level, flip=settings.flip)
         if data.test is not None and config.evaluate_test:
-            test_metrics = evaluate_tta(model, data.test, runtime, settings.tta_level, flip=settings.flip)
+            # scored as `cnnlab evaluate` scores it (fp32), so a later evaluation gives the run's own number
+            test_metrics = evaluate_tta(model, data.test, Runtime(runtime.device, "fp32", compile=False),
+                                        settings.tta_level, flip=settings.flip)
         phases, history, epoch_seconds = [], dict(h.history), list(h.epoch_seconds)
     for index, phase in enumerate(phases):
         if saved is not None and index < saved.run["phase"]:
@@ -371,7 +374,7 @@ def train_run(config: TrainConfig, verbose: int = 1, resume: bool = False) -> Ru
 
 def _finish(run_dir: Path, model: nn.Module, save: Any, data: _Data, history: dict[str, list[float]],
             epoch_seconds: list[float], seconds: float, config: TrainConfig,
-            test_metrics: dict[str, float] | None = None) -> RunResult:
+            test_metrics: Scores | None = None) -> RunResult:
     if test_metrics is None and data.test is not None and config.evaluate_test:
         test_metrics = evaluate(model, data.test)
     final = {k: v[-1] for k, v in history.items() if k != "phase"}
@@ -385,7 +388,7 @@ def _finish(run_dir: Path, model: nn.Module, save: Any, data: _Data, history: di
         atomic_write(run_dir / "skipped_files.txt",
                      lambda tmp: tmp.write_text("\n".join(skipped) + "\n", errors="backslashreplace"))
     plot_history(history, run_dir / "curves.png", title=f"{config.model} on {Path(config.dataset).name}")
-    return RunResult(run_dir, history, test_metrics, seconds, epoch_seconds, skipped)
+    return RunResult(run_dir, history, dict(test_metrics) if test_metrics else None, seconds, epoch_seconds, skipped)
 
 
 def evaluation_data(source: str | Path, dataset: str | None = None, split: str = "test",
@@ -419,7 +422,7 @@ def evaluation_data(source: str | Path, dataset: str | None = None, split: str =
 
 def evaluate_model(source: str | Path, dataset: str | None = None, split: str = "test",
                    data_dir: str | None = None, download: bool = True, batch_size: int = 256,
-                   tta: int | None = None) -> tuple[dict[str, float], ModelCard, str, int]:
+                   tta: int | None = None) -> tuple[Scores, ModelCard, str, int]:
     """Evaluate a run directory or model file on a dataset split: (metrics, card, dataset name, n).
 
     With the test-time augmentation the model file records (speed-runs: the number the run reported),

@@ -1,13 +1,18 @@
-"""CIFAR-10 from its canonical "python version": `cifar-10-python.tar.gz` or `cifar-10-batches-py/`.
+"""CIFAR-10 and CIFAR-100 from their canonical "python versions": `cifar-10-python.tar.gz` or
+`cifar-10-batches-py/`, and `cifar-100-python.tar.gz` or `cifar-100-python/`.
 
 Why a pickle reader lives here: cnnlab never unpickles model files (weights are safetensors), but
-the CIFAR-10 batch files *are* Python pickles by definition (dicts written by Python 2's cPickle).
+the CIFAR batch files *are* Python pickles by definition (dicts written by Python 2's cPickle).
 Unpickling can run arbitrary code, so they are read with an allow-list: only the numpy functions
 that rebuild an ndarray may be referenced; anything else is refused before it is called.
 
 Each batch is {"data": uint8 (10000, 3072) with each row R, G, B planes of 32x32 (CHW order),
 "labels": list of ints, ...}; `batches.meta` holds "label_names". Train is data_batch_1..5
 (50,000 images), test is test_batch (10,000). Looked for in D/, D/cifar10/ and D/cifar-10/.
+
+CIFAR-100 has one file per split, `train` (50,000) and `test` (10,000), each {"data": as above,
+"fine_labels": 0..99, "coarse_labels": 0..19 (the 20 superclasses)}; `meta` holds
+"fine_label_names" and "coarse_label_names". Looked for in D/, D/cifar100/ and D/cifar-100/.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import io
 import pickle  # only for the restricted unpickler below
 import tarfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -26,13 +32,36 @@ from cnnlab.data.arrays import ArrayDataset
 from cnnlab.data.download import locate_or_download, one_line
 from cnnlab.errors import CnnlabError
 
-__all__ = ["load_cifar10", "read_cifar_pickle", "CIFAR10_CLASSES"]
+__all__ = ["load_cifar10", "load_cifar100", "find_cifar", "read_cifar_pickle", "CIFAR10_CLASSES",
+           "CIFAR100_LABEL_MODES"]
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 ARCHIVE = "cifar-10-python.tar.gz"
 FOLDER = "cifar-10-batches-py"
 META = "batches.meta"
 BATCHES = {"train": [f"data_batch_{i}" for i in range(1, 6)], "test": ["test_batch"]}
+CIFAR100_LABEL_MODES = ("fine", "coarse")  # 100 classes, or their 20 superclasses
+_CIFAR100_CLASS_COUNTS = {"fine": 100, "coarse": 20}
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """Where one CIFAR dataset's files live and what they are called."""
+
+    dataset: str  # the name errors and downloads use
+    title: str  # the name in prose
+    archive: str
+    folder: str  # what the archive extracts to
+    meta: str
+    files: dict[str, list[str]]  # split -> batch files
+    subfolders: tuple[str, ...]  # looked in below the data folder, after the data folder itself
+
+
+_LAYOUTS = {
+    "cifar10": _Layout("cifar10", "CIFAR-10", ARCHIVE, FOLDER, META, BATCHES, ("cifar10", "cifar-10")),
+    "cifar100": _Layout("cifar100", "CIFAR-100", "cifar-100-python.tar.gz", "cifar-100-python", "meta",
+                        {"train": ["train"], "test": ["test"]}, ("cifar100", "cifar-100")),
+}
 
 
 def _numpy_core() -> Any:
@@ -65,11 +94,11 @@ class _ArraysOnlyUnpickler(pickle.Unpickler):
         if (module, name) in _ALLOWED:
             return _ALLOWED[(module, name)]
         raise CnnlabError(f"refusing to load {self.source}: it contains a Python object of type {module}.{name}; "
-                          f"CIFAR-10 batch files hold only arrays (re-download the file from a trusted source)")
+                          f"CIFAR batch files hold only arrays (re-download the file from a trusted source)")
 
 
 def read_cifar_pickle(data: bytes, source: str) -> dict[str, Any]:
-    """One CIFAR-10 batch or meta file's dict, read with the array-only unpickler; byte keys become str.
+    """One CIFAR-10/100 batch or meta file's dict, read with the array-only unpickler; byte keys become str.
 
     >>> read_cifar_pickle(Path("cifar-10-batches-py/test_batch").read_bytes(), "test_batch")["data"].shape
     ... # doctest: +SKIP
@@ -81,10 +110,10 @@ def read_cifar_pickle(data: bytes, source: str) -> dict[str, Any]:
         raise
     # A damaged pickle fails in many ways (UnpicklingError, EOFError, ValueError, TypeError, ...).
     except Exception as error:
-        raise CnnlabError(f"could not read {source} as a CIFAR-10 batch file ({one_line(error)}); "
+        raise CnnlabError(f"could not read {source} as a CIFAR batch file ({one_line(error)}); "
                           f"re-download it") from error
     if not isinstance(content, dict):
-        raise CnnlabError(f"{source} holds a {type(content).__name__}, expected the dict of a CIFAR-10 batch file")
+        raise CnnlabError(f"{source} holds a {type(content).__name__}, expected the dict of a CIFAR batch file")
     return {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in content.items()}
 
 
@@ -94,16 +123,9 @@ def load_cifar10(split: str, data_dir: Path, download: bool) -> ArrayDataset:
     >>> load_cifar10("test", Path("~/.cache/cnnlab/datasets").expanduser(), True).images.shape  # doctest: +SKIP
     torch.Size([10000, 3, 32, 32])
     """
-    names = BATCHES[split]
-    location = locate_or_download(
-        "cifar10", split, data_dir, download, find=lambda: _find(data_dir, names),
-        expected=[ARCHIVE], folder=data_dir,
-        note=lambda: f" (or its extracted {FOLDER}/ with {', '.join(names)})" + _partial_note(data_dir, names))
-    files = _read_files(location, [*names, META])
-    missing = [n for n in names if n not in files]
-    if missing:
-        raise CnnlabError(f"{location} has no {', '.join(missing)}; it is not a complete CIFAR-10 archive, "
-                          f"re-download {ARCHIVE}")
+    layout = _LAYOUTS["cifar10"]
+    names = layout.files[split]
+    location, files = _locate_and_read(layout, split, data_dir, download)
     parts = [_batch_arrays(read_cifar_pickle(files[n], f"{location}/{n}"), f"{location}/{n}") for n in names]
     images = np.concatenate([p[0] for p in parts]).reshape(-1, 3, 32, 32)  # rows are R, G, B planes: CHW
     labels = np.concatenate([p[1] for p in parts])
@@ -116,31 +138,89 @@ def load_cifar10(split: str, data_dir: Path, download: bool) -> ArrayDataset:
     return ArrayDataset(torch.from_numpy(images), torch.from_numpy(labels), class_names, name="cifar10")
 
 
-def _candidates(data_dir: Path) -> list[Path]:
-    return [data_dir, data_dir / "cifar10", data_dir / "cifar-10"]
+def load_cifar100(split: str, data_dir: Path, download: bool, label_mode: str = "fine") -> ArrayDataset:
+    """CIFAR-100 split "train" (50,000) or "test" (10,000) as (N, 3, 32, 32) uint8, labelled by
+    `label_mode` "fine" (100 classes) or "coarse" (their 20 superclasses).
+
+    >>> load_cifar100("test", Path("~/.cache/cnnlab/datasets").expanduser(), True).num_classes  # doctest: +SKIP
+    100
+    """
+    if label_mode not in CIFAR100_LABEL_MODES:
+        raise CnnlabError(f"CIFAR-100 label_mode must be 'fine' (100 classes) or 'coarse' (20 superclasses), "
+                          f"got {label_mode!r}")
+    layout, count, key = _LAYOUTS["cifar100"], _CIFAR100_CLASS_COUNTS[label_mode], f"{label_mode}_labels"
+    (name,) = layout.files[split]
+    location, files = _locate_and_read(layout, split, data_dir, download)
+    source = f"{location}/{name}"
+    data, labels = _batch_arrays(read_cifar_pickle(files[name], source), source, key, count, layout.title)
+    images = np.concatenate([data]).reshape(-1, 3, 32, 32)  # a writable copy; rows are R, G, B planes: CHW
+    class_names = [str(i) for i in range(count)]
+    if layout.meta in files:
+        meta = read_cifar_pickle(files[layout.meta], f"{location}/{layout.meta}")
+        listed = meta.get(f"{label_mode}_label_names", [])
+        class_names = [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in listed]
+        if len(class_names) != count:
+            raise CnnlabError(f"{location}/{layout.meta}: expected {count} {label_mode}_label_names, "
+                              f"got {len(class_names)}")
+    return ArrayDataset(torch.from_numpy(images), torch.from_numpy(labels), class_names, name="cifar100")
 
 
-def _find(data_dir: Path, names: list[str]) -> Path | None:
+def find_cifar(data_dir: Path, split: str, dataset: str = "cifar10") -> Path | None:
+    """Where `dataset`'s ("cifar10" or "cifar100") files for `split` are under `data_dir`, without
+    downloading: a complete extracted folder, else the archive; None when neither is there.
+
+    >>> import tempfile; root = Path(tempfile.mkdtemp())
+    >>> find_cifar(root, "test") is None
+    True
+    >>> (root / "cifar100").mkdir(); _ = (root / "cifar100" / "cifar-100-python.tar.gz").write_bytes(b"")
+    >>> find_cifar(root, "test", "cifar100").relative_to(root).as_posix()
+    'cifar100/cifar-100-python.tar.gz'
+    """
+    layout = _LAYOUTS[dataset]
+    return _find(data_dir, layout.files[split], layout)
+
+
+def _locate_and_read(layout: _Layout, split: str, data_dir: Path, download: bool) -> tuple[Path, dict[str, bytes]]:
+    """The folder or archive holding `split`'s batch files (downloaded if allowed), and their bytes and the meta's."""
+    names = layout.files[split]
+    location = locate_or_download(
+        layout.dataset, split, data_dir, download, find=lambda: _find(data_dir, names, layout),
+        expected=[layout.archive], folder=data_dir,
+        note=lambda: f" (or its extracted {layout.folder}/ with {', '.join(names)})"
+                     + _partial_note(data_dir, names, layout))
+    files = _read_files(location, [*names, layout.meta], layout.archive)
+    missing = [n for n in names if n not in files]
+    if missing:
+        raise CnnlabError(f"{location} has no {', '.join(missing)}; it is not a complete {layout.title} archive, "
+                          f"re-download {layout.archive}")
+    return location, files
+
+
+def _candidates(data_dir: Path, layout: _Layout) -> list[Path]:
+    return [data_dir, *(data_dir / sub for sub in layout.subfolders)]
+
+
+def _find(data_dir: Path, names: list[str], layout: _Layout) -> Path | None:
     """The first complete extracted folder, else the first archive (checked when it is read)."""
-    for folder in _candidates(data_dir):
-        if all((folder / FOLDER / n).is_file() for n in names):
-            return folder / FOLDER
-    for folder in _candidates(data_dir):
-        if (folder / ARCHIVE).is_file():
-            return folder / ARCHIVE
+    for folder in _candidates(data_dir, layout):
+        if all((folder / layout.folder / n).is_file() for n in names):
+            return folder / layout.folder
+    for folder in _candidates(data_dir, layout):
+        if (folder / layout.archive).is_file():
+            return folder / layout.archive
     return None
 
 
-def _partial_note(data_dir: Path, names: list[str]) -> str:
-    for folder in _candidates(data_dir):
-        present = [n for n in names if (folder / FOLDER / n).is_file()]
+def _partial_note(data_dir: Path, names: list[str], layout: _Layout) -> str:
+    for folder in _candidates(data_dir, layout):
+        present = [n for n in names if (folder / layout.folder / n).is_file()]
         if present:
             missing = [n for n in names if n not in present]
-            return f"; {folder / FOLDER} lacks {', '.join(missing)}"
+            return f"; {folder / layout.folder} lacks {', '.join(missing)}"
     return ""
 
 
-def _read_files(location: Path, names: list[str]) -> dict[str, bytes]:
+def _read_files(location: Path, names: list[str], archive_name: str) -> dict[str, bytes]:
     """The named files' bytes from an extracted folder or, without extracting, from the tar.gz."""
     if location.is_dir():
         return {n: (location / n).read_bytes() for n in names if (location / n).is_file()}
@@ -155,24 +235,27 @@ def _read_files(location: Path, names: list[str]) -> dict[str, bytes]:
                         found[base] = extracted.read()
     except (tarfile.TarError, OSError, EOFError, zlib.error) as error:
         raise CnnlabError(f"could not read archive {str(location)!r} ({one_line(error)}); "
-                          f"re-download {ARCHIVE}") from error
+                          f"re-download {archive_name}") from error
     return found
 
 
-def _batch_arrays(batch: dict[str, Any], source: str) -> tuple[np.ndarray, np.ndarray]:
+def _batch_arrays(batch: dict[str, Any], source: str, label_key: str = "labels", num_classes: int = 10,
+                  title: str = "CIFAR-10") -> tuple[np.ndarray, np.ndarray]:
     data = batch.get("data")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         got = f"{data.shape} {data.dtype}" if isinstance(data, np.ndarray) else type(data).__name__
         raise CnnlabError(f"{source}: 'data' must be a uint8 array (N, 3072), got {got}; "
-                          f"this is not a CIFAR-10 batch file")
-    if "labels" not in batch:
-        hint = " (this looks like CIFAR-100, which cnnlab does not read)" if "fine_labels" in batch else ""
-        raise CnnlabError(f"{source}: no 'labels' entry{hint}; expected a CIFAR-10 batch file")
+                          f"this is not a {title} batch file")
+    if label_key not in batch:
+        hint = (" (this looks like a CIFAR-100 file)" if "fine_labels" in batch
+                else " (this looks like a CIFAR-10 file)" if "labels" in batch else "")
+        raise CnnlabError(f"{source}: no {label_key!r} entry{hint}; expected a {title} batch file")
     try:
-        labels = np.asarray(batch["labels"], dtype=np.int64)
+        labels = np.asarray(batch[label_key], dtype=np.int64)
     except (TypeError, ValueError) as error:
-        raise CnnlabError(f"{source}: 'labels' are not integers ({one_line(error)})") from error
-    if labels.shape != (len(data),) or (len(data) and not 0 <= labels.min() <= labels.max() <= 9):
-        raise CnnlabError(f"{source}: expected {len(data)} labels in 0..9, got shape {labels.shape} "
+        raise CnnlabError(f"{source}: {label_key!r} are not integers ({one_line(error)})") from error
+    top = num_classes - 1
+    if labels.shape != (len(data),) or (len(data) and not 0 <= labels.min() <= labels.max() <= top):
+        raise CnnlabError(f"{source}: expected {len(data)} {label_key} in 0..{top}, got shape {labels.shape} "
                           f"spanning {labels.min() if labels.size else '-'}..{labels.max() if labels.size else '-'}")
     return data, labels

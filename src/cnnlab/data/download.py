@@ -22,7 +22,8 @@ T = TypeVar("T")
 # Long enough for a slow mirror to answer, short enough that an offline machine fails in seconds.
 DOWNLOAD_TIMEOUT_S = 10.0
 
-_TORCHVISION_CLASSES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10"}
+_TORCHVISION_CLASSES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "CIFAR10",
+                        "cifar100": "CIFAR100"}
 
 
 def locate_or_download(dataset: str, split: str, data_dir: Path, download: bool, find: Callable[[], T | None],

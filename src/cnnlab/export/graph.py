@@ -23,6 +23,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError, first_line
 from cnnlab.models.files import ModelCard
+from cnnlab.training.objectives import probabilities
 from cnnlab.versions import versions
 
 __all__ = ["PixelModel", "to_onnx", "export_metadata", "EXPORTERS", "INPUT_NAME", "OUTPUT_NAME",
@@ -61,7 +62,7 @@ class PixelModel(nn.Module):
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = pixels.to(torch.float32) / 255.0           # (N, C, H, W) in [0, 1], as float_images does
         out = self.model(x)                             # (N, classes)
-        return out, (out if self.outputs == "probabilities" else torch.softmax(out, dim=1))
+        return out, probabilities(out, self.outputs)  # a binary model's one output becomes (1 - p, p)
 
 
 def export_metadata(card: ModelCard, exporter: str, quantization: str | None = None) -> dict[str, Any]:

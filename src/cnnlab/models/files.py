@@ -46,6 +46,9 @@ class ModelCard:
     # {"level": 1 or 2, "flip": bool}: the test-time augmentation the model's own test accuracy was measured
     # with (speed-run models), which `cnnlab evaluate` applies too; {} for none
     test_time_augmentation: dict[str, Any] = field(default_factory=dict)
+    # what Keras's model.compile was given ({"loss": ..., "optimizer": ..., "metrics": [...]}), so that
+    # keras.models.load_model returns a model ready to fit again; {} for models trained otherwise
+    training_config: dict[str, Any] = field(default_factory=dict)
 
 
 def _architecture(model: nn.Module) -> dict[str, Any]:
@@ -62,8 +65,12 @@ def _architecture(model: nn.Module) -> dict[str, Any]:
 
 
 def save_model(model: nn.Module, path: str | Path, class_names: list[str], input_shape: list[int] | tuple[int, ...],
-               metrics: dict[str, float] | None = None, test_time_augmentation: dict[str, Any] | None = None) -> Path:
-    """Write `path` (.safetensors) and its .json description; return the .safetensors path.
+               metrics: dict[str, float] | None = None, test_time_augmentation: dict[str, Any] | None = None,
+               training_config: dict[str, Any] | None = None, keep_suffix: bool = False) -> Path:
+    """Write `path` (.safetensors) and its .json description; return the model file's path.
+
+    `keep_suffix` keeps the file name as given (Keras's `model.save("m.keras")`): the file is a
+    safetensors file all the same, and the description goes beside it as `m.json`.
 
     >>> import tempfile; from cnnlab.models.zoo import build_model
     >>> p = save_model(build_model("seed-mnist"), Path(tempfile.mkdtemp()) / "m.safetensors",
@@ -71,9 +78,10 @@ def save_model(model: nn.Module, path: str | Path, class_names: list[str], input
     >>> load_model(p)[1].class_names[:3]
     ['0', '1', '2']
     """
-    path = Path(path).with_suffix(".safetensors")
+    path = Path(path) if keep_suffix and Path(path).suffix != ".json" else Path(path).with_suffix(".safetensors")
     card = ModelCard(_architecture(model), list(class_names), list(input_shape), output_kind(model),
-                     metrics=dict(metrics or {}), test_time_augmentation=dict(test_time_augmentation or {}))
+                     metrics=dict(metrics or {}), test_time_augmentation=dict(test_time_augmentation or {}),
+                     training_config=dict(training_config or {}))
     problem = _tta_problem(card.test_time_augmentation)
     if problem:
         raise CnnlabError(f"save_model: {problem}")
@@ -126,7 +134,7 @@ def parse_card(text: str, where: str, fix: str) -> ModelCard:
         data = json.loads(text)
         card = ModelCard(**{k: data[k] for k in ("architecture", "class_names", "input_shape")},
                          **{k: data[k] for k in ("outputs", "preprocessing", "metrics", "versions", "format",
-                                                 "test_time_augmentation") if k in data})
+                                                 "test_time_augmentation", "training_config") if k in data})
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise CnnlabError(f"{where}: the model description is damaged or incomplete ({exc!r}); {fix}") from None
     problem = _card_problem(card)
@@ -150,8 +158,8 @@ def _card_problem(card: ModelCard) -> str:
         return f"input_shape must be [height, width, channels], three positive integers, got {card.input_shape!r:.80}"
     if card.outputs not in ("logits", "probabilities"):
         return f"outputs must be 'logits' or 'probabilities', got {card.outputs!r:.80}"
-    if not isinstance(card.preprocessing, dict) or not isinstance(card.metrics, dict):
-        return "preprocessing and metrics must be objects"
+    if not all(isinstance(v, dict) for v in (card.preprocessing, card.metrics, card.training_config)):
+        return "preprocessing, metrics and training_config must be objects"
     return _tta_problem(card.test_time_augmentation)
 
 
@@ -199,12 +207,12 @@ def load_model(source: str | Path) -> tuple[nn.Module, ModelCard]:
     except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, SafetensorError) as exc:
         raise CnnlabError(f"{path}: the weights do not match the described architecture ({one_line(exc)}); "
                           f"the file was altered or written by another program") from None
-    built_shape = getattr(model, "input_shape", None)
+    built_shape = getattr(model, "image_shape", None)
     if isinstance(built_shape, tuple) and len(built_shape) == 3 and built_shape[2] != card.input_shape[2]:
         raise CnnlabError(f"{path}: the architecture takes {built_shape[2]}-channel images but the description "
                           f"says input_shape {card.input_shape}; the file was altered: re-save the model with cnnlab")
     outputs = _output_count(model)
-    if outputs is not None and outputs != len(card.class_names):
+    if outputs is not None and outputs != len(card.class_names) and (outputs, len(card.class_names)) != (1, 2):
         raise CnnlabError(f"{path}: the model scores {outputs} classes but its description names "
                           f"{len(card.class_names)} ({', '.join(card.class_names[:5])}...); the file was altered: "
                           f"re-save the model with cnnlab")

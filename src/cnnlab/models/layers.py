@@ -92,24 +92,71 @@ class Layer(nn.Module):
     """Base of the Keras-style layers: `build(input_shape)` creates the weights, once.
 
     `input_shape` is (H, W, C) as the tutorials write it; only the first layer of a
-    `Sequential` needs it. `get_config()` returns the arguments that rebuild the layer, which is
-    what a saved model file stores as its architecture.
+    `Sequential` needs it. `name` is Keras's layer name (the model names unnamed layers
+    conv2d, conv2d_1, ...). `get_config()` returns the arguments that rebuild the layer, which is
+    what a saved model file stores as its architecture. `trainable = False` freezes the layer's
+    weights (and, as in Keras, runs a BatchNormalization layer in inference mode).
     """
 
-    def __init__(self, input_shape: Sequence[int] | None = None) -> None:
+    def __init__(self, input_shape: Sequence[int] | None = None, name: str | None = None,
+                 trainable: bool = True) -> None:
         super().__init__()
         self.input_shape_hwc = tuple(input_shape) if input_shape is not None else None
         self.built = False
-        self.output_shape: Shape | None = None
+        self.name = _check_name(name) if name is not None else None
+        self.name_given = name is not None  # saved in the architecture; automatic names are made again on load
+        self._trainable = bool(trainable)
+        self.built_shape: Shape | None = None  # one sample's output shape, channels first
 
     def build(self, shape: Shape) -> Shape:
         """Create weights for one sample of `shape` (channels first); return the output shape."""
         self.built = True
-        self.output_shape = self.compute_output_shape(shape)
-        return self.output_shape
+        self.built_input_shape = shape
+        self.built_shape = self.compute_output_shape(shape)
+        self.trainable = self._trainable  # weights created now take the layer's trainable flag
+        return self.built_shape
 
     def compute_output_shape(self, shape: Shape) -> Shape:
         return shape
+
+    @property
+    def output_shape(self) -> tuple[int | None, ...]:
+        """Keras's output shape with the batch axis: (None, H, W, C) or (None, units)."""
+        if self.built_shape is None:
+            raise CnnlabError(f"layer {self.name or type(self).__name__} has no output shape yet: it is built when "
+                              f"the model knows its input shape (give input_shape=(H, W, C) to the first layer)")
+        return (None, *_keras_order(self.built_shape))
+
+    @property
+    def trainable(self) -> bool:
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        self._trainable = bool(value)
+        for p in self.parameters():
+            p.requires_grad_(self._trainable)
+
+    def count_params(self) -> int:
+        """Weights of this layer, as Keras counts them (BatchNorm's moving statistics included)."""
+        return sum(t.numel() for t in self.keras_weights())
+
+    def keras_weights(self) -> list[torch.Tensor]:
+        """This layer's weights in Keras's order and layouts (a Conv2D kernel is (kh, kw, in, out))."""
+        return []
+
+    def set_keras_weights(self, weights: Sequence[torch.Tensor]) -> None:
+        """Take weights in Keras's order and layouts (what `keras_weights` returns)."""
+        if weights:
+            raise CnnlabError(f"layer {self.name or type(self).__name__} has no weights but got {len(weights)} arrays")
+
+    def get_weights(self) -> list[Any]:
+        """Keras's `layer.get_weights()`: NumPy arrays in Keras's order and layouts."""
+        return [t.detach().cpu().numpy().copy() for t in self.keras_weights()]
+
+    def set_weights(self, weights: Sequence[Any]) -> None:
+        """Keras's `layer.set_weights(arrays)`, arrays in Keras's layouts (shapes checked)."""
+        self.set_keras_weights([torch.as_tensor(w) for w in weights])
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if not self.built and args and isinstance(args[0], torch.Tensor):
@@ -118,10 +165,77 @@ class Layer(nn.Module):
         return super().__call__(*args, **kwargs)
 
     def get_config(self) -> dict[str, Any]:
-        return {}
+        return _named(self)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+
+
+def _keras_order(shape: Shape) -> Shape:
+    """(C, H, W) -> (H, W, C); vectors unchanged."""
+    return (shape[1], shape[2], shape[0]) if len(shape) == 3 else tuple(shape)
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not name or "." in name or not name.isprintable():
+        raise CnnlabError(f"a layer name must be a non-empty string without '.', like 'conv_1'; got {name!r}")
+    return name
+
+
+def _assign(target: torch.Tensor, value: object, what: str) -> None:
+    """Copy `value` (array or tensor) into `target`, shapes checked."""
+    tensor = torch.as_tensor(value, dtype=target.dtype)
+    if tuple(tensor.shape) != tuple(target.shape):
+        raise CnnlabError(f"{what}: expected an array of shape {tuple(target.shape)}, got {tuple(tensor.shape)}")
+    with torch.no_grad():
+        target.copy_(tensor)
+
+
+def _expect_count(layer: Layer, weights: Sequence[object], count: int) -> None:
+    if len(weights) != count:
+        raise CnnlabError(f"layer {layer.name or type(layer).__name__} takes {count} weight arrays "
+                          f"(Keras's order: layer.get_weights()), got {len(weights)}")
+
+
+def _named(layer: Layer) -> dict[str, Any]:
+    """The layer's name for its config when the user chose it (automatic names are made again on load)."""
+    return {"name": layer.name} if layer.name_given else {}
+
+
+INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal", "lecun_uniform", "lecun_normal",
+                "zeros", "ones", "random_normal", "random_uniform")
+TRUNCATION = 0.87962566103423978  # std of a unit normal truncated at +-2: Keras divides by it so the std is right
+
+
+def _initializer(name: object, what: str) -> str:
+    if not isinstance(name, str) or name.lower() not in INITIALIZERS:
+        raise CnnlabError(f"{what}: unknown initializer {name!r}.{did_you_mean(str(name), INITIALIZERS)} "
+                          f"Use one of: {', '.join(INITIALIZERS)}.")
+    return name.lower()
+
+
+@torch.no_grad()
+def initialize(tensor: torch.Tensor, name: str, fan_in: int, fan_out: int) -> None:
+    """Fill `tensor` as Keras's initializer `name` does (the 'normal' variance-scaling ones are truncated).
+
+    >>> w = torch.empty(64, 32); initialize(w, "he_normal", fan_in=32, fan_out=64)
+    >>> bool(w.abs().max() <= 2 * 0.25 / TRUNCATION)  # std sqrt(2 / 32) = 0.25, cut at two (pre-scale) stds
+    True
+    """
+    if name in ("zeros", "ones"):
+        tensor.fill_(0.0 if name == "zeros" else 1.0)
+        return
+    if name in ("random_normal", "random_uniform"):  # Keras: stddev 0.05 / range +-0.05
+        tensor.normal_(0.0, 0.05) if name == "random_normal" else tensor.uniform_(-0.05, 0.05)
+        return
+    family, dist = name.split("_")
+    scale = {"glorot": 2.0 / (fan_in + fan_out), "he": 2.0 / fan_in, "lecun": 1.0 / fan_in}[family]
+    if dist == "uniform":
+        limit = math.sqrt(3.0 * scale)
+        tensor.uniform_(-limit, limit)
+    else:
+        std = math.sqrt(scale) / TRUNCATION
+        nn.init.trunc_normal_(tensor, 0.0, std, -2 * std, 2 * std)
 
 
 def _expect_image(shape: Shape, where: str) -> tuple[int, int, int]:
@@ -140,8 +254,11 @@ class Conv2D(Layer):
 
     def __init__(self, filters: int, kernel_size: int | Sequence[int], strides: int | Sequence[int] = 1,
                  padding: str = "valid", activation: str | None = None, use_bias: bool = True,
-                 input_shape: Sequence[int] | None = None) -> None:
-        super().__init__(input_shape)
+                 input_shape: Sequence[int] | None = None, name: str | None = None, trainable: bool = True,
+                 kernel_initializer: str = "glorot_uniform", bias_initializer: str = "zeros") -> None:
+        super().__init__(input_shape, name, trainable)
+        self.kernel_initializer = _initializer(kernel_initializer, "Conv2D kernel_initializer")
+        self.bias_initializer = _initializer(bias_initializer, "Conv2D bias_initializer")
         if not isinstance(filters, int) or filters <= 0:
             raise CnnlabError(f"Conv2D: filters must be a positive int; got {filters!r}")
         self.filters = filters
@@ -156,8 +273,10 @@ class Conv2D(Layer):
         c, h, w = _expect_image(shape, "Conv2D")
         kh, kw = self.kernel_size
         self.weight = nn.Parameter(torch.empty(self.filters, c, kh, kw))
-        nn.init.xavier_uniform_(self.weight)  # Keras default: glorot_uniform
-        self.bias = nn.Parameter(torch.zeros(self.filters)) if self.use_bias else None
+        initialize(self.weight, self.kernel_initializer, fan_in=c * kh * kw, fan_out=self.filters * kh * kw)
+        self.bias = nn.Parameter(torch.empty(self.filters)) if self.use_bias else None
+        if self.bias is not None:
+            initialize(self.bias, self.bias_initializer, fan_in=c * kh * kw, fan_out=self.filters * kh * kw)
         if self.padding == "same":
             top, bottom = same_padding(h, kh, self.strides[0])
             left, right = same_padding(w, kw, self.strides[1])
@@ -182,17 +301,34 @@ class Conv2D(Layer):
         act = ACTIVATIONS[self.activation] if self.activation else None
         return act(x) if act else x
 
+    def keras_weights(self) -> list[torch.Tensor]:
+        kernel = self.weight.detach().permute(2, 3, 1, 0)  # (out, in, kh, kw) -> Keras's (kh, kw, in, out)
+        return [kernel] + ([self.bias.detach()] if self.bias is not None else [])
+
+    def set_keras_weights(self, weights: Sequence[torch.Tensor]) -> None:
+        _expect_count(self, weights, 2 if self.bias is not None else 1)
+        _assign(self.weight, torch.as_tensor(weights[0]).permute(3, 2, 0, 1), f"{self.name} kernel (kh, kw, in, out)")
+        if self.bias is not None:
+            _assign(self.bias, weights[1], f"{self.name} bias")
+
     def get_config(self) -> dict[str, Any]:
         return {"filters": self.filters, "kernel_size": list(self.kernel_size), "strides": list(self.strides),
-                "padding": self.padding, "activation": self.activation, "use_bias": self.use_bias}
+                "padding": self.padding, "activation": self.activation, "use_bias": self.use_bias,
+                **_named(self)}
 
 
 class Dense(Layer):
     """Fully connected layer: Dense(units, activation)."""
 
     def __init__(self, units: int, activation: str | None = None, use_bias: bool = True,
-                 input_shape: Sequence[int] | None = None) -> None:
-        super().__init__(input_shape)
+                 input_shape: Sequence[int] | None = None, name: str | None = None, trainable: bool = True,
+                 kernel_initializer: str = "glorot_uniform", bias_initializer: str = "zeros") -> None:
+        super().__init__(input_shape, name, trainable)
+        self.kernel_initializer = _initializer(kernel_initializer, "Dense kernel_initializer")
+        self.bias_initializer = _initializer(bias_initializer, "Dense bias_initializer")
+        # (C, H, W) of the image a Flatten just before this layer unrolled: Keras unrolls it (H, W, C)
+        # first, so Keras-layout kernels get their rows reordered (set by Sequential)
+        self.flattened_from: Shape | None = None
         if not isinstance(units, int) or units <= 0:
             raise CnnlabError(f"Dense: units must be a positive int; got {units!r}")
         self.units = units
@@ -204,8 +340,10 @@ class Dense(Layer):
             raise CnnlabError(f"Dense needs a flat input but gets shape {shape} (C, H, W); "
                               f"add Flatten() or GlobalAveragePooling2D() before it")
         self.weight = nn.Parameter(torch.empty(self.units, shape[0]))
-        nn.init.xavier_uniform_(self.weight)
-        self.bias = nn.Parameter(torch.zeros(self.units)) if self.use_bias else None
+        initialize(self.weight, self.kernel_initializer, fan_in=shape[0], fan_out=self.units)
+        self.bias = nn.Parameter(torch.empty(self.units)) if self.use_bias else None
+        if self.bias is not None:
+            initialize(self.bias, self.bias_initializer, fan_in=shape[0], fan_out=self.units)
         return super().build(shape)
 
     def compute_output_shape(self, shape: Shape) -> Shape:
@@ -216,16 +354,37 @@ class Dense(Layer):
         act = ACTIVATIONS[self.activation] if self.activation else None
         return act(x) if act else x
 
+    def keras_weights(self) -> list[torch.Tensor]:
+        kernel = self.weight.detach()  # (units, in)
+        if self.flattened_from is not None:  # rows unrolled (C, H, W) here, (H, W, C) in Keras
+            kernel = kernel.reshape(self.units, *self.flattened_from).permute(0, 2, 3, 1).reshape(self.units, -1)
+        return [kernel.t()] + ([self.bias.detach()] if self.bias is not None else [])
+
+    def set_keras_weights(self, weights: Sequence[torch.Tensor]) -> None:
+        _expect_count(self, weights, 2 if self.bias is not None else 1)
+        kernel = torch.as_tensor(weights[0])
+        if kernel.ndim != 2 or tuple(kernel.shape) != (self.weight.shape[1], self.units):
+            raise CnnlabError(f"{self.name} kernel: expected an array of shape {(self.weight.shape[1], self.units)} "
+                              f"(in, units), got {tuple(kernel.shape)}")
+        kernel = kernel.t()
+        if self.flattened_from is not None:
+            c, h, w = self.flattened_from
+            kernel = kernel.reshape(self.units, h, w, c).permute(0, 3, 1, 2).reshape(self.units, -1)
+        _assign(self.weight, kernel, f"{self.name} kernel")
+        if self.bias is not None:
+            _assign(self.bias, weights[1], f"{self.name} bias")
+
     def get_config(self) -> dict[str, Any]:
-        return {"units": self.units, "activation": self.activation, "use_bias": self.use_bias}
+        return {"units": self.units, "activation": self.activation, "use_bias": self.use_bias, **_named(self)}
 
 
 class _Pooling2D(Layer):
     mode = "max"
 
     def __init__(self, pool_size: int | Sequence[int] = (2, 2), strides: int | Sequence[int] | None = None,
-                 padding: str = "valid", input_shape: Sequence[int] | None = None) -> None:
-        super().__init__(input_shape)
+                 padding: str = "valid", input_shape: Sequence[int] | None = None, name: str | None = None,
+                 trainable: bool = True) -> None:
+        super().__init__(input_shape, name, trainable)
         name = type(self).__name__
         self.pool_size = _pair(pool_size, f"{name} pool_size")
         self.strides = _pair(strides, f"{name} strides") if strides is not None else self.pool_size
@@ -262,7 +421,8 @@ class _Pooling2D(Layer):
         return total / count
 
     def get_config(self) -> dict[str, Any]:
-        return {"pool_size": list(self.pool_size), "strides": list(self.strides), "padding": self.padding}
+        return {"pool_size": list(self.pool_size), "strides": list(self.strides), "padding": self.padding,
+                **_named(self)}
 
 
 class MaxPooling2D(_Pooling2D):
@@ -300,8 +460,9 @@ class GlobalAveragePooling2D(Layer):
 class Dropout(Layer):
     """Dropout(rate): zeroes a fraction of activations while training, none at inference."""
 
-    def __init__(self, rate: float, input_shape: Sequence[int] | None = None) -> None:
-        super().__init__(input_shape)
+    def __init__(self, rate: float, input_shape: Sequence[int] | None = None, name: str | None = None,
+                 trainable: bool = True) -> None:
+        super().__init__(input_shape, name, trainable)
         if not 0.0 <= rate < 1.0:
             raise CnnlabError(f"Dropout: rate must be in [0, 1); got {rate!r}")
         self.rate = float(rate)
@@ -310,14 +471,15 @@ class Dropout(Layer):
         return F.dropout(x, self.rate, self.training)
 
     def get_config(self) -> dict[str, Any]:
-        return {"rate": self.rate}
+        return {"rate": self.rate, **_named(self)}
 
 
 class Activation(Layer):
     """Activation('relu') as a layer of its own."""
 
-    def __init__(self, activation: str, input_shape: Sequence[int] | None = None) -> None:
-        super().__init__(input_shape)
+    def __init__(self, activation: str, input_shape: Sequence[int] | None = None, name: str | None = None,
+                 trainable: bool = True) -> None:
+        super().__init__(input_shape, name, trainable)
         self.activation = _activation(activation, "Activation")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -325,7 +487,7 @@ class Activation(Layer):
         return act(x) if act else x
 
     def get_config(self) -> dict[str, Any]:
-        return {"activation": self.activation}
+        return {"activation": self.activation, **_named(self)}
 
 
 class BatchNormalization(Layer):
@@ -340,8 +502,8 @@ class BatchNormalization(Layer):
     running_var: torch.Tensor
 
     def __init__(self, momentum: float = 0.99, epsilon: float = 1e-3,
-                 input_shape: Sequence[int] | None = None) -> None:
-        super().__init__(input_shape)
+                 input_shape: Sequence[int] | None = None, name: str | None = None, trainable: bool = True) -> None:
+        super().__init__(input_shape, name, trainable)
         if not 0.0 <= momentum < 1.0:
             raise CnnlabError(f"BatchNormalization: momentum must be in [0, 1); got {momentum!r}")
         self.momentum = float(momentum)
@@ -356,11 +518,21 @@ class BatchNormalization(Layer):
         return super().build(shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # A frozen BatchNorm layer normalizes with its moving statistics and leaves them alone (Keras 2+)
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
-                            self.training, 1.0 - self.momentum, self.epsilon)
+                            self.training and self.trainable, 1.0 - self.momentum, self.epsilon)
+
+    def keras_weights(self) -> list[torch.Tensor]:
+        return [self.weight.detach(), self.bias.detach(), self.running_mean, self.running_var]  # gamma, beta, ...
+
+    def set_keras_weights(self, weights: Sequence[torch.Tensor]) -> None:
+        _expect_count(self, weights, 4)
+        for target, value, what in zip((self.weight, self.bias, self.running_mean, self.running_var), weights,
+                                       ("gamma", "beta", "moving_mean", "moving_variance"), strict=True):
+            _assign(target, value, f"{self.name} {what}")
 
     def get_config(self) -> dict[str, Any]:
-        return {"momentum": self.momentum, "epsilon": self.epsilon}
+        return {"momentum": self.momentum, "epsilon": self.epsilon, **_named(self)}
 
 
 class Residual(Layer):
@@ -371,8 +543,8 @@ class Residual(Layer):
     """
 
     def __init__(self, body: Sequence[Layer], shortcut: Sequence[Layer] = (), activation: str | None = "relu",
-                 input_shape: Sequence[int] | None = None) -> None:
-        super().__init__(input_shape)
+                 input_shape: Sequence[int] | None = None, name: str | None = None, trainable: bool = True) -> None:
+        super().__init__(input_shape, name, trainable)
         self.body = _named_stack(body)
         self.shortcut = _named_stack(shortcut)
         self.activation = _activation(activation, "Residual")
@@ -383,7 +555,8 @@ class Residual(Layer):
         if out != skip:
             raise CnnlabError(f"Residual: the body gives shape {out} but the shortcut gives {skip} (C, H, W); "
                               f"add a shortcut such as Conv2D(filters, 1, strides=...) to match them")
-        self.built, self.output_shape = True, out
+        self.built, self.built_input_shape, self.built_shape = True, shape, out
+        self.trainable = self._trainable
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -393,7 +566,18 @@ class Residual(Layer):
 
     def get_config(self) -> dict[str, Any]:
         return {"body": [_layer_config(m) for m in self.body], "shortcut": [_layer_config(m) for m in self.shortcut],
-                "activation": self.activation}
+                "activation": self.activation, **_named(self)}
+
+    def keras_weights(self) -> list[torch.Tensor]:
+        return [w for layer in (*self.body, *self.shortcut) for w in layer.keras_weights()]  # type: ignore[operator]
+
+    def set_keras_weights(self, weights: Sequence[torch.Tensor]) -> None:
+        _expect_count(self, weights, len(self.keras_weights()))
+        start = 0
+        for layer in (*self.body, *self.shortcut):
+            n = len(layer.keras_weights())  # type: ignore[operator]
+            layer.set_keras_weights(weights[start:start + n])  # type: ignore[operator]
+            start += n
 
 
 def ResidualBlock(filters: int, strides: int = 1, project: bool = False, momentum: float = 0.99) -> Residual:
@@ -421,22 +605,21 @@ def _keras_name(cls_name: str) -> str:
 
 
 def _named_stack(layers: Sequence[Layer]) -> nn.Sequential:
-    names: dict[str, int] = {}
     named: OrderedDict[str, nn.Module] = OrderedDict()
     for layer in layers:
         if not isinstance(layer, nn.Module):
             raise CnnlabError(f"expected a layer such as Conv2D(...) but got {layer!r}")
-        base = _keras_name(type(layer).__name__)
-        count = names.get(base, 0)
-        names[base] = count + 1
-        named[base if count == 0 else f"{base}_{count}"] = layer
+        name = _unique_name(layer, named)
+        if isinstance(layer, Layer):
+            layer.name = name
+        named[name] = layer
     return nn.Sequential(named)
 
 
 def _build_stack(stack: Iterable[nn.Module], shape: Shape) -> Shape:
     for layer in stack:
         if isinstance(layer, Layer):
-            shape = layer.build(shape) if not layer.built else layer.output_shape or shape
+            shape = layer.build(shape) if not layer.built else layer.built_shape or shape
         else:  # a plain torch module: trace its shape with a dummy sample
             with torch.no_grad():
                 shape = tuple(layer.eval()(torch.zeros(1, *shape)).shape[1:])
@@ -470,45 +653,136 @@ def layer_from_config(config: dict[str, Any]) -> Layer:
 
 
 class Sequential(nn.Sequential):
-    """A stack of layers, built from the first layer's input_shape (or `input_shape=`).
+    """A stack of layers, as Keras's Sequential: from a list, or grown with `add` (and `pop`).
 
-    Children are named as Keras names them (conv2d, max_pooling2d, conv2d_1, ...), so the
-    summary reads like the tutorials'. `outputs` says whether the last layer emits
-    probabilities (a softmax) or logits; the loss and `predict` use it.
+    The stack is built (weights created, shapes known) as soon as it knows its input shape:
+    from the first layer's `input_shape`, from `input_shape=`, or later from `build((H, W, C))`.
+    Children are named as Keras names them (conv2d, max_pooling2d, conv2d_1, ...) unless a
+    layer has a `name`, so the summary reads like the tutorials'. `output_kind` says whether
+    the last layer emits probabilities (a softmax or sigmoid) or logits, read from the last layer
+    every time: the loss and `predict` use it.
 
-    >>> m = Sequential([Conv2D(8, 3, input_shape=(28, 28, 1)), Flatten(), Dense(10, activation="softmax")])
-    >>> m(torch.zeros(2, 1, 28, 28)).shape, m.outputs
-    (torch.Size([2, 10]), 'probabilities')
+    >>> m = Sequential([Conv2D(8, 3, input_shape=(28, 28, 1)), Flatten()])
+    >>> m.add(Dense(10, activation="softmax"))
+    >>> m(torch.zeros(2, 1, 28, 28)).shape, m.output_kind, m.image_shape
+    (torch.Size([2, 10]), 'probabilities', (28, 28, 1))
     """
 
-    def __init__(self, layers: Sequence[Layer], input_shape: Sequence[int] | None = None) -> None:
-        if not layers:
-            raise CnnlabError("Sequential needs at least one layer")
-        super().__init__(OrderedDict(_named_stack(layers).named_children()))
-        first = layers[0]
-        hwc = input_shape or getattr(first, "input_shape_hwc", None)
-        if hwc is None:
-            raise CnnlabError("Sequential: give the input shape, e.g. Conv2D(..., input_shape=(28, 28, 1)) "
-                              "or Sequential([...], input_shape=(28, 28, 1))")
-        hwc = tuple(hwc)
+    def __init__(self, layers: Sequence[Layer] = (), input_shape: Sequence[int] | None = None,
+                 name: str | None = None) -> None:
+        super().__init__()
+        self.name = _check_name(name) if name is not None else "sequential"
+        self.image_shape: tuple[int, int, int] | None = None  # (H, W, C), once known
+        self.shapes: list[Shape] = []  # each layer's output shape for one sample, channels first
+        self._flattened: Shape | None = None  # see Dense.flattened_from
+        if isinstance(layers, nn.Module) or isinstance(layers, (str, bytes)):
+            raise CnnlabError(f"Sequential takes a list of layers, like Sequential([Conv2D(...), ...]); "
+                              f"got {type(layers).__name__}")
+        if input_shape is not None:
+            self.build(input_shape)
+        for layer in layers:
+            self.add(layer)
+
+    @property
+    def built(self) -> bool:
+        return self.image_shape is not None
+
+    @property
+    def output_kind(self) -> str:
+        """'probabilities' when the last layer is a softmax or sigmoid, else 'logits'."""
+        last = self[-1] if len(self) else None
+        return "probabilities" if getattr(last, "activation", None) in ("softmax", "sigmoid") else "logits"
+
+    def add(self, layer: Layer) -> None:
+        """Append a layer (built at once when the input shape is known)."""
+        if not isinstance(layer, nn.Module):
+            raise CnnlabError(f"Sequential.add expects a layer such as Conv2D(...) but got {layer!r}")
+        if not len(self) and not self.built and getattr(layer, "input_shape_hwc", None) is not None:
+            self.build(layer.input_shape_hwc)  # type: ignore[arg-type]
+        name = _unique_name(layer, self._modules)
+        if isinstance(layer, Layer):
+            layer.name = name
+        self.add_module(name, layer)
+        if self.built:
+            self._build_layer(layer)
+
+    def append(self, module: nn.Module) -> Sequential:
+        """torch's name for `add` (built and named the same way)."""
+        self.add(module)  # type: ignore[arg-type]
+        return self
+
+    def pop(self, key: int | slice = -1) -> nn.Module:  # type: ignore[override]
+        """Remove and return the last layer (Keras's pop takes no argument)."""
+        if key != -1:
+            raise CnnlabError("Sequential.pop removes the last layer only; build a new model to drop others")
+        if not len(self):
+            raise CnnlabError("Sequential.pop: the model has no layers to remove")
+        name = list(self._modules)[-1]
+        layer = self._modules.pop(name)
+        if self.shapes:
+            self.shapes.pop()
+        return layer
+
+    def build(self, input_shape: Sequence[int]) -> None:
+        """Create every layer's weights for images of `input_shape` = (H, W, C)."""
+        hwc = tuple(input_shape)
+        if len(hwc) == 4 and hwc[0] is None:  # Keras also accepts (None, H, W, C)
+            hwc = hwc[1:]
         if len(hwc) != 3 or not all(isinstance(v, int) and v > 0 for v in hwc):
             raise CnnlabError(f"input_shape must be (height, width, channels) like (28, 28, 1); got {hwc!r}")
-        self.input_shape = hwc
-        self.shapes: list[Shape] = []
-        shape: Shape = (hwc[2], hwc[0], hwc[1])
+        if self.built:
+            if hwc != self.image_shape:
+                raise CnnlabError(f"{self.name} was built for input shape {self.image_shape} (H, W, C) and cannot "
+                                  f"take {hwc}; build a new model for this input")
+            return
+        self.image_shape = hwc  # type: ignore[assignment]
         for layer in self:
-            shape = _build_stack([layer], shape)
-            self.shapes.append(shape)
-        last = layers[-1]
-        self.outputs = "probabilities" if getattr(last, "activation", None) == "softmax" else "logits"
+            self._build_layer(layer)
+
+    def _build_layer(self, layer: nn.Module) -> None:
+        assert self.image_shape is not None
+        h, w, c = self.image_shape
+        shape: Shape = self.shapes[-1] if self.shapes else (c, h, w)
+        if isinstance(layer, Dense) and self._flattened is not None and not layer.built:
+            layer.flattened_from = self._flattened
+        if isinstance(layer, Flatten):
+            self._flattened = shape if len(shape) == 3 else None
+        elif not isinstance(layer, (Dropout, Activation)):
+            self._flattened = None
+        self.shapes.append(_build_stack([layer], shape))
+
+    def require_built(self, where: str) -> tuple[int, int, int]:
+        """The input shape (H, W, C), or a one-line error naming `where`."""
+        if self.image_shape is None:
+            raise CnnlabError(f"{where}: {self.name} does not know its input shape yet; give the first layer "
+                              f"input_shape=(H, W, C) (e.g. Conv2D(32, 3, input_shape=(28, 28, 1))), or call "
+                              f"model.build((H, W, C)) or fit it on data first")
+        if not len(self):
+            raise CnnlabError(f"{where}: {self.name} has no layers; add some with model.add(...)")
+        return self.image_shape
 
     def layer_output_shapes(self) -> list[tuple[int, ...]]:
         """Each layer's output shape for one sample, as Keras prints it: (H, W, C) or (units,)."""
-        return [(s[1], s[2], s[0]) if len(s) == 3 else s for s in self.shapes]
+        return [_keras_order(s) for s in self.shapes]
 
     def get_config(self) -> dict[str, Any]:
-        return {"input_shape": list(self.input_shape), "layers": [_layer_config(m) for m in self]}
+        return {"input_shape": list(self.require_built("save")), "layers": [_layer_config(m) for m in self]}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Sequential:
         return cls([layer_from_config(c) for c in config["layers"]], input_shape=config["input_shape"])
+
+
+def _unique_name(layer: nn.Module, taken: dict[str, Any]) -> str:
+    """The layer's own name, else Keras's automatic one: conv2d, conv2d_1, conv2d_2, ..."""
+    given = getattr(layer, "name", None) if getattr(layer, "name_given", False) else None
+    if given is not None:
+        if given in taken:
+            raise CnnlabError(f"two layers are named {given!r}; layer names in a model must be unique")
+        return given
+    base = _keras_name(type(layer).__name__)
+    name, count = base, 0
+    while name in taken:
+        count += 1
+        name = f"{base}_{count}"
+    return name

@@ -93,14 +93,14 @@ class ConvBlock(nn.Module):
 class SpeedrunNet(nn.Module):
     """airbench94's network for `input_shape` (H, W, C) and `num_classes`, with block `widths`.
 
-    `outputs = "logits"` tells cnnlab's loss, evaluation and model files that the head has no softmax.
+    `output_kind = "logits"` tells cnnlab's loss, evaluation and model files that the head has no softmax.
 
     >>> net = SpeedrunNet((32, 32, 3), 10)
-    >>> net.whiten.out_channels, net.widths, net.outputs
+    >>> net.whiten.out_channels, net.widths, net.output_kind
     (24, (64, 256, 256), 'logits')
     """
 
-    outputs = "logits"
+    output_kind = "logits"
     mean: torch.Tensor  # (1, C, 1, 1) buffers: the training set's per-channel mean and std of [0, 1] pixels
     std: torch.Tensor
 
@@ -112,7 +112,7 @@ class SpeedrunNet(nn.Module):
         self.build_options = {"widths": list(self.widths)}  # saved in model files, so load_model rebuilds it
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
             raise CnnlabError(f"SpeedrunNet: num_classes must be an int >= 2, got {num_classes!r}")
-        self.input_shape = (height, width, channels)
+        self.image_shape = (height, width, channels)
         self.num_classes = num_classes
         # Set by init_whitening from the training data; until then the net sees images as they are.
         self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
@@ -169,7 +169,7 @@ def init_whitening(model: SpeedrunNet, images: torch.Tensor) -> SpeedrunNet:
     if not isinstance(model, SpeedrunNet):
         raise CnnlabError(f"init_whitening: model must be a SpeedrunNet, got {type(model).__name__}; "
                           f"build it with build_model('speedrun', ...) or SpeedrunNet(...)")
-    channels = model.input_shape[2]
+    channels = model.image_shape[2]
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] != channels or len(images) == 0:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise CnnlabError(f"init_whitening: images must be a non-empty (N, {channels}, H, W) tensor for this "

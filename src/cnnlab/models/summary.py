@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError, first_line
-from cnnlab.models.layers import Layer
+from cnnlab.models.layers import Layer, Sequential
 
 __all__ = ["LayerRow", "Summary", "model_summary", "count_parameters", "layer_modules"]
 
@@ -113,7 +113,9 @@ def model_summary(model: nn.Module, input_shape: Sequence[int] | None = None,
     >>> s.rows[0].output_shape, s.rows[0].params, s.total
     ((26, 26, 32), 320, 121930)
     """
-    hwc = tuple(input_shape) if input_shape is not None else getattr(model, "input_shape", None)
+    if input_shape is None and isinstance(model, Sequential):
+        input_shape = model.require_built("summary")
+    hwc = tuple(input_shape) if input_shape is not None else getattr(model, "image_shape", None)
     if hwc is None or len(hwc) != 3:
         raise CnnlabError(f"model_summary needs input_shape=(H, W, C) for {type(model).__name__}; got {hwc!r}")
     summary = Summary(input_shape=hwc)  # type: ignore[arg-type]

@@ -174,15 +174,15 @@ class TransferModel(nn.Module):
                  input_shape: Sequence[int], mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None, backbone_channels: int = 3) -> None:
         super().__init__()
-        self.backbone, self.input_shape = backbone, tuple(input_shape)
+        self.backbone, self.image_shape = backbone, tuple(input_shape)
         self.mean, self.std = (list(mean) if mean else None), (list(std) if std else None)
-        self.outputs = "logits"
+        self.output_kind = "logits"
         self.cnnlab_name = "transfer"
-        self.preprocess = Preprocess(self.input_shape[2], backbone_channels, self.mean, self.std)
+        self.preprocess = Preprocess(self.image_shape[2], backbone_channels, self.mean, self.std)
         self.features = nn.Sequential(*blocks)
-        h, w, _ = self.input_shape
+        h, w, _ = self.image_shape
         with torch.no_grad():
-            probe = self.features.eval()(self.preprocess(torch.zeros(1, self.input_shape[2], h, w)))
+            probe = self.features.eval()(self.preprocess(torch.zeros(1, self.image_shape[2], h, w)))
         if probe.dim() not in (2, 4) or (probe.dim() == 4 and min(probe.shape[2:]) < 1):
             raise CnnlabError(f"the backbone cannot take {h}x{w} images; use a larger --image-size")
         pool = [nn.AdaptiveAvgPool2d(1), nn.Flatten()] if probe.dim() == 4 else []  # image maps: GAP head
@@ -210,7 +210,7 @@ class TransferModel(nn.Module):
         return self
 
     def get_config(self) -> dict[str, Any]:
-        return {"backbone": self.backbone, "num_classes": self.num_classes, "input_shape": list(self.input_shape),
+        return {"backbone": self.backbone, "num_classes": self.num_classes, "input_shape": list(self.image_shape),
                 "mean": self.mean, "std": self.std, "backbone_channels": self.preprocess.backbone_channels,
                 "unfrozen_top": self.unfrozen_top}
 
@@ -239,7 +239,7 @@ def transfer_model(backbone: str | nn.Module, num_classes: int, input_shape: Seq
     torch.Size([2, 3])
     """
     if isinstance(backbone, Sequential):
-        h, w, c = backbone.input_shape
+        h, w, c = backbone.require_built("transfer_model")
         if tuple(input_shape)[2] != c:
             raise CnnlabError(f"the backbone model takes {c} channel(s) but the images have {input_shape[2]}")
         return TransferModel(backbone.get_config(), _sequential_blocks(backbone), num_classes, input_shape,

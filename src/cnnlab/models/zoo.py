@@ -231,8 +231,11 @@ def model_names() -> list[str]:
 
 
 def output_kind(model: nn.Module) -> str:
-    """'probabilities' when the model ends in a softmax (Keras style), else 'logits'."""
-    return str(getattr(model, "outputs", "logits"))
+    """'probabilities' when the model ends in a softmax or sigmoid (Keras style), else 'logits'.
+
+    Read from the model now, never cached: a layer appended after construction counts.
+    """
+    return str(getattr(model, "output_kind", "logits"))
 
 
 def build_model(name: str, input_shape: Sequence[int] | None = None, num_classes: int = 10,
@@ -267,4 +270,6 @@ def build_model(name: str, input_shape: Sequence[int] | None = None, num_classes
                 f"{spec.default_input_shape[0]} {spec.default_input_shape[1]}") from None
         model.train()
     model.cnnlab_name = name  # type: ignore[assignment]
+    if getattr(model, "image_shape", None) is None:  # the one model surface: every model knows its input
+        model.image_shape = shape  # type: ignore[assignment]
     return model

@@ -1,7 +1,9 @@
 """Keras-style callbacks. They observe each epoch's logs and set flags; they never own the loop.
 
-The loop calls `on_train_begin(state)`, `on_epoch_end(epoch, logs, state)` and
-`on_train_end(state)`. A callback stops training by setting `state.stop_training`, changes the
+The loop calls `on_train_begin(state)`, `on_epoch_begin(epoch, state)`, `on_epoch_end(epoch,
+logs, state)` and `on_train_end(state)`. `on_train_begin` starts the callback afresh, so one
+callback object serves several `fit` calls as Keras's do (a resumed run then puts its saved
+counters back). A callback stops training by setting `state.stop_training`, changes the
 learning rate by setting `state.lr` (the loop applies it), and keeps its own counters, which
 `state_dict()` returns (JSON values, or tensors) so a checkpoint can resume them exactly.
 """
@@ -38,6 +40,13 @@ class Callback:
     def on_train_begin(self, state: TrainState) -> None:
         pass
 
+    def on_epoch_begin(self, epoch: int, state: TrainState) -> None:
+        pass
+
+    def on_train_batch_end(self, step: int, logs: dict[str, float], state: TrainState) -> None:
+        """After each step, with the epoch's running loss and accuracy (called only where overridden:
+        it costs a synchronization per step)."""
+
     def on_epoch_end(self, epoch: int, logs: dict[str, float], state: TrainState) -> None:
         pass
 
@@ -61,7 +70,11 @@ class _Monitor:
         if mode not in ("min", "max"):
             raise CnnlabError(f"{who}: mode must be 'min', 'max' or 'auto'; got {mode!r}")
         self.monitor, self.mode, self.min_delta, self.who = monitor, mode, abs(min_delta), who
-        self.best = math.inf if mode == "min" else -math.inf
+        self.best = self.start()
+
+    def start(self) -> float:
+        """The worst value: anything seen improves on it."""
+        return math.inf if self.mode == "min" else -math.inf
 
     def value(self, logs: dict[str, float]) -> float:
         if self.monitor not in logs:
@@ -90,7 +103,10 @@ class EarlyStopping(Callback):
                  restore_best_weights: bool = False) -> None:
         self.tracker = _Monitor(monitor, mode, min_delta, "EarlyStopping")
         self.patience, self.restore_best_weights = patience, restore_best_weights
-        self.wait, self.stopped_epoch, self.best_epoch = 0, -1, -1
+        self.on_train_begin(None)
+
+    def on_train_begin(self, state: TrainState | None) -> None:
+        self.tracker.best, self.wait, self.stopped_epoch, self.best_epoch = self.tracker.start(), 0, -1, -1
         self.best_state: dict[str, torch.Tensor] | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float], state: TrainState) -> None:
@@ -134,7 +150,10 @@ class ReduceLROnPlateau(Callback):
             raise CnnlabError(f"ReduceLROnPlateau: factor must be between 0 and 1; got {factor!r}")
         self.tracker = _Monitor(monitor, mode, min_delta, "ReduceLROnPlateau")
         self.factor, self.patience, self.cooldown, self.min_lr = factor, patience, cooldown, min_lr
-        self.wait, self.cooldown_left = 0, 0
+        self.on_train_begin(None)
+
+    def on_train_begin(self, state: TrainState | None) -> None:
+        self.tracker.best, self.wait, self.cooldown_left = self.tracker.start(), 0, 0
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float], state: TrainState) -> None:
         value = self.tracker.value(logs)
@@ -165,7 +184,10 @@ class ModelCheckpoint(Callback):
                  save_best_only: bool = True, mode: str = "auto") -> None:
         self.path, self.save, self.save_best_only = Path(path), save, save_best_only
         self.tracker = _Monitor(monitor, mode, 0.0, "ModelCheckpoint")
-        self.saved_epoch = -1
+        self.on_train_begin(None)
+
+    def on_train_begin(self, state: TrainState | None) -> None:
+        self.tracker.best, self.saved_epoch = self.tracker.start(), -1
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float], state: TrainState) -> None:
         if self.save_best_only:
@@ -188,6 +210,9 @@ class CSVLogger(Callback):
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        self.on_train_begin(None)
+
+    def on_train_begin(self, state: TrainState | None) -> None:
         self.fields: list[str] | None = None
         self.rows = 0
 

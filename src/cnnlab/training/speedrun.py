@@ -51,7 +51,7 @@ from cnnlab.training.checkpoint import (
     write_checkpoint,
 )
 from cnnlab.training.devices import Runtime, resolve_runtime
-from cnnlab.training.loop import History
+from cnnlab.training.loop import History, Scores, evaluate
 from cnnlab.training.muon import Muon
 
 __all__ = ["SpeedrunConfig", "SpeedrunCheckpoints", "train_speedrun", "evaluate_tta", "time_training_steps",
@@ -434,14 +434,14 @@ def tta_logits(model: nn.Module, images: torch.Tensor, level: int, flip: bool = 
 
 @torch.no_grad()
 def evaluate_tta(model: nn.Module, data: ImageDataset, runtime: Runtime | None = None, level: int = 0, *,
-                 flip: bool = True, batch_size: int = EVAL_BATCH) -> dict[str, float]:
+                 flip: bool = True, batch_size: int = EVAL_BATCH) -> Scores:
     """Mean cross-entropy and accuracy of `model` on `data` with test-time augmentation `level` (see `tta_logits`).
 
     `flip=False` leaves the mirrored views out (for data where mirroring changes the class).
 
     >>> from cnnlab.data import load_dataset; from cnnlab.models.speedrun import SpeedrunNet
     >>> data = load_dataset("digits", split="test").subset(range(8))
-    >>> sorted(evaluate_tta(SpeedrunNet((28, 28, 1), 10, (8, 8, 8)), data, level=2, flip=False))
+    >>> sorted(evaluate_tta(SpeedrunNet((28, 28, 1), 10, (8, 8, 8)), data, level=2, flip=False).keys())
     ['accuracy', 'loss']
     """
     if level not in TTA_LEVELS or isinstance(level, bool):
@@ -449,22 +449,8 @@ def evaluate_tta(model: nn.Module, data: ImageDataset, runtime: Runtime | None =
                           f"got {level!r}")
     runtime = runtime if runtime is not None else resolve_runtime()
     _check_data(model, data, "evaluate_tta")
-    runtime.prepare(model).eval()
-    loss_sum = torch.zeros((), device=runtime.device)
-    correct = torch.zeros((), dtype=torch.int64, device=runtime.device)
-    seen = 0
-    for images, labels in data.batches(batch_size):
-        x = runtime.images(float_images(images.to(runtime.device, non_blocking=True)))
-        y = labels.to(runtime.device, non_blocking=True)
-        with runtime.autocast():
-            logits = tta_logits(model, x, level, flip).float()
-        loss_sum += F.cross_entropy(logits, y, reduction="sum")
-        correct += (logits.argmax(1) == y).sum()
-        seen += len(y)
-    if seen == 0:
-        raise CnnlabError(f"evaluate_tta: none of the {len(data)} images could be read; "
-                          f"check them with cnnlab check-data")
-    return {"loss": float(loss_sum) / seen, "accuracy": int(correct) / seen}
+    runtime.prepare(model)
+    return evaluate(model, data, batch_size, runtime, forward=lambda x: tta_logits(model, x, level, flip))
 
 
 def time_training_steps(model: SpeedrunNet, images: torch.Tensor, labels: torch.Tensor, config: SpeedrunConfig,
@@ -516,7 +502,7 @@ def _synchronize(device: torch.device) -> None:
 
 
 def _check_data(model: nn.Module, data: ImageDataset, where: str) -> None:
-    expected = getattr(model, "input_shape", None)
+    expected = getattr(model, "image_shape", None)
     if expected is not None and tuple(expected)[2] != data.input_shape[2]:
         raise CnnlabError(f"{where}: the model takes {expected[2]}-channel images but {data.name} has "
                           f"{data.input_shape[2]}; build the model for this data (input_shape={data.input_shape})")

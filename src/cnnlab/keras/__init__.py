@@ -1,0 +1,16 @@
+"""The tf.keras API on cnnlab's engine: tutorial programs run with only their import changed.
+
+    from tensorflow.keras import layers, models   ->   from cnnlab.keras import layers, models
+    from tensorflow import keras / import keras   ->   from cnnlab import keras
+    import tensorflow as tf; tf.keras.X           ->   from cnnlab import keras; keras.X
+
+Models are cnnlab models (`nn.Module`s): they train on cnnlab's engine (training/loop.py) and
+`model.save(...)` writes a cnnlab model file that every `cnnlab` command reads.
+"""
+
+from cnnlab.keras import backend, callbacks, datasets, layers, losses, mixed_precision, models, optimizers, utils
+from cnnlab.keras.layers import Input, InputLayer
+from cnnlab.keras.models import Sequential
+
+__all__ = ["backend", "callbacks", "datasets", "layers", "losses", "mixed_precision", "models", "optimizers", "utils",
+           "Input", "InputLayer", "Sequential"]

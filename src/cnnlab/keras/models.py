@@ -1,0 +1,93 @@
+"""Keras's models: `models.Sequential([...])`, `model.add(...)`, `load_model("m.keras")`.
+
+A `Sequential` here is cnnlab's Sequential (an `nn.Module` every cnnlab command takes) with
+Keras's model methods (keras/model.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from cnnlab.errors import CnnlabError
+from cnnlab.keras.layers import InputLayer
+from cnnlab.keras.losses import resolve_loss
+from cnnlab.keras.model import KerasModel
+from cnnlab.keras.optimizers import resolve_optimizer
+from cnnlab.models import layers as core
+from cnnlab.models.files import load_model as load_cnnlab_model
+
+__all__ = ["Sequential", "load_model"]
+
+
+class Sequential(KerasModel, core.Sequential):
+    """Keras's Sequential: a list of layers (an `Input(shape=...)` first, or `input_shape=` on the first
+    layer), or layers added one by one; built as soon as its input shape is known.
+
+    >>> from cnnlab.keras import layers
+    >>> model = Sequential([layers.Conv2D(32, (3, 3), activation="relu", input_shape=(28, 28, 1)),
+    ...                     layers.Flatten(), layers.Dense(10, activation="softmax")])
+    >>> model.count_params(), model.layers[0].output_shape
+    (216650, (None, 26, 26, 32))
+    """
+
+    def __init__(self, layers: Sequence[Any] | None = None, name: str | None = None,
+                 input_shape: Sequence[int] | None = None, **ignored: Any) -> None:
+        layers = list(layers or [])
+        if layers and isinstance(layers[0], InputLayer):
+            input_shape = layers.pop(0).shape[1:]
+        core.Sequential.__init__(self, [], input_shape=input_shape, name=name)
+        for layer in layers:
+            self.add(layer)
+
+    def add(self, layer: Any) -> None:
+        if isinstance(layer, InputLayer):
+            if len(self) or self.built:
+                raise CnnlabError("Sequential.add: an Input layer must come first")
+            self.build(layer.shape[1:])  # type: ignore[arg-type]
+            return
+        core.Sequential.add(self, layer)
+
+    @property
+    def input_shape(self) -> tuple[int | None, ...]:
+        """(None, H, W, C), as Keras gives it."""
+        return (None, *self.require_built("input_shape"))
+
+    @property
+    def output_shape(self) -> tuple[int | None, ...]:
+        """The last layer's output shape with the batch axis, as Keras gives it."""
+        self.require_built("output_shape")
+        return (None, *self.layer_output_shapes()[-1])
+
+
+def load_model(filepath: str | Path, custom_objects: Any = None, compile: bool = True,
+               safe_mode: bool = True) -> Any:
+    """A model saved with `model.save(...)` (or any cnnlab Sequential model file), compiled as it was saved."""
+    model, card = load_cnnlab_model(filepath)
+    if not isinstance(model, core.Sequential):
+        return model  # registry and transfer models: plain cnnlab models
+    keras_model = Sequential(name=model.name)
+    keras_model.build(model.image_shape)  # type: ignore[arg-type]
+    for name, layer in list(model.named_children()):
+        keras_model.add_module(name, layer)
+    keras_model.shapes, keras_model._flattened = list(model.shapes), model._flattened
+    config = card.training_config
+    if compile and config.get("loss") is not None:
+        keras_model.compile(optimizer=_rebuild(config.get("optimizer", "rmsprop"), resolve_optimizer),
+                            loss=_rebuild(config["loss"], resolve_loss), metrics=config.get("metrics"))
+    return keras_model.eval()
+
+
+def _rebuild(record: Any, resolve: Any) -> Any:
+    """A compile argument from its saved record: a name, or {"class": ..., settings}."""
+    if isinstance(record, str):
+        return record
+    from cnnlab.keras import losses, optimizers
+
+    cls = getattr(optimizers, str(record.get("class")), None) or getattr(losses, str(record.get("class")), None)
+    if cls is None:
+        raise CnnlabError(f"load_model: cannot rebuild {record!r} from the saved compile settings; "
+                          f"pass compile=False and compile the model again")
+    settings = {k: v for k, v in record.items() if k != "class"}
+    return cls(**settings)

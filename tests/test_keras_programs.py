@@ -1,0 +1,167 @@
+"""The seed tutorials' programs (examples/keras/), their code as written with only the imports swapped
+for cnnlab's, run as a user runs them, each with an accuracy or shape check.
+
+Small mode, real pixels: the programs call keras.datasets.*.load_data() unchanged; $CNNLAB_DATA
+points them at a data directory holding a few hundred real images in the canonical formats (real
+MNIST test digits as Keras's mnist.npz; real CIFAR-10 JPEG pixels as cifar-10-batches-py pickles).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import pickle
+import re
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+PROGRAMS = ROOT / "examples" / "keras"
+SHARED = ROOT.parent / "shared" / "datasets"
+MNIST_TEST = SHARED / "mnist" / "t10k-images-idx3-ubyte.gz"
+CIFAR_ARCHIVE = SHARED / "cifar10-jpg" / "cifar10-jpg.tar.gz"
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+MNIST_TRAIN, MNIST_TEST_N = 1000, 300  # real digits: the first 1,300 of the official test set
+CIFAR_TRAIN, CIFAR_TEST = 60, 20  # per class
+
+
+def read_idx(path: Path) -> np.ndarray:
+    raw = gzip.open(path).read()
+    dims = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims)]
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def write_small_mnist(data_dir: Path) -> None:
+    images = read_idx(MNIST_TEST)
+    labels = read_idx(SHARED / "mnist" / "t10k-labels-idx1-ubyte.gz")
+    n, m = MNIST_TRAIN, MNIST_TRAIN + MNIST_TEST_N
+    np.savez(data_dir / "mnist.npz", x_train=images[:n], y_train=labels[:n], x_test=images[n:m], y_test=labels[n:m])
+
+
+def write_small_cifar10(data_dir: Path) -> None:
+    """cifar-10-batches-py (5 training batches, test_batch, batches.meta) from real CIFAR-10 JPEG pixels."""
+    wanted = {"train": CIFAR_TRAIN, "test": CIFAR_TEST}
+    rows: dict[str, list[tuple[np.ndarray, int]]] = {"train": [], "test": []}
+    counts: dict[tuple[str, str], int] = {}
+    with tarfile.open(CIFAR_ARCHIVE) as archive:
+        for member in archive:
+            parts = member.name.split("/")
+            if not member.isfile() or len(parts) < 3 or parts[-3] not in wanted or parts[-2] not in CIFAR_CLASSES:
+                continue
+            split, cls = parts[-3], parts[-2]
+            if counts.get((split, cls), 0) >= wanted[split]:
+                continue
+            counts[(split, cls)] = counts.get((split, cls), 0) + 1
+            pixels = np.asarray(Image.open(io.BytesIO(archive.extractfile(member).read())).convert("RGB"))
+            rows[split].append((pixels.transpose(2, 0, 1).reshape(-1), CIFAR_CLASSES.index(cls)))
+            if sum(counts.values()) == 10 * (CIFAR_TRAIN + CIFAR_TEST):
+                break
+    folder = data_dir / "cifar-10-batches-py"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    train = [rows["train"][i] for i in rng.permutation(len(rows["train"]))]  # CIFAR's batches are not sorted
+    for k in range(5):
+        part = train[k::5]
+        batch = {b"data": np.stack([r for r, _ in part]), b"labels": [label for _, label in part]}
+        (folder / f"data_batch_{k + 1}").write_bytes(pickle.dumps(batch))
+    test = {b"data": np.stack([r for r, _ in rows["test"]]), b"labels": [label for _, label in rows["test"]]}
+    (folder / "test_batch").write_bytes(pickle.dumps(test))
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [c.encode() for c in CIFAR_CLASSES]}))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not MNIST_TEST.is_file() or not CIFAR_ARCHIVE.is_file():
+        pytest.skip(f"needs the real MNIST test set and CIFAR-10 JPEG archive under {SHARED}")
+    folder = tmp_path_factory.mktemp("keras-programs-data")
+    write_small_mnist(folder)
+    write_small_cifar10(folder)
+    return folder
+
+
+def run_program(name: str, data_dir: Path) -> str:
+    """Run examples/keras/<name> as a user runs it; return its stdout (it must exit 0)."""
+    env = {**os.environ, "CNNLAB_DATA": str(data_dir), "MPLBACKEND": "Agg", "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([sys.executable, str(PROGRAMS / name)], cwd=data_dir, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, f"{name} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def accuracy(stdout: str, label: str) -> float:
+    match = re.search(rf"{label}:? ([0-9.]+)", stdout)
+    assert match, f"no '{label}' line in:\n{stdout[-2000:]}"
+    return float(match.group(1))
+
+
+def test_seed000_mnist_program(data_dir):
+    out = run_program("seed000_mnist_cnn.py", data_dir)
+    assert "Epoch 1/1" in out and re.search(r"29/29 \[=+\] - .* val_accuracy: ", out)
+    assert accuracy(out, "Test accuracy") > 0.3  # 1,000 real digits, 1 epoch (29 steps): 0.56-0.9 measured; chance 0.1
+
+
+def test_seed004_cifar10_program(data_dir):
+    out = run_program("seed004_cifar10_cnn.py", data_dir)
+    assert "Epoch 10/10" in out
+    assert accuracy(out, "Test accuracy") > 0.15  # 600 real images, 10 epochs; chance is 0.10
+
+
+def test_seed003_bn_cifar10_program(data_dir):
+    out = run_program("seed003_bn_cifar10.py", data_dir)
+    assert "Training shape: (600, 32, 32, 3)" in out and "Total params: 816,938 (3.12 MB)" in out
+    # 9 steps an epoch cannot move BatchNorm's moving statistics (momentum 0.99) far from their start, so
+    # validation and test accuracy stay near chance here, in tf.keras as in cnnlab; the training accuracy
+    # shows the model learns, and EarlyStopping(patience=10) ends the 100 epochs
+    epochs = [int(e) for e in re.findall(r"Epoch (\d+)/100", out)]
+    train_accuracy = [float(a) for a in re.findall(r"- accuracy: ([0-9.]+)", out)]
+    assert 11 <= epochs[-1] < 100 and train_accuracy[-1] > 0.35 and train_accuracy[-1] > train_accuracy[0] + 0.15
+    assert 0.0 <= accuracy(out, "Test accuracy") <= 1.0
+    assert len(re.findall(r"Predicted: \w+, Actual: \w+", out)) == 5
+
+
+def test_seed003_pitfall_fails_in_one_line_then_trains(data_dir):
+    out = run_program("seed003_pitfall_channel_axis.py", data_dir)
+    assert ("error: fit: x has shape (1000, 28, 28) but the model takes (None, 28, 28, 1): add the channel axis "
+            "with x[..., None] (or np.expand_dims(x, -1))") in out
+    assert "32/32 [" in out  # the fixed arrays train
+
+
+def test_seed003_shape_tracing_prints_keras2_shapes(data_dir):
+    out = run_program("seed003_shape_tracing.py", data_dir)
+    assert "conv2d                    (None, 26, 26, 16)          160" in out
+    assert "dense_1                   (None, 10)                1,290" in out
+    assert "Total parameters: 98,442" in out  # tf.keras's count (tests/data/keras_reference.json)
+
+
+@pytest.mark.parametrize("name, params, last_shape", [
+    ("seed001_lenet_layers.py", 121_930, (None, 10)),
+    ("seed002_build_and_compile.py", 121_930, (None, 10)),
+    ("seed003_dense_vs_cnn.py", 347_146, (None, 10)),
+    ("seed003_standard_cnn.py", 814_122, (None, 10)),
+])
+def test_model_building_programs_give_keras_parameter_counts(name, params, last_shape):
+    import runpy
+
+    namespace = runpy.run_path(str(PROGRAMS / name))
+    model = namespace["model"]
+    assert model.count_params() == params and model.output_shape == last_shape
+
+
+def test_seed003_layer_arguments_program():
+    import runpy
+
+    namespace = runpy.run_path(str(PROGRAMS / "seed003_conv_and_pooling_layers.py"))
+    layer = namespace["layer"]
+    assert (layer.filters, layer.kernel_size, layer.strides, layer.padding) == (32, (3, 3), (1, 1), "valid")
+    import torch
+
+    assert tuple(layer(torch.zeros(1, 1, 28, 28)).shape) == (1, 32, 26, 26)  # built on first call, as Keras
+    assert tuple(namespace["max_pool"](torch.zeros(1, 32, 26, 26)).shape) == (1, 32, 13, 13)
