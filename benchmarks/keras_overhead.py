@@ -62,7 +62,8 @@ def main() -> None:
             seconds, accuracy = time_keras(x, y, seed) if front_end == "keras" else time_cnnlab(train, seed)
             runs.append({"front_end": front_end, "seed": seed, "fit_seconds": seconds, "train_accuracy": accuracy})
             print(runs[-1], flush=True)
-    medians = {f: float(np.median([r["fit_seconds"] for r in runs if r["front_end"] == f])) for f in ("keras", "cnnlab")}
+    medians = {f: float(np.median([r["fit_seconds"] for r in runs if r["front_end"] == f]))
+               for f in ("keras", "cnnlab")}
     result = {"machine": report.machine(), "runs": runs, "median_fit_seconds": medians,
               "keras_over_cnnlab": medians["keras"] / medians["cnnlab"]}
     report.write_json(args.out, result)

@@ -8,6 +8,7 @@ The numbers in docs/results.md are pasted from this script's output, never typed
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -56,6 +57,40 @@ def side_by_side() -> None:
                   f"{row['median_seconds']:.1f} s | {speed} | {report['machine']['date']} | `{command}` |")
 
 
+KERAS_PROGRAMS = {"seed000": ("seed 000 MNIST CNN, as written", "Fashion-MNIST (60k/10k)"),
+                  "seed003-bn": ("seed 003 BatchNorm CNN, as written", "CIFAR-10 JPEG q75 (45k/5k/10k)")}
+KERAS_BACKENDS = {"tf": "tf.keras", "keras3-torch": "Keras 3, torch backend", "cnnlab": "cnnlab.keras"}
+
+
+def keras_rows() -> None:
+    """One tf.keras program, three engines (benchmarks/keras_side_by_side.py): medians and ratios to tf.keras."""
+    report = read_report("keras-side-by-side.json")
+    if report is None:
+        return
+    print("| program | data | engine | runs | test accuracy (mean ± max dev.) | epochs | fit time (median) | "
+          "speed vs tf.keras | speed vs Keras 3 (torch) | date |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    runs = [r for r in report["runs"] if not r.get("smoke")]
+    for program, (what, data) in KERAS_PROGRAMS.items():
+        medians = {}
+        for backend in KERAS_BACKENDS:
+            times = [r["fit_seconds"] for r in runs if r["program"] == program and r["backend"] == backend]
+            if times:
+                medians[backend] = statistics.median(times)
+        for backend, name in KERAS_BACKENDS.items():
+            mine = [r for r in runs if r["program"] == program and r["backend"] == backend]
+            if not mine:
+                continue
+            accs = [r["test_accuracy"] for r in mine]
+            mean = sum(accs) / len(accs)
+            spread = max(abs(a - mean) for a in accs)
+            vs_tf, vs_k3 = (f"{medians[o] / medians[backend]:.2f}x" if o in medians else "-"
+                            for o in ("tf", "keras3-torch"))
+            print(f"| {what} | {data} | {name} | {len(mine)} | {100 * mean:.2f}% ± {100 * spread:.2f} | "
+                  f"{'/'.join(str(r['epochs_run']) for r in mine)} | {medians[backend]:.1f} s | {vs_tf} | "
+                  f"{vs_k3} | {report['machine']['date'][:10]} |")
+
+
 def cnnlab_rows() -> None:
     report = read_report("results-table.json")
     if report is None:
@@ -99,6 +134,7 @@ def load_rows() -> None:
 
 if __name__ == "__main__":
     side_by_side()
+    keras_rows()
     cnnlab_rows()
     transfer_rows()
     load_rows()

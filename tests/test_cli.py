@@ -318,3 +318,18 @@ def test_feature_maps_filters_gradcam_and_conv_arithmetic(trained_run, tmp_path,
     assert code == 0 and "convolution at (0,0): 1" in out and "conv2d: True" in out and "MISMATCH" not in out
     code, out, _ = run(capsys, "conv-arithmetic", "--json")
     assert json.loads(out)["feature_map"] == [[1, 1, 3], [0, 2, 0], [0, -2, 0]]
+
+
+def test_a_run_restored_by_early_stopping_reports_the_restored_epoch(tmp_path, capsys):
+    # lr 0.01 makes validation loss wander, so the last of 8 epochs is (all but surely) not the best one
+    code, out, _ = run(capsys, "train", "--dataset", "digits", "--model", "seed-mnist", "--epochs", "8",
+                       "--early-stopping", "2", "--lr", "0.01", "--seed", "0", "--precision", "fp32",
+                       "--run-dir", str(tmp_path / "r"), "--quiet")
+    assert code == 0
+    history = json.loads((tmp_path / "r" / "history.json").read_text())["history"]
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    best = min(range(len(history["val_loss"])), key=history["val_loss"].__getitem__)
+    assert best < len(history["val_loss"]) - 1
+    assert f"stopped at epoch {len(history['loss'])}, restored epoch {best + 1}" in out
+    assert metrics["val_loss"] == history["val_loss"][best] and metrics["accuracy"] == history["accuracy"][best]
+    assert f"accuracy: {history['accuracy'][best]:.4f}" in out

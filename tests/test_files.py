@@ -87,3 +87,14 @@ def test_source_never_unpickles():
         for line in text.splitlines():
             assert "torch.load(" not in line or "weights_only=True" in line, f"{f}: {line}"
         assert "import pickle" not in text or f.name == "cifar.py", f"pickle imported in {f}"
+
+
+def test_save_refuses_a_card_load_would_call_altered(tmp_path):
+    from cnnlab import CnnlabError, build_model, save_model
+
+    model = build_model("seed-mnist", num_classes=3)
+    with pytest.raises(CnnlabError, match="scores 3 classes but 10 class names were given"):
+        save_model(model, tmp_path / "m.safetensors", [str(i) for i in range(10)], (28, 28, 1))
+    with pytest.raises(CnnlabError, match=r"takes input shape \[28, 28, 1\] .* but input_shape \[32, 32, 1\]"):
+        save_model(model, tmp_path / "m.safetensors", ["a", "b", "c"], (32, 32, 1))
+    assert not list(tmp_path.iterdir())  # nothing written

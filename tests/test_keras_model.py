@@ -239,3 +239,22 @@ def test_a_model_without_input_shape_is_built_by_fit(digits):
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     model.fit(x[:64], y[:64], verbose=0)
     assert model.input_shape == (None, 28, 28, 1) and model.count_params() == 40 + 26 * 26 * 4 * 10 + 10
+
+
+def test_keras_progress_lines():
+    import io
+
+    from cnnlab.training.progress import KerasProgbar
+
+    for verbose, expected in ((1, "Epoch 1/3\n4/4 [==============================] - 2s 500ms/step - loss: 0.5000 - "
+                                  "acc: 0.7500\n"),
+                              (2, "Epoch 1/3\n4/4 - 2s - 500ms/step - loss: 0.5000 - acc: 0.7500\n"),
+                              (0, "")):
+        stream = io.StringIO()
+        bar = KerasProgbar(verbose, stream, names=lambda logs: {k.replace("accuracy", "acc"): v
+                                                                for k, v in logs.items()})
+        bar.start(0, 3, 4, 0)
+        for step in range(1, 5):
+            bar.step(step, {"loss": 0.5, "accuracy": 0.75})
+        bar.end({"loss": 0.5, "accuracy": 0.75}, 2.0)
+        assert stream.getvalue() == expected

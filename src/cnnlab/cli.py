@@ -305,7 +305,8 @@ def _train_here(args: argparse.Namespace, train_run: Any, main: bool) -> None:
 
 
 def _print_result(result: Any) -> None:
-    last = {k: v[-1] for k, v in result.history.items()}
+    shown = -1 if result.restored_epoch is None else result.restored_epoch
+    last = {k: v[shown] for k, v in result.history.items()}
     config = json.loads((result.run_dir / "config.json").read_text())
     print(f"run directory: {result.run_dir}")
     for phase in config["phases"]:
@@ -315,6 +316,9 @@ def _print_result(result: Any) -> None:
               f"trainable params {phase['trainable']:,}, non-trainable {phase['non_trainable']:,}")
     if result.skipped:
         print(f"skipped {len(result.skipped)} undecodable image(s); listed in {result.run_dir / 'skipped_files.txt'}")
+    if result.restored_epoch is not None:
+        print(f"stopped at epoch {len(result.history['loss'])}, restored epoch {result.restored_epoch + 1} "
+              f"(EarlyStopping's best): the numbers below and the saved model are that epoch's")
     print(f"epochs: {len(result.history['loss'])}  train time: {result.seconds:.1f} s  "
           f"loss: {last['loss']:.4f}  accuracy: {last['accuracy']:.4f}"
           + (f"  val_accuracy: {last['val_accuracy']:.4f}" if "val_accuracy" in last else ""))

@@ -65,6 +65,18 @@ class RunResult:
     seconds: float
     epoch_seconds: list[float]
     skipped: list[str]                  # image files that could not be decoded and were left out
+    # the epoch (0-based, over all phases) whose weights the model holds when EarlyStopping restored an
+    # earlier one than the last; its numbers are the run's final numbers
+    restored_epoch: int | None = None
+
+
+def _restored_epoch(callbacks: list[Callback], before: int, epochs: int) -> int | None:
+    """The run-wide index of the epoch whose weights EarlyStopping put back, when not the phase's last one."""
+    for cb in callbacks:
+        if isinstance(cb, EarlyStopping) and cb.restore_best_weights and cb.best_state is not None \
+                and 0 <= cb.best_epoch < epochs - 1:
+            return before + cb.best_epoch
+    return None
 
 
 def new_run_dir(config: TrainConfig) -> Path:
@@ -360,6 +372,7 @@ def train_run(config: TrainConfig, verbose: int = 1, resume: bool = False) -> Ru
                 label_smoothing=config.label_smoothing,
                 runtime=resolve_runtime(config.device, config.precision, config.compile,
                                         steps=phase.epochs * math.ceil(len(train) / config.batch_size)))
+        restored = _restored_epoch(callbacks, len(history.get("loss", [])), len(h.history["loss"]))
         for key, values in h.history.items():
             history.setdefault(key, []).extend(values)
         history.setdefault("phase", []).extend([float(phases.index(phase))] * len(h.history["loss"]))
@@ -367,17 +380,19 @@ def train_run(config: TrainConfig, verbose: int = 1, resume: bool = False) -> Ru
     seconds = time.perf_counter() - start
     if not is_main():  # distributed: rank 0 tests the model and writes the results
         return RunResult(run_dir, history, None, seconds, epoch_seconds, [])
-    result = _finish(run_dir, model, save, data, history, epoch_seconds, seconds, config, test_metrics)
+    result = _finish(run_dir, model, save, data, history, epoch_seconds, seconds, config, test_metrics,
+                     restored if phases else None)
     remove_checkpoint(run_dir)  # the run is complete: model.safetensors and metrics.json replace it
     return result
 
 
 def _finish(run_dir: Path, model: nn.Module, save: Any, data: _Data, history: dict[str, list[float]],
             epoch_seconds: list[float], seconds: float, config: TrainConfig,
-            test_metrics: Scores | None = None) -> RunResult:
+            test_metrics: Scores | None = None, restored: int | None = None) -> RunResult:
     if test_metrics is None and data.test is not None and config.evaluate_test:
         test_metrics = evaluate(model, data.test)
-    final = {k: v[-1] for k, v in history.items() if k != "phase"}
+    # the model's own epoch: the last, or the one EarlyStopping restored
+    final = {k: v[-1 if restored is None else restored] for k, v in history.items() if k != "phase"}
     metrics = {**final, **({f"test_{k}": v for k, v in test_metrics.items()} if test_metrics else {})}
     save(model, run_dir / "model.safetensors", metrics)
     _write_json(run_dir / "history.json", {"history": history, "epoch_seconds": epoch_seconds})
@@ -388,7 +403,8 @@ def _finish(run_dir: Path, model: nn.Module, save: Any, data: _Data, history: di
         atomic_write(run_dir / "skipped_files.txt",
                      lambda tmp: tmp.write_text("\n".join(skipped) + "\n", errors="backslashreplace"))
     plot_history(history, run_dir / "curves.png", title=f"{config.model} on {Path(config.dataset).name}")
-    return RunResult(run_dir, history, dict(test_metrics) if test_metrics else None, seconds, epoch_seconds, skipped)
+    return RunResult(run_dir, history, dict(test_metrics) if test_metrics else None, seconds, epoch_seconds, skipped,
+                     restored)
 
 
 def evaluation_data(source: str | Path, dataset: str | None = None, split: str = "test",

@@ -186,6 +186,9 @@ class KerasModel(nn.Module):
             validation_freq: int = 1, seed: int | None = None) -> kcallbacks.History:
         """Keras's fit on NumPy arrays; returns a History whose `.history` has Keras's keys."""
         compiled = self._require_compiled("fit")
+        if validation_freq != 1 or validation_steps is not None:
+            raise CnnlabError("fit: validation_freq and validation_steps are not supported yet; validation runs "
+                              "on all of the validation data after every epoch")
         objective: Objective = compiled["objective"]
         train = self._dataset(x, y, "fit", objective)
         validation = None

@@ -82,8 +82,8 @@ def save_model(model: nn.Module, path: str | Path, class_names: list[str], input
     card = ModelCard(_architecture(model), list(class_names), list(input_shape), output_kind(model),
                      metrics=dict(metrics or {}), test_time_augmentation=dict(test_time_augmentation or {}),
                      training_config=dict(training_config or {}))
-    problem = _tta_problem(card.test_time_augmentation)
-    if problem:
+    problem = _tta_problem(card.test_time_augmentation) or _card_problem(card) or _mismatch(model, card)
+    if problem:  # refused now, rather than written and then refused by load_model as "altered"
         raise CnnlabError(f"save_model: {problem}")
     text = json.dumps(asdict(card), indent=2)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -181,6 +181,18 @@ def _output_count(model: nn.Module) -> int | None:
     if isinstance(model, TransferModel):
         return int(model.get_config()["num_classes"])
     return None  # registry models are built with len(class_names) outputs; the weights' shapes check them
+
+
+def _mismatch(model: nn.Module, card: ModelCard) -> str:
+    """What in the card contradicts the model ("" when nothing): class names per output, input shape."""
+    outputs = _output_count(model)
+    if outputs is not None and outputs != len(card.class_names) and (outputs, len(card.class_names)) != (1, 2):
+        return (f"the model scores {outputs} classes but {len(card.class_names)} class names were given; "
+                f"give one name per output")
+    built = getattr(model, "image_shape", None)
+    if isinstance(built, tuple) and len(built) == 3 and list(built) != list(card.input_shape):
+        return f"the model takes input shape {list(built)} (H, W, C) but input_shape {card.input_shape} was given"
+    return ""
 
 
 def load_model(source: str | Path) -> tuple[nn.Module, ModelCard]:

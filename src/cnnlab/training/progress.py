@@ -92,7 +92,8 @@ class KerasProgbar:
     def end(self, logs: dict[str, float], seconds: float) -> None:
         per_step, logs = seconds / max(self.steps, 1), self.names(logs)
         if self.verbose == 1:
-            print(f"\r{self._bar(self.steps)} - {seconds:.0f}s {_per_step(per_step)}{_pairs(logs)}",
+            redraw = "\r" if self.stream.isatty() else ""  # over the live bar; a log gets the line alone
+            print(f"{redraw}{self._bar(self.steps)} - {seconds:.0f}s {_per_step(per_step)}{_pairs(logs)}",
                   file=self.stream, flush=True)
         elif self.verbose == 2:
             print(f"{self.steps}/{self.steps} - {seconds:.0f}s - {_per_step(per_step)}{_pairs(logs)}",
