@@ -153,7 +153,7 @@ def load_cifar100(split: str, data_dir: Path, download: bool, label_mode: str = 
     location, files = _locate_and_read(layout, split, data_dir, download)
     source = f"{location}/{name}"
     data, labels = _batch_arrays(read_cifar_pickle(files[name], source), source, key, count, layout.title)
-    images = np.concatenate([data]).reshape(-1, 3, 32, 32)  # a writable copy; rows are R, G, B planes: CHW
+    images = data.copy().reshape(-1, 3, 32, 32)  # a writable copy; rows are R, G, B planes: CHW
     class_names = [str(i) for i in range(count)]
     if layout.meta in files:
         meta = read_cifar_pickle(files[layout.meta], f"{location}/{layout.meta}")

@@ -48,7 +48,9 @@ class Callback:
     def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None: ...
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None: ...
     def on_train_batch_begin(self, batch: int, logs: dict[str, float] | None = None) -> None: ...
-    def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None: ...
+    def on_train_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None:
+        self.on_batch_end(batch, logs)  # Keras's default: the older name's hook
+
     def on_batch_begin(self, batch: int, logs: dict[str, float] | None = None) -> None: ...
     def on_batch_end(self, batch: int, logs: dict[str, float] | None = None) -> None: ...
 
@@ -124,9 +126,8 @@ class ModelCheckpoint(engine.ModelCheckpoint):
         if self.verbose and self.saved_epoch == epoch:
             print(f"\nEpoch {epoch + 1}: saving model to {self.path}")
 
-    def _write(self, model: Any, path: Path) -> None:
-        keras_model = getattr(model, "keras_model", model)
-        keras_model.save_weights(path) if self.weights_only else keras_model.save(path)
+    def _write(self, model: Any, path: Path) -> None:  # the loop's model is the Keras model itself
+        model.save_weights(path) if self.weights_only else model.save(path)
 
 
 class CSVLogger(engine.CSVLogger):
@@ -257,7 +258,6 @@ class Bridge(engine.Callback):
     def on_train_batch_end(self, step: int, logs: dict[str, float], state: engine.TrainState) -> None:
         if self.batch_hooks:
             self.inner.on_train_batch_end(step, self.rename(logs))
-            self.inner.on_batch_end(step, self.rename(logs))
             self._stop(state)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float], state: engine.TrainState) -> None:

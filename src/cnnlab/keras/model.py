@@ -24,11 +24,12 @@ from cnnlab.keras.losses import resolve_loss, resolve_metrics
 from cnnlab.keras.optimizers import resolve_optimizer
 from cnnlab.keras.summary import keras_summary
 from cnnlab.models.files import save_model
+from cnnlab.models.layers import set_weights_in_order
 from cnnlab.models.summary import count_parameters, layer_modules
 from cnnlab.training import evaluate as engine_evaluate
 from cnnlab.training import fit as engine_fit
 from cnnlab.training.devices import resolve_runtime
-from cnnlab.training.loop import model_device
+from cnnlab.training.loop import NonFiniteLoss, model_device, optimizer_step, per_sample_weights
 from cnnlab.training.objectives import Objective
 from cnnlab.training.optimizers import OptimizerSpec
 from cnnlab.training.progress import KerasProgbar
@@ -128,15 +129,8 @@ class KerasModel(nn.Module):
 
     def set_weights(self, weights: list[Any]) -> None:
         """Take `get_weights()`-style arrays (e.g. from a Keras model of the same layers)."""
-        layers: list[Any] = [layer for _, layer in layer_modules(self) if hasattr(layer, "keras_weights")]
-        wanted = sum(len(layer.keras_weights()) for layer in layers)
-        if len(weights) != wanted:
-            raise CnnlabError(f"set_weights: the model has {wanted} weight arrays but got {len(weights)}")
-        start = 0
-        for layer in layers:
-            n = len(layer.keras_weights())
-            layer.set_weights(weights[start:start + n])
-            start += n
+        layers = [layer for _, layer in layer_modules(self) if hasattr(layer, "keras_weights")]
+        set_weights_in_order(layers, weights, f"set_weights: {self.name}")
 
     def count_params(self) -> int:
         """All weights, as Keras counts them (BatchNorm's moving statistics included)."""
@@ -215,11 +209,10 @@ class KerasModel(nn.Module):
                                  seed=seed, verbose=verbose, shuffle=shuffle, initial_epoch=initial_epoch,
                                  steps_per_epoch=steps_per_epoch, runtime=runtime,
                                  class_weights=_class_weights(class_weight, train),
-                                 sample_weights=None if sample_weight is None else torch.as_tensor(
-                                     np.asarray(sample_weight, dtype=np.float32)),
+                                 sample_weights=_weights_tensor(sample_weight),
                                  checkpoint=_backup(backup), progress=KerasProgbar(verbose, names=rename))
-        except CnnlabError as exc:
-            if not (any(isinstance(cb, kcallbacks.TerminateOnNaN) for cb in items) and "the loss became" in str(exc)):
+        except NonFiniteLoss as exc:
+            if not any(isinstance(cb, kcallbacks.TerminateOnNaN) for cb in items):
                 raise
             print(f"Invalid loss, terminating training ({exc})")
             history, stopped_on_nan = None, True
@@ -240,13 +233,10 @@ class KerasModel(nn.Module):
         data = self._dataset(x, y, "evaluate", compiled["objective"])
         start = time.perf_counter()
         scores = engine_evaluate(self, data, batch_size=EVAL_BATCH, objective=compiled["objective"])
-        metric = compiled["metrics"][0] if compiled["metrics"] else None
-        result = {"loss": scores["loss"], **({metric: scores["accuracy"]} if metric else {})}
+        result = _results(scores.loss, scores.accuracy, compiled["metrics"])
         if verbose in (1, "auto"):
             _print_done(len(data), batch_size or 32, time.perf_counter() - start, result)
-        if return_dict:
-            return result
-        return list(result.values()) if metric else result["loss"]
+        return _as_returned(result, return_dict)
 
     def predict(self, x: Any, batch_size: int | None = None, verbose: Any = "auto", steps: int | None = None,
                 callbacks: Any = None) -> np.ndarray:
@@ -274,27 +264,15 @@ class KerasModel(nn.Module):
             spec: OptimizerSpec = compiled["optimizer"]
             self._optimizer_state = spec.build(trainable, model_device(self))
         device = model_device(self)
-        weights = torch.ones(len(data))
-        if sample_weight is not None:
-            weights = weights * torch.as_tensor(np.asarray(sample_weight, dtype=np.float32))
-        cw = _class_weights(class_weight, data)
-        if cw is not None:
-            weights = weights * cw[data.labels]
+        weights = per_sample_weights(_weights_tensor(sample_weight), _class_weights(class_weight, data), data)
         self.train()
         out = nn.Module.__call__(self, data.images.to(device)).float()
         labels = data.labels.to(device)
-        loss = objective.loss(out, labels, weights.to(device)
-                              if sample_weight is not None or class_weight is not None else None)
-        self._optimizer_state.zero_grad(set_to_none=True)
-        loss.backward()
-        self._optimizer_state.step()
+        loss = objective.loss(out, labels, None if weights is None else weights.to(device))
+        optimizer_step(loss, self._optimizer_state, None, None, compiled["optimizer"])
         self.eval()
-        metric = compiled["metrics"][0] if compiled["metrics"] else None
-        result = {"loss": float(loss.detach()), **({metric: int(objective.correct(out.detach(), labels)) / len(labels)}
-                                          if metric else {})}
-        if return_dict:
-            return result
-        return list(result.values()) if metric else result["loss"]
+        accuracy = int(objective.correct(out.detach(), labels)) / len(labels)
+        return _as_returned(_results(float(loss.detach()), accuracy, compiled["metrics"]), return_dict)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Tensors (N, C, H, W) go through as in any nn.Module; NumPy images (N, H, W, C) as in Keras."""
@@ -364,6 +342,22 @@ class KerasModel(nn.Module):
             for start in range(0, len(images), EVAL_BATCH):
                 outs.append(keras_layout(nn.Module.__call__(self, images[start:start + EVAL_BATCH].to(device))))
         return np.concatenate(outs)
+
+
+def _results(loss: float, accuracy: float, metrics: list[str]) -> dict[str, float]:
+    """{"loss": ..., and the compiled accuracy metric's name: ...}."""
+    return {"loss": loss, **({metrics[0]: accuracy} if metrics else {})}
+
+
+def _as_returned(result: dict[str, float], return_dict: bool) -> Any:
+    """Keras's return value: the dict, else [loss, accuracy], or the bare loss without metrics."""
+    if return_dict:
+        return result
+    return list(result.values()) if len(result) > 1 else result["loss"]
+
+
+def _weights_tensor(sample_weight: Any) -> torch.Tensor | None:
+    return None if sample_weight is None else torch.as_tensor(np.asarray(sample_weight, dtype=np.float32))
 
 
 def _renamer(metric: str | None, keep_lr: bool) -> Any:

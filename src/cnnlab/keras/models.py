@@ -67,11 +67,8 @@ def load_model(filepath: str | Path, custom_objects: Any = None, compile: bool =
     model, card = load_cnnlab_model(filepath)
     if not isinstance(model, core.Sequential):
         return model  # registry and transfer models: plain cnnlab models
-    keras_model = Sequential(name=model.name)
-    keras_model.build(model.image_shape)  # type: ignore[arg-type]
-    for name, layer in list(model.named_children()):
-        keras_model.add_module(name, layer)
-    keras_model.shapes, keras_model._flattened = list(model.shapes), model._flattened
+    keras_model = Sequential.from_config(model.get_config())  # the same layers, with Keras's methods
+    keras_model.load_state_dict(model.state_dict())
     config = card.training_config
     if compile and config.get("loss") is not None:
         keras_model.compile(optimizer=_rebuild(config.get("optimizer", "rmsprop"), resolve_optimizer),

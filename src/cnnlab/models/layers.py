@@ -191,6 +191,18 @@ def _assign(target: torch.Tensor, value: object, what: str) -> None:
         target.copy_(tensor)
 
 
+def set_weights_in_order(layers: Sequence[Any], weights: Sequence[Any], where: str) -> None:
+    """Hand `weights` (Keras's get_weights() list) out to `layers` in order, each taking as many as it holds."""
+    counts = [len(layer.keras_weights()) for layer in layers]
+    if len(weights) != sum(counts):
+        raise CnnlabError(f"{where} has {sum(counts)} weight arrays (Keras's order: get_weights()) "
+                          f"but got {len(weights)}")
+    start = 0
+    for layer, n in zip(layers, counts, strict=True):
+        layer.set_weights(weights[start:start + n])
+        start += n
+
+
 def _expect_count(layer: Layer, weights: Sequence[object], count: int) -> None:
     if len(weights) != count:
         raise CnnlabError(f"layer {layer.name or type(layer).__name__} takes {count} weight arrays "
@@ -572,12 +584,7 @@ class Residual(Layer):
         return [w for layer in (*self.body, *self.shortcut) for w in layer.keras_weights()]  # type: ignore[operator]
 
     def set_keras_weights(self, weights: Sequence[torch.Tensor]) -> None:
-        _expect_count(self, weights, len(self.keras_weights()))
-        start = 0
-        for layer in (*self.body, *self.shortcut):
-            n = len(layer.keras_weights())  # type: ignore[operator]
-            layer.set_keras_weights(weights[start:start + n])  # type: ignore[operator]
-            start += n
+        set_weights_in_order([*self.body, *self.shortcut], weights, f"layer {self.name}")
 
 
 def ResidualBlock(filters: int, strides: int = 1, project: bool = False, momentum: float = 0.99) -> Residual:

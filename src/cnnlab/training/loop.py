@@ -37,7 +37,8 @@ from cnnlab.training.distributed import (
     unwrap_sync_batchnorm, world_size, wrap,
 )
 
-__all__ = ["History", "Scores", "fit", "evaluate", "predict_proba", "check_compatible", "model_device"]
+__all__ = ["History", "Scores", "NonFiniteLoss", "fit", "evaluate", "predict_proba", "check_compatible",
+           "model_device", "per_sample_weights", "optimizer_step"]
 
 DEVICE_DATA_SHARE = 0.25  # keep an in-memory dataset on the GPU when it needs under this share of free memory
 
@@ -222,7 +223,7 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int = 1, batch_size: int = 
     if validation_split:
         train, validation_data = _split_validation(train, validation_split, seed, sample_weights is None)
     augment = _augmenter(augment)
-    weights = _sample_weights(sample_weights, class_weights, train)
+    weights = per_sample_weights(sample_weights, class_weights, train)
     steps = math.ceil(len(train) / batch_size)
     steps = min(steps, steps_per_epoch) if steps_per_epoch else steps
     runtime = place(runtime or resolve_runtime(steps=steps * epochs))  # distributed: this rank's own GPU
@@ -268,7 +269,8 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int = 1, batch_size: int = 
                                                                 labels)
                 loss = objective.loss(out.float(), labels, w)
                 share = loss_share(len(labels), step, batch_size, len(train))  # 1.0 unless a last batch splits unevenly
-                _step(loss * share if share != 1.0 else loss, torch_optimizer, parts.scaler, scheduler, optimizer)
+                optimizer_step(loss * share if share != 1.0 else loss, torch_optimizer, parts.scaler, scheduler,
+                               optimizer)
                 seen += len(labels)
                 loss_sum += loss.detach() * len(labels)
                 correct += objective.correct(out.detach(), labels)
@@ -291,9 +293,10 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int = 1, batch_size: int = 
                 logs.update({f"val_{k}": v for k, v in evaluate(model, validation_data, runtime=eval_runtime,
                                                                  objective=objective).items()})
             logs["lr"] = torch_optimizer.param_groups[0]["lr"]
-            progress.end(logs, time.perf_counter() - start)
+            seconds = time.perf_counter() - start
+            progress.end(logs, seconds)
             history.append(logs)
-            history.epoch_seconds.append(time.perf_counter() - start)
+            history.epoch_seconds.append(seconds)
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs, state)
             if checkpoint is not None:
@@ -365,8 +368,8 @@ def _augmenter(augment: Callable[[torch.Tensor], torch.Tensor] | str | None) -> 
     return augment
 
 
-def _sample_weights(sample_weights: torch.Tensor | None, class_weights: torch.Tensor | None,
-                    train: Dataset) -> torch.Tensor | None:
+def per_sample_weights(sample_weights: torch.Tensor | None, class_weights: torch.Tensor | None,
+                       train: Dataset) -> torch.Tensor | None:
     """One weight per training image (sample weight x its class's weight), or None."""
     if sample_weights is None and class_weights is None:
         return None
@@ -414,8 +417,9 @@ def _apply_lr(optimizer: torch.optim.Optimizer, scheduler: Any, state: TrainStat
             group["lr"] = state.lr
 
 
-def _step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
-          scheduler: Any, spec: OptimizerSpec) -> None:
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
+                   scheduler: Any, spec: OptimizerSpec) -> None:
+    """Backward, the spec's gradient clipping, one optimizer (and scheduler) step."""
     optimizer.zero_grad(set_to_none=True)
     clipping = spec.clipnorm is not None or spec.global_clipnorm is not None
     params = [p for group in optimizer.param_groups for p in group["params"]] if clipping else []
@@ -442,8 +446,12 @@ def _check_loss(loss_sum: torch.Tensor, epoch: int, step: int, sync_every: int,
         return
     where = f"step {step}" if sync_every == 1 else f"step {max(1, step - sync_every + 1)}-{step}"
     kept = f"; {checkpoint.kept()}" if checkpoint is not None else ""
-    raise CnnlabError(f"the loss became {float(loss_sum)} at epoch {epoch + 1}, {where}; "
-                      f"lower the learning rate (--lr) or check the data{kept}")
+    raise NonFiniteLoss(f"the loss became {float(loss_sum)} at epoch {epoch + 1}, {where}; "
+                        f"lower the learning rate (--lr) or check the data{kept}")
+
+
+class NonFiniteLoss(CnnlabError):
+    """The loss became NaN or infinite: training stopped (Keras's TerminateOnNaN returns on it instead)."""
 
 
 def _fits_on_device(data: ArrayDataset, device: torch.device) -> bool:

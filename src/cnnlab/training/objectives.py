@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import CnnlabError, did_you_mean
+from cnnlab.models.zoo import output_kind
 
 __all__ = ["Objective", "LOSSES", "KERAS_EPSILON", "probabilities"]
 
@@ -44,8 +45,6 @@ class Objective:
 
     def resolve(self, model: nn.Module) -> Objective:
         """This objective with `from_logits` fixed: from the model's last layer unless given."""
-        from cnnlab.models.zoo import output_kind  # models sit below training; imported late to stay light
-
         if self.from_logits is not None:
             return self
         return replace(self, from_logits=output_kind(model) != "probabilities")
