@@ -647,7 +647,7 @@ def test_folder_dataset_surface(tmp_path: Path) -> None:
     with pytest.raises(CnnlabError, match="2 paths but 1 labels"):
         FolderDataset(data.paths[:2], data.labels[:1], data.class_names, 3, (4, 4))
     with pytest.raises(CnnlabError, match="channels must be 1"):
-        FolderDataset(data.paths, data.labels, data.class_names, 4, (4, 4))
+        FolderDataset(data.paths, data.labels, data.class_names, 2, (4, 4))  # 4 is RGBA (Keras's color_mode)
 
 
 # ---------------------------------------------------------------- stratified splits, class weights

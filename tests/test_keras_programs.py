@@ -165,3 +165,50 @@ def test_seed003_layer_arguments_program():
 
     assert tuple(layer(torch.zeros(1, 1, 28, 28)).shape) == (1, 32, 26, 26)  # built on first call, as Keras
     assert tuple(namespace["max_pool"](torch.zeros(1, 32, 26, 26)).shape) == (1, 32, 13, 13)
+
+
+@pytest.fixture(scope="module")
+def keras_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """$KERAS_HOME whose models/ holds VGG16's no-top ImageNet file name with weights this test writes
+    (random, in Keras's .h5 layout): the programs call VGG16(weights='imagenet') unchanged, offline."""
+    from cnnlab.keras import applications
+
+    home = tmp_path_factory.mktemp("keras-home")
+    (home / "models").mkdir()
+    base = applications.VGG16(weights=None, include_top=False)
+    base.save_weights(home / "models" / "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5")
+    return home
+
+
+def run_source(source: str, name: str, folder: Path, env: dict[str, str]) -> str:
+    path = folder / name
+    path.write_text(source)
+    done = subprocess.run([sys.executable, str(path)], cwd=folder, env={**os.environ, "MPLBACKEND": "Agg",
+                          "PYTHONWARNINGS": "ignore", **env}, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{name} exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def test_seed003_feature_maps_program_runs_vgg16_for_any_image_size(keras_home, tmp_path):
+    source = (PROGRAMS / "seed003_feature_maps_vgg16.py").read_text()
+    out = run_source(source, "feature_maps.py", tmp_path, {"KERAS_HOME": str(keras_home)})
+    for line in ("Layer: block1_conv1, Feature map shape: (1, 224, 224, 64)",
+                 "Layer: block2_conv1, Feature map shape: (1, 112, 112, 128)",
+                 "Layer: block3_conv1, Feature map shape: (1, 56, 56, 256)",
+                 "Layer: block4_conv1, Feature map shape: (1, 28, 28, 512)"):
+        assert line in out
+    assert all((tmp_path / f"feature_maps_block{i}_conv1.png").stat().st_size > 1000 for i in range(1, 5))
+
+
+def test_seed003_transfer_program_freezes_then_fine_tunes_the_top(keras_home, tmp_path):
+    # Small mode: 48 training and 16 validation images of 64x64 (not 500 and 100 of 128x128), 2 epochs a phase
+    source = (PROGRAMS / "seed003_transfer_vgg16.py").read_text()
+    for old, new in (("(128, 128, 3)", "(64, 64, 3)"), ("500, 128, 128, 3", "48, 64, 64, 3"), ("0, 2, 500", "0, 2, 48"),
+                     ("100, 128, 128, 3", "16, 64, 64, 3"), ("0, 2, 100", "0, 2, 16"), ("epochs=10", "epochs=2")):
+        assert old in source
+        source = source.replace(old, new)
+    out = run_source(source, "transfer.py", tmp_path, {"KERAS_HOME": str(keras_home)})
+    assert "VGG16 layers: 19" in out  # Keras's count: the input layer, 13 convolutions, 5 poolings
+    assert "VGG16 trainable params: 14,714,688" in out and "VGG16 trainable after freeze: 0" in out
+    assert "Trainable params: 131,585" in out and "Non-trainable (frozen) params: 14,714,688" in out
+    assert out.count("Epoch 1/2") == 2 and "Final validation accuracy: " in out

@@ -82,8 +82,8 @@ def manual_convolution(image: np.ndarray, kernel: np.ndarray, stride: int = 1, p
     """
     image, kernel = _check(image, kernel, stride, padding)
     kh, kw = kernel.shape
-    out_h = conv_output_size(image.shape[0], kh, stride, padding)
-    out_w = conv_output_size(image.shape[1], kw, stride, padding)
+    out_h = int(conv_output_size(image.shape[0], kh, stride, padding))  # type: ignore[arg-type]
+    out_w = int(conv_output_size(image.shape[1], kw, stride, padding))  # type: ignore[arg-type]
     if padding == "same":
         image = _pad_same(image, kernel.shape, stride)
     out = np.zeros((out_h, out_w), dtype=np.result_type(image, kernel))
@@ -122,7 +122,7 @@ def output_size(size: int, kernel: int, stride: int = 1, padding: str = "valid")
     if padding == "valid" and kernel > size:
         raise CnnlabError(f"output_size: a kernel of {kernel} does not fit size {size} with padding 'valid'; "
                           f"use padding='same' or a smaller kernel")
-    return conv_output_size(size, kernel, stride, padding)
+    return int(conv_output_size(size, kernel, stride, padding))  # type: ignore[arg-type]
 
 
 def _measured_size(layer: str, size: int, window: int, stride: int, padding: str) -> int:

@@ -12,7 +12,7 @@ image folder too big for memory, a `FolderDataset` that decodes files batch by b
 """
 
 from cnnlab.data.archives import ARCHIVE_SUFFIXES, archive_stem, extract_archive, is_archive
-from cnnlab.data.arrays import ArrayDataset, float_images
+from cnnlab.data.arrays import ArrayDataset, float_images, model_inputs
 from cnnlab.data.augment import Augmenter, AugmentSpec, parse_augment
 from cnnlab.data.checks import DataReport, check_dataset
 from cnnlab.data.folders import MEMORY_BUDGET_BYTES
@@ -28,6 +28,7 @@ __all__ = [
     "FolderDataset",
     "ImageDataset",
     "float_images",
+    "model_inputs",
     "dataset_names",
     "default_data_dir",
     "resolve_data_dir",

@@ -8,7 +8,7 @@ converts layout and scale once and explains what it could not understand.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,9 @@ from cnnlab.data.batching import (
 )
 from cnnlab.errors import CnnlabError
 
-__all__ = ["ArrayDataset", "float_images", "resize_images"]
+__all__ = ["ArrayDataset", "float_images", "model_inputs", "resize_images", "Normalize"]
+
+Normalize = Callable[[torch.Tensor], torch.Tensor]  # a batch (B, C, H, W) on the device -> the model's float input
 
 CHANNEL_COUNTS = (1, 3, 4)  # grayscale, RGB, RGBA
 ACCEPTED_SHAPES = "(N, H, W), (N, H, W, C) or (N, C, H, W) with C in 1, 3, 4"
@@ -38,7 +40,9 @@ class ArrayDataset:
     """Images (N, C, H, W), integer labels (N,) and the class names the labels index.
 
     `images` is uint8 in 0..255, or float32 already scaled to about [0, 1]. `skipped` names the
-    files of an image folder that were left out because they could not be decoded.
+    files of an image folder that were left out because they could not be decoded. `normalize`
+    turns a batch into the model's input where it differs from `float_images` (x / 255): the Keras
+    front end feeds raw 0..255 pixels, or an ImageDataGenerator's rescale and standardization.
 
     >>> data = ArrayDataset.from_arrays(np.zeros((4, 28, 28), np.uint8), [0, 1, 0, 1])
     >>> len(data), data.input_shape, data.class_names
@@ -50,6 +54,7 @@ class ArrayDataset:
     class_names: list[str]
     name: str = "arrays"
     skipped: list[str] = field(default_factory=list)  # files of a folder that could not be decoded
+    normalize: Normalize | None = field(default=None, repr=False, compare=False)  # None: float_images
 
     def __post_init__(self) -> None:
         self.class_names = [str(c) for c in self.class_names]
@@ -82,7 +87,7 @@ class ArrayDataset:
         """
         index = check_indices(indices, len(self), self.name, "subset")
         return ArrayDataset(self.images[index], self.labels[index], list(self.class_names), self.name,
-                            list(self.skipped))
+                            list(self.skipped), self.normalize)
 
     def to(self, device: torch.device | str) -> ArrayDataset:
         """The same dataset with images and labels on `device` (a GPU keeps small datasets resident).
@@ -91,7 +96,7 @@ class ArrayDataset:
         device(type='cpu')
         """
         return ArrayDataset(self.images.to(device), self.labels.to(device), list(self.class_names), self.name,
-                            list(self.skipped))
+                            list(self.skipped), self.normalize)
 
     def split_last(self, fraction: float) -> tuple[ArrayDataset, ArrayDataset]:
         """(train, validation): the last `fraction` of samples in stored order, as Keras's `validation_split`.
@@ -182,6 +187,18 @@ def float_images(batch: torch.Tensor) -> torch.Tensor:
         return batch.to(torch.float32)
     raise CnnlabError(f"float_images: expected uint8 (0..255) or float images, got {batch.dtype}; "
                       f"build datasets with ArrayDataset.from_arrays, which converts other dtypes")
+
+
+def model_inputs(data: object, batch: torch.Tensor) -> torch.Tensor:
+    """What the model gets for a batch of `data`: its `normalize` if it has one, else `float_images`.
+
+    >>> data = ArrayDataset.from_arrays(np.full((1, 2, 2), 255, np.uint8), [0])
+    >>> raw = ArrayDataset(data.images, data.labels, data.class_names, normalize=lambda b: b.float())
+    >>> model_inputs(data, data.images).max().item(), model_inputs(raw, raw.images).max().item()
+    (1.0, 255.0)
+    """
+    normalize = getattr(data, "normalize", None)
+    return float_images(batch) if normalize is None else normalize(batch)
 
 
 def resize_images(images: torch.Tensor, size: tuple[int, int], chunk: int = 1024) -> torch.Tensor:

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from cnnlab.errors import CnnlabError, did_you_mean
 
 __all__ = ["AugmentSpec", "PRESETS", "parse_augment", "Augmenter", "random_flip", "random_crop", "random_cutout",
-           "FLIPS", "FILLS"]
+           "affine_warp", "FLIPS", "FILLS"]
 
 FLIPS = ("", "h", "v", "hv")
 FILLS = ("nearest", "constant", "reflect")
@@ -229,8 +229,9 @@ class Augmenter:
         return _back_to(out, images.dtype)
 
 
-def random_flip(images: torch.Tensor, p: float = 0.5, *, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Mirror each image of an (N, C, H, W) batch left-right with probability `p`, independently.
+def random_flip(images: torch.Tensor, p: float = 0.5, *, generator: torch.Generator | None = None,
+                vertical: bool = False) -> torch.Tensor:
+    """Mirror each (N, C, H, W) image left-right (up-down if `vertical`) with probability `p`, independently.
 
     Exact (pixels are moved, never interpolated), any dtype, on the batch's device; one random number
     per image from `generator` (on that device), or from torch's global RNG when it is None.
@@ -242,7 +243,7 @@ def random_flip(images: torch.Tensor, p: float = 0.5, *, generator: torch.Genera
     _check_images(images, "random_flip")
     if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0 <= p <= 1:
         raise CnnlabError(f"random_flip: p must be a probability in 0..1, got {p!r}; e.g. p=0.5")
-    return _random_mirror(images, dim=3, p=float(p), generator=generator)
+    return _random_mirror(images, dim=2 if vertical else 3, p=float(p), generator=generator)
 
 
 def random_crop(images: torch.Tensor, pad: int, mode: str, *,
@@ -342,26 +343,59 @@ def _random_affine(images: torch.Tensor, spec: AugmentSpec) -> torch.Tensor:
     return _warp(images, angle, shift, scale, shear, spec.fill)
 
 
-def _warp(images: torch.Tensor, angle: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor,
-          shear: torch.Tensor, fill: str) -> torch.Tensor:
-    """Bilinear affine warp of (N, C, H, W) float images about their centres, one `grid_sample` call per batch.
+def affine_warp(images: torch.Tensor, angle: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor,
+                shear: torch.Tensor, fill: str = "nearest", interpolation: str = "bilinear",
+                fill_value: float = 0.0) -> torch.Tensor:
+    """Warp each (N, C, H, W) float image by its own affine transform about its centre, in one `grid_sample` call.
 
-    Image i is sheared along x by shear[i] degrees, scaled by scale[i] (> 1 enlarges), turned by angle[i]
-    degrees (clockwise on screen, as y points down) and moved by shift[i] = (dx, dy) pixels, in that order.
+    Image i is sheared along x by shear[i] degrees, scaled by scale[i] ((N,): both axes; (N, 2):
+    (x, y) each; > 1 enlarges), turned by angle[i] degrees (clockwise on screen) and moved by
+    shift[i] = (dx, dy) pixels, in that order. `fill` is Keras's fill mode ("nearest", "constant",
+    "reflect"; see _GRID_PADDING), `interpolation` "bilinear" or "nearest"; "constant" fills with
+    `fill_value` (the warp of images - v, plus v: the fill of grid_sample's zeros padding becomes v).
+    The callers draw the parameters: Augmenter, ImageDataGenerator and the Random* layers each with
+    their own Keras semantics.
+
+    >>> x = torch.arange(4.0).view(1, 1, 1, 4)
+    >>> one, zero = torch.ones(1), torch.zeros(1)
+    >>> affine_warp(x, zero, torch.tensor([[1.0, 0.0]]), one, zero, "constant", fill_value=9.0).tolist()
+    [[[[9.0, 0.0, 1.0, 2.0]]]]
+    """
+    _check_images(images, "affine_warp")
+    if fill not in FILLS:
+        close = did_you_mean(fill, FILLS) if isinstance(fill, str) else ""
+        raise CnnlabError(f"affine_warp: fill={fill!r} is invalid.{close} Expected one of "
+                          f"{', '.join(map(repr, FILLS))}, e.g. fill='reflect'")
+    if interpolation not in ("bilinear", "nearest"):
+        raise CnnlabError(f"affine_warp: interpolation={interpolation!r} is invalid; expected 'bilinear' or "
+                          f"'nearest', e.g. interpolation='bilinear'")
+    if fill == "constant" and fill_value:
+        return _warp(images - fill_value, angle, shift, scale, shear, fill, interpolation) + fill_value
+    return _warp(images, angle, shift, scale, shear, fill, interpolation)
+
+
+def _warp(images: torch.Tensor, angle: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor,
+          shear: torch.Tensor, fill: str, interpolation: str = "bilinear") -> torch.Tensor:
+    """Affine warp of (N, C, H, W) float images about their centres, one `grid_sample` call per batch.
+
+    Image i is sheared along x by shear[i] degrees, scaled by scale[i] (> 1 enlarges; (N, 2): x and y
+    apart), turned by angle[i] degrees (clockwise on screen, as y points down) and moved by
+    shift[i] = (dx, dy) pixels, in that order.
     """
     n, c, height, width = images.shape
     radians, slant = torch.deg2rad(angle), torch.tan(torch.deg2rad(shear))
     cos, sin = torch.cos(radians), torch.sin(radians)
     # The forward map is output = R S Z input + shift about the centre, with R = [[cos, -sin], [sin, cos]],
     # S = [[1, slant], [0, 1]], Z = scale; sampling needs its inverse, Z^-1 S^-1 R^-1, written out here.
-    inverse = torch.stack([cos + slant * sin, sin - slant * cos, -sin, cos], 1).view(n, 2, 2) / scale.view(n, 1, 1)
+    # Z^-1 scales the rows: row 0 (x) by 1 / scale_x, row 1 (y) by 1 / scale_y (the same for a (N,) scale).
+    inverse = torch.stack([cos + slant * sin, sin - slant * cos, -sin, cos], 1).view(n, 2, 2) / scale.view(n, -1, 1)
     # affine_grid works in coordinates where the image spans -1..1: x_norm = x_pixels / (W / 2), likewise y.
     half = torch.tensor([width / 2, height / 2], device=images.device)
     linear = inverse * half.view(1, 1, 2) / half.view(1, 2, 1)  # (N, 2, 2)
     offset = -(inverse @ shift.view(n, 2, 1)).view(n, 2) / half  # (N, 2)
     theta = torch.cat([linear, offset.view(n, 2, 1)], 2).to(images.dtype)  # (N, 2, 3)
     grid = F.affine_grid(theta, [n, c, height, width], align_corners=False)  # (N, H, W, 2) input points
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode=_GRID_PADDING[fill], align_corners=False)
+    return F.grid_sample(images, grid, mode=interpolation, padding_mode=_GRID_PADDING[fill], align_corners=False)
 
 
 def _random_colour(images: torch.Tensor, brightness: float, contrast: float, bound: float) -> torch.Tensor:

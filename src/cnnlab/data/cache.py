@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import platformdirs
@@ -54,8 +55,12 @@ def resolve_data_dir(data_dir: str | Path | None) -> Path:
     return Path(data_dir).expanduser()
 
 
-def folder_cache_key(folder: Path, files: list[Path], split: str, image_size: tuple[int, int] | None) -> str:
+def folder_cache_key(folder: Path, files: list[Path], split: str, image_size: tuple[int, int] | None,
+                     options: Sequence[object] = ()) -> str:
     """sha256 of the folder, the split, the requested size and every image's relative path, size and mtime.
+
+    `options` (JSON-able) are whatever else decides the decoded arrays (forced channels, resampling,
+    class order, given labels); the key of a plain folder load, without them, is unchanged.
 
     The channel count and the size images are resized to (when `image_size` is None) are computed
     from the files themselves, so the files' sizes and mtimes already cover them; leaving them out
@@ -67,7 +72,8 @@ def folder_cache_key(folder: Path, files: list[Path], split: str, image_size: tu
     (64, False)
     """
     digest = hashlib.sha256()
-    digest.update(json.dumps([CACHE_FORMAT, str(folder), split, image_size]).encode())
+    digest.update(json.dumps([CACHE_FORMAT, str(folder), split, image_size, *([list(options)] if options else [])])
+                  .encode())
     for file in sorted(files):
         try:
             stat = file.stat()

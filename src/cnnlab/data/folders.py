@@ -13,6 +13,7 @@ cache.py) so the next load of the unchanged folder skips decoding; a bigger one 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -23,7 +24,7 @@ from cnnlab.data.images import GRAYSCALE_MODES, IMAGE_EXTENSIONS, link_loop, lis
 from cnnlab.data.streaming import FolderDataset
 from cnnlab.errors import CnnlabError
 
-__all__ = ["load_image_folder", "SPLIT_FOLDERS", "MEMORY_BUDGET_BYTES"]
+__all__ = ["load_image_folder", "load_image_files", "SPLIT_FOLDERS", "MEMORY_BUDGET_BYTES"]
 
 # A folder holding `train/` and at least one of the others is a split dataset, not four classes.
 SPLIT_FOLDERS = ("train", "test", "val", "validation")
@@ -92,6 +93,52 @@ def load_image_folder(path: str | Path, split: str = "train", image_size: tuple[
     return data
 
 
+def load_image_files(root: str | Path, files: list[Path], labels: list[int], class_names: list[str], channels: int,
+                     size: tuple[int, int], *, interpolation: str = "bilinear", crop_to_aspect_ratio: bool = False,
+                     in_memory: bool | None = None, cache: bool = True, data_dir: str | Path | None = None,
+                     options: Sequence[object] = ()) -> ArrayDataset | FolderDataset:
+    """Files under `root` that a caller listed (with labels), decoded as `load_image_folder` decodes a folder.
+
+    For front ends that list files their own way (Keras's `image_dataset_from_directory`, its
+    `flow_from_directory`): every image becomes (channels, *size) uint8 (`read_image` with
+    `interpolation` and `crop_to_aspect_ratio`); files whose header is unreadable are skipped and
+    named in `skipped`, and a class may end up with no images. In memory (and cached, keyed also by
+    `options`) where it fits MEMORY_BUDGET_BYTES, else streamed, as `in_memory` says (None: decide).
+
+    >>> import tempfile; from PIL import Image
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for i, color in enumerate(["red", "blue"]): Image.new("RGB", (6, 4), color).save(root / f"{i}.png")
+    >>> data = load_image_files(root, sorted(root.glob("*.png")), [1, 0], ["a", "b"], 4, (2, 3), cache=False)
+    >>> data.images.shape, data.labels.tolist(), data.images[0, :, 0, 0].tolist()
+    (torch.Size([2, 4, 2, 3]), [1, 0], [255, 0, 0, 255])
+    """
+    folder = Path(root).expanduser().resolve()
+    listed = [(int(label), Path(file)) for label, file in zip(labels, files, strict=True)]
+    cache_path = None
+    key_options = [channels, interpolation, crop_to_aspect_ratio, list(class_names), *options]
+    if cache and in_memory is not False:
+        key = folder_cache_key(folder, [file for _, file in listed], "files", size, key_options)
+        cache_path = decoded_cache_path(resolve_data_dir(data_dir), key)
+        cached = read_decoded(cache_path, folder.name)
+        if cached is not None and (in_memory or cached.images.numel() <= MEMORY_BUDGET_BYTES):
+            return cached
+    samples, _, _, skipped = _probe_all(listed)
+    if in_memory is None:
+        in_memory = len(samples) * channels * size[0] * size[1] <= MEMORY_BUDGET_BYTES
+    if not in_memory:
+        kept_labels = torch.tensor([label for label, _ in samples], dtype=torch.int64)
+        return FolderDataset([file for _, file in samples], kept_labels, class_names, channels, size, folder.name,
+                             skipped, interpolation=interpolation, crop_to_aspect_ratio=crop_to_aspect_ratio)
+    data = _decode_all(folder, folder.name, class_names, samples, channels, size, skipped,
+                       (interpolation, crop_to_aspect_ratio), check_classes=False)
+    if cache_path is not None:
+        try:
+            write_decoded(cache_path, data)
+        except OSError:  # as in load_image_folder: a cache that cannot be written costs speed, not the load
+            pass
+    return data
+
+
 def _probe_all(listed: list[Sample]) -> tuple[list[Sample], list[str], list[tuple[int, int]], list[str]]:
     """Each readable file's (label, file), mode and (H, W), and the files whose header is unreadable."""
     samples, modes, sizes, skipped = [], [], [], []
@@ -108,18 +155,23 @@ def _probe_all(listed: list[Sample]) -> tuple[list[Sample], list[str], list[tupl
 
 
 def _decode_all(folder: Path, name: str, class_names: list[str], samples: list[Sample], channels: int,
-                size: tuple[int, int], skipped: list[str]) -> ArrayDataset:
-    """Every sample decoded into one (N, C, H, W) uint8 tensor; files whose pixels fail are skipped too."""
+                size: tuple[int, int], skipped: list[str], resize: tuple[str, bool] = ("bilinear", False),
+                check_classes: bool = True) -> ArrayDataset:
+    """Every sample decoded into one (N, C, H, W) uint8 tensor; files whose pixels fail are skipped too.
+
+    `resize` is read_image's (interpolation, crop_to_aspect_ratio); `check_classes` fails when a class lost
+    every image (a front end whose classes may be empty, as Keras's, turns it off)."""
     images = torch.empty((len(samples), channels, size[0], size[1]), dtype=torch.uint8)  # (N, C, H, W)
     kept: list[Sample] = []
     for label, file in samples:
         try:
-            images[len(kept)] = read_image(file, channels, size)
+            images[len(kept)] = read_image(file, channels, size, *resize)
         except CnnlabError:  # truncated or corrupt pixel data behind a readable header
             skipped.append(str(file))
             continue
         kept.append((label, file))
-    _check_every_class_left(folder, class_names, kept, skipped)
+    if check_classes:
+        _check_every_class_left(folder, class_names, kept, skipped)
     if len(kept) < len(samples):
         images = images[:len(kept)].clone()  # drop the unused rows' memory
     labels = torch.tensor([label for label, _ in kept], dtype=torch.int64)

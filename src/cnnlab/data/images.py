@@ -17,13 +17,20 @@ from PIL import Image, ImageOps
 
 from cnnlab.errors import CnnlabError, one_line
 
-__all__ = ["IMAGE_EXTENSIONS", "GRAYSCALE_MODES", "list_images", "read_image", "image_to_tensor", "probe_image",
-           "link_loop"]
+__all__ = ["IMAGE_EXTENSIONS", "GRAYSCALE_MODES", "RESAMPLING", "list_images", "read_image", "image_to_tensor",
+           "probe_image", "link_loop"]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 
 # Pillow modes that hold one intensity per pixel ("LA" is gray + alpha; "I;16*" are 16-bit PNG/TIFF).
 GRAYSCALE_MODES: frozenset[str] = frozenset({"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"})
+
+# Keras's interpolation names (tf.image.resize and load_img) -> Pillow's filters. Pillow filters
+# antialias when shrinking (tf.image.resize does not), so shrunk images differ from Keras's by a few levels.
+RESAMPLING: dict[str, Image.Resampling] = {
+    "nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+    "area": Image.Resampling.BOX, "box": Image.Resampling.BOX, "hamming": Image.Resampling.HAMMING,
+    "lanczos": Image.Resampling.LANCZOS, "lanczos3": Image.Resampling.LANCZOS, "lanczos5": Image.Resampling.LANCZOS}
 
 # EXIF orientations 5..8 rotate by 90 degrees, so the decoded image has width and height swapped.
 _TRANSPOSING_ORIENTATIONS = frozenset({5, 6, 7, 8})
@@ -77,11 +84,14 @@ def link_loop(folder: str | Path) -> Path | None:
     return target if path.parent.resolve().is_relative_to(target) else None
 
 
-def read_image(path: str | Path, channels: int, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """Decode one image file to a (C, H, W) uint8 tensor with `channels` 1 (gray) or 3 (RGB).
+def read_image(path: str | Path, channels: int, size: tuple[int, int] | None = None,
+               interpolation: str = "bilinear", crop_to_aspect_ratio: bool = False) -> torch.Tensor:
+    """Decode one image file to a (C, H, W) uint8 tensor with `channels` 1 (gray), 3 (RGB) or 4 (RGBA).
 
-    The image is turned upright by its EXIF orientation, converted (alpha is dropped; palette,
-    CMYK and 16-bit images are handled) and resized to `size` = (H, W) with bilinear filtering.
+    The image is turned upright by its EXIF orientation, converted (alpha is dropped unless
+    channels is 4; palette, CMYK and 16-bit images are handled) and resized to `size` = (H, W)
+    with `interpolation` (a RESAMPLING name), after cropping its centre to the aspect ratio of
+    `size` when `crop_to_aspect_ratio` (Keras's option of the same name).
 
     >>> import tempfile
     >>> path = Path(tempfile.mkdtemp()) / "red.png"
@@ -89,21 +99,25 @@ def read_image(path: str | Path, channels: int, size: tuple[int, int] | None = N
     >>> read_image(path, channels=3).shape, read_image(path, channels=1, size=(224, 224)).shape
     (torch.Size([3, 30, 40]), torch.Size([1, 224, 224]))
     """
-    if channels not in (1, 3):
-        raise CnnlabError(f"read_image: channels must be 1 (grayscale) or 3 (RGB), got {channels!r}")
+    if channels not in (1, 3, 4):
+        raise CnnlabError(f"read_image: channels must be 1 (grayscale), 3 (RGB) or 4 (RGBA), got {channels!r}")
     if size is not None and not (len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
         raise CnnlabError(f"read_image: size must be (height, width), two positive integers, got {size!r}")
+    if interpolation not in RESAMPLING:
+        raise CnnlabError(f"read_image: interpolation={interpolation!r} is not one of {', '.join(RESAMPLING)}; "
+                          f"e.g. interpolation='bilinear'")
     try:
         _check_regular_file(path)
         with Image.open(path) as opened:
-            return image_to_tensor(opened, channels, size)
+            return image_to_tensor(opened, channels, size, interpolation, crop_to_aspect_ratio)
     # Pillow's format plugins signal a bad file with OSError, SyntaxError, ValueError, struct.error
     # and others; any of them means the same thing to the user: this file cannot be read.
     except Exception as error:
         raise _decode_error(path, error) from error
 
 
-def image_to_tensor(image: Image.Image, channels: int, size: tuple[int, int] | None = None) -> torch.Tensor:
+def image_to_tensor(image: Image.Image, channels: int, size: tuple[int, int] | None = None,
+                    interpolation: str = "bilinear", crop_to_aspect_ratio: bool = False) -> torch.Tensor:
     """An opened Pillow image -> (C, H, W) uint8, the one decoding path for files and uploads alike.
 
     Upright by EXIF orientation, converted to `channels` (palette, CMYK, 16-bit handled; alpha
@@ -116,9 +130,22 @@ def image_to_tensor(image: Image.Image, channels: int, size: tuple[int, int] | N
     image.load()
     image = _convert(image, channels)
     if size is not None and (image.height, image.width) != tuple(size):
-        image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        box = aspect_crop_box(image.width, image.height, size) if crop_to_aspect_ratio else None
+        image = image.resize((size[1], size[0]), RESAMPLING[interpolation], box=box)
     tensor = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
     return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()  # (H, W, C) -> (C, H, W)
+
+
+def aspect_crop_box(width: int, height: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) of the largest centred box of `size`'s aspect ratio (H, W), as Keras crops it.
+
+    >>> aspect_crop_box(640, 480, (224, 224))
+    (80, 0, 560, 480)
+    """
+    crop_height = max(min(height, (width * size[0]) // size[1]), 1)
+    crop_width = max(min(width, (height * size[1]) // size[0]), 1)
+    left, top = (width - crop_width) // 2, (height - crop_height) // 2
+    return left, top, left + crop_width, top + crop_height
 
 
 def probe_image(path: str | Path) -> tuple[str, tuple[int, int]]:
@@ -146,7 +173,7 @@ def _convert(image: Image.Image, channels: int) -> Image.Image:
         image = _wide_to_8bit(image)
     elif image.mode == "P":
         image = image.convert("RGBA")  # palette transparency is only honoured via RGBA
-    return image.convert("L" if channels == 1 else "RGB")
+    return image.convert({1: "L", 3: "RGB", 4: "RGBA"}[channels])
 
 
 def _wide_to_8bit(image: Image.Image) -> Image.Image:

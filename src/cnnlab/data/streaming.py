@@ -10,7 +10,7 @@ in `skipped_during_training`, so one bad file costs one sample, not the run.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,13 +62,18 @@ class FolderDataset:
     name: str = "folder"
     skipped: list[str] = field(default_factory=list)
     skipped_during_training: list[str] = field(default_factory=list)
+    # How a uint8 batch becomes the model's input; None: float_images (see ArrayDataset.normalize)
+    normalize: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False, compare=False)
+    interpolation: str = "bilinear"  # resampling filter of read_image (Keras's interpolation names)
+    crop_to_aspect_ratio: bool = False  # centre-crop to size's aspect ratio before resizing (Keras's option)
 
     def __post_init__(self) -> None:
         self.paths = [Path(p) for p in self.paths]
         self.class_names = [str(c) for c in self.class_names]
         check_labels(self.name, self.labels, len(self.paths), self.class_names, "path")
-        if self.channels not in (1, 3):
-            raise CnnlabError(f"{self.name}: channels must be 1 (grayscale) or 3 (RGB), got {self.channels!r}")
+        if self.channels not in (1, 3, 4):
+            raise CnnlabError(f"{self.name}: channels must be 1 (grayscale), 3 (RGB) or 4 (RGBA), "
+                              f"got {self.channels!r}")
         if not (len(self.size) == 2 and all(isinstance(v, int) and v > 0 for v in self.size)):
             raise CnnlabError(f"{self.name}: size must be (height, width), two positive integers, got {self.size!r}")
         self.size = (int(self.size[0]), int(self.size[1]))
@@ -99,7 +104,8 @@ class FolderDataset:
         """
         index = check_indices(indices, len(self), self.name, "subset")
         return FolderDataset([self.paths[i] for i in index.tolist()], self.labels[index], list(self.class_names),
-                             self.channels, self.size, self.name, list(self.skipped), self.skipped_during_training)
+                             self.channels, self.size, self.name, list(self.skipped), self.skipped_during_training,
+                             self.normalize, self.interpolation, self.crop_to_aspect_ratio)
 
     def split_last(self, fraction: float) -> tuple[FolderDataset, FolderDataset]:
         """(train, validation): the last `fraction` of files in stored order, as Keras's `validation_split`.
@@ -127,7 +133,8 @@ class FolderDataset:
         check_batch_size(batch_size)
         check_workers(workers)
         index = check_indices(order, len(self), self.name, "order")
-        files = DecodedFiles(self.paths, self.labels, self.channels, self.size, augment)
+        files = DecodedFiles(self.paths, self.labels, self.channels, self.size, augment, self.interpolation,
+                             self.crop_to_aspect_ratio)
         loader = DataLoader(files, batch_sampler=BatchSampler(index.tolist(), batch_size, drop_last=False),
                             num_workers=workers, collate_fn=collate_decodable,
                             pin_memory=torch.cuda.is_available(), persistent_workers=False)
@@ -151,10 +158,12 @@ class DecodedFiles(Dataset[Decoded]):
     """
 
     def __init__(self, paths: Sequence[str | Path], labels: torch.Tensor, channels: int, size: tuple[int, int],
-                 augment: Augment | None = None) -> None:
+                 augment: Augment | None = None, interpolation: str = "bilinear",
+                 crop_to_aspect_ratio: bool = False) -> None:
         self.paths = np.array([os.fsencode(p) for p in paths], dtype=np.bytes_)
         self.labels = labels.numpy().copy()
         self.channels, self.size, self.augment = channels, size, augment
+        self.interpolation, self.crop_to_aspect_ratio = interpolation, crop_to_aspect_ratio
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -163,7 +172,8 @@ class DecodedFiles(Dataset[Decoded]):
         path = os.fsdecode(self.paths[i])
         label = int(self.labels[i])
         try:
-            image = read_image(path, self.channels, self.size)  # (C, H, W)
+            image = read_image(path, self.channels, self.size, self.interpolation,
+                               self.crop_to_aspect_ratio)  # (C, H, W)
         except CnnlabError:  # read_image's one error for a file that cannot be decoded
             return None, label, path
         if self.augment is not None:

@@ -8,9 +8,12 @@ Models are cnnlab models (`nn.Module`s): they train on cnnlab's engine (training
 `model.save(...)` writes a cnnlab model file that every `cnnlab` command reads.
 """
 
-from cnnlab.keras import backend, callbacks, datasets, layers, losses, mixed_precision, models, optimizers, utils
+from cnnlab.keras import (
+    applications, backend, callbacks, datasets, layers, losses, mixed_precision, models, optimizers, preprocessing,
+    utils,
+)
 from cnnlab.keras.layers import Input, InputLayer
-from cnnlab.keras.models import Sequential
+from cnnlab.keras.models import Model, Sequential
 
-__all__ = ["backend", "callbacks", "datasets", "layers", "losses", "mixed_precision", "models", "optimizers", "utils",
-           "Input", "InputLayer", "Sequential"]
+__all__ = ["applications", "backend", "callbacks", "datasets", "layers", "losses", "mixed_precision", "models",
+           "optimizers", "preprocessing", "utils", "Input", "InputLayer", "Model", "Sequential"]

@@ -23,7 +23,7 @@ __all__ = ["images_nchw", "labels_vector", "to_dataset", "keras_layout"]
 RAW_PIXEL_MAX = 1.5  # inputs above this were never divided by 255
 
 
-def images_nchw(x: Any, expected: tuple[int, int, int] | None, where: str) -> torch.Tensor:
+def images_nchw(x: Any, expected: tuple[Any, ...] | None, where: str) -> torch.Tensor:
     """float32 (N, C, H, W) from channels-last images `x`; `expected` is the model's (H, W, C) if known."""
     if isinstance(x, (list, tuple)) and x and not isinstance(x[0], (int, float)):
         x = np.stack([np.asarray(v) for v in x])
@@ -31,7 +31,11 @@ def images_nchw(x: Any, expected: tuple[int, int, int] | None, where: str) -> to
     if array.dtype.kind not in "biuf":
         raise CnnlabError(f"{where}: x must be a numeric array of images (N, H, W, C); got dtype {array.dtype}")
     shape = tuple(array.shape)
-    if expected is not None:
+    if expected is not None and (expected[0] is None or expected[1] is None):  # a model for any image size
+        if len(shape) != 4 or shape[3] != expected[2]:
+            raise CnnlabError(f"{where}: x has shape {shape} but the model takes (None, None, None, {expected[2]}) "
+                              f"(images of any height and width with {expected[2]} channels)")
+    elif expected is not None:
         h, w, c = expected
         if shape == (h, w, c):
             raise CnnlabError(f"{where}: x has shape {shape}, one image without its batch axis; the model takes "
@@ -104,8 +108,10 @@ def to_dataset(images: torch.Tensor, labels: torch.Tensor, outputs: int | None, 
     return ArrayDataset(images, labels, [str(i) for i in range(classes)], "arrays")
 
 
-def keras_layout(out: torch.Tensor) -> np.ndarray:
-    """A model's output as Keras returns it: NumPy, channels-last for feature maps."""
+def keras_layout(out: Any) -> Any:
+    """A model's output as Keras returns it: NumPy, channels-last for feature maps (a list for several outputs)."""
+    if isinstance(out, (list, tuple)):
+        return [keras_layout(o) for o in out]
     out = out.detach().float().cpu()
     if out.ndim == 4:
         out = out.permute(0, 2, 3, 1)

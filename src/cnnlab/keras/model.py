@@ -19,13 +19,20 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.keras import callbacks as kcallbacks
 from cnnlab.keras import mixed_precision
+from cnnlab.keras.h5 import load_h5_weights, save_h5_weights
 from cnnlab.keras.arrays import images_nchw, keras_layout, labels_vector, to_dataset, warn_unscaled
 from cnnlab.keras.losses import resolve_loss, resolve_metrics
 from cnnlab.keras.optimizers import resolve_optimizer
+from cnnlab.keras.sources import (
+    check_not_generator, is_keras_source, loader_workers, source_dataset, source_feed, source_predict,
+)
 from cnnlab.keras.summary import keras_summary
 from cnnlab.models.files import save_model
+from cnnlab.models.preprocessing_layers import augmenting, rescales_inputs
+from cnnlab.models.graph import Functional
 from cnnlab.models.layers import set_weights_in_order
 from cnnlab.models.summary import count_parameters, layer_modules
+from cnnlab.models.symbolic import is_symbolic
 from cnnlab.training import evaluate as engine_evaluate
 from cnnlab.training import fit as engine_fit
 from cnnlab.training.devices import resolve_runtime
@@ -59,7 +66,9 @@ class Variable:
         return f"<Variable path={self.name}, shape={self.shape}, dtype=float32>"
 
 
-WEIGHT_NAMES = {"Conv2D": ("kernel", "bias"), "Dense": ("kernel", "bias"),
+WEIGHT_NAMES = {"Conv2D": ("kernel", "bias"), "Dense": ("kernel", "bias"), "DepthwiseConv2D": ("kernel", "bias"),
+                "Conv2DTranspose": ("kernel", "bias"),
+                "SeparableConv2D": ("depthwise_kernel", "pointwise_kernel", "bias"),
                 "BatchNormalization": ("gamma", "beta", "moving_mean", "moving_variance")}
 MOVING = ("moving_mean", "moving_variance")  # never trainable
 
@@ -139,7 +148,8 @@ class KerasModel(nn.Module):
     def summary(self, line_length: int | None = None, positions: Any = None, print_fn: Any = None,
                 expand_nested: bool = False, show_trainable: bool = False, layer_range: Any = None) -> None:
         """Keras's table: each layer's name (type), output shape and parameter count, then the totals."""
-        self.require_built("summary")  # type: ignore[operator]
+        if not isinstance(self, Functional):
+            self.require_built("summary")  # type: ignore[operator]
         (print_fn or print)(keras_summary(self, self.name))  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ compile and train
@@ -159,12 +169,18 @@ class KerasModel(nn.Module):
         self._optimizer_state: Any = None  # train_on_batch's optimizer, made on first use
 
     def _check_loss_against_model(self, objective: Objective) -> None:
-        last = self.layers[-1] if self.layers else None
-        activation = getattr(last, "activation", None)
+        activation = getattr(self._output_layer(), "activation", None)
         if objective.from_logits and activation in ("softmax", "sigmoid"):
             raise CnnlabError(f"compile: the loss has from_logits=True but the last layer already applies "
                               f"{activation}; drop activation='{activation}' from the last layer or use "
                               f"from_logits=False")
+
+    def _output_layer(self) -> nn.Module | None:
+        """The layer whose output the model returns (the first output's, for several)."""
+        if isinstance(self, Functional):
+            node = self.output_tensors[0].node
+            return node.layer if node is not None else None
+        return self.layers[-1] if self.layers else None
 
     def _require_compiled(self, where: str) -> dict[str, Any]:
         if self.compiled is None:
@@ -178,17 +194,34 @@ class KerasModel(nn.Module):
             sample_weight: Any = None, initial_epoch: int = 0, steps_per_epoch: int | None = None,
             validation_steps: int | None = None, validation_batch_size: int | None = None,
             validation_freq: int = 1, seed: int | None = None) -> kcallbacks.History:
-        """Keras's fit on NumPy arrays; returns a History whose `.history` has Keras's keys."""
+        """Keras's fit on NumPy arrays, an image_dataset_from_directory dataset or an ImageDataGenerator
+        iterator (its batch size, order and labels; `steps_per_epoch`/`validation_steps` cap the batches);
+        returns a History whose `.history` has Keras's keys."""
         compiled = self._require_compiled("fit")
-        if validation_freq != 1 or validation_steps is not None:
-            raise CnnlabError("fit: validation_freq and validation_steps are not supported yet; validation runs "
-                              "on all of the validation data after every epoch")
+        source = is_keras_source(x)
+        if validation_freq != 1 or (validation_steps is not None and not is_keras_source(validation_data)):
+            raise CnnlabError("fit: validation_freq, and validation_steps with arrays, are not supported yet; "
+                              "validation runs on all of the validation data after every epoch")
         objective: Objective = compiled["objective"]
-        train = self._dataset(x, y, "fit", objective)
+        if source:
+            if validation_split or sample_weight is not None:
+                raise CnnlabError("fit: validation_split and sample_weight are for arrays; a dataset or generator "
+                                  "brings its own (use validation_data=, or ImageDataGenerator(validation_split=))")
+            feed = source_feed(x, y, "fit")
+            train = source_dataset(self, feed, objective, "fit")
+            batch_size, shuffle, sample_weight = feed.batch_size, feed.shuffle, feed.sample_weights
+            seed = seed if seed is not None else feed.seed
+        else:
+            check_not_generator(x, "fit")
+            train = self._dataset(x, y, "fit", objective)
         validation = None
-        if validation_data is not None:
+        if is_keras_source(validation_data):
+            validation = source_dataset(self, source_feed(validation_data, None, "fit validation_data"), objective,
+                                        "fit validation_data", validation_steps)
+        elif validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
-                raise CnnlabError("fit: validation_data must be a tuple (x_val, y_val) or (x_val, y_val, weights)")
+                raise CnnlabError("fit: validation_data must be a tuple (x_val, y_val) or (x_val, y_val, weights), "
+                                  "a dataset or an ImageDataGenerator iterator")
             validation = self._dataset(validation_data[0], validation_data[1], "fit validation_data", objective)
         verbose = 1 if verbose == "auto" else int(verbose)
         items = list(callbacks or [])
@@ -210,7 +243,8 @@ class KerasModel(nn.Module):
                                  steps_per_epoch=steps_per_epoch, runtime=runtime,
                                  class_weights=_class_weights(class_weight, train),
                                  sample_weights=_weights_tensor(sample_weight),
-                                 checkpoint=_backup(backup), progress=KerasProgbar(verbose, names=rename))
+                                 checkpoint=_backup(backup), progress=KerasProgbar(verbose, names=rename),
+                                 workers=loader_workers(train))
         except NonFiniteLoss as exc:
             if not any(isinstance(cb, kcallbacks.TerminateOnNaN) for cb in items):
                 raise
@@ -230,7 +264,13 @@ class KerasModel(nn.Module):
                  return_dict: bool = False) -> Any:
         """Keras's evaluate: [loss, accuracy] (a bare loss without metrics; a dict with return_dict)."""
         compiled = self._require_compiled("evaluate")
-        data = self._dataset(x, y, "evaluate", compiled["objective"])
+        if is_keras_source(x):  # a dataset or generator iterator: its batches, `steps` of them at most
+            feed = source_feed(x, y, "evaluate")
+            data = source_dataset(self, feed, compiled["objective"], "evaluate", steps)
+            batch_size = feed.batch_size
+        else:
+            check_not_generator(x, "evaluate")
+            data = self._dataset(x, y, "evaluate", compiled["objective"])
         start = time.perf_counter()
         scores = engine_evaluate(self, data, batch_size=EVAL_BATCH, objective=compiled["objective"])
         result = _results(scores.loss, scores.accuracy, compiled["metrics"])
@@ -240,9 +280,20 @@ class KerasModel(nn.Module):
 
     def predict(self, x: Any, batch_size: int | None = None, verbose: Any = "auto", steps: int | None = None,
                 callbacks: Any = None) -> np.ndarray:
-        """What the last layer outputs for images `x` (N, H, W, C), as a NumPy array (Keras's predict)."""
+        """What the last layer outputs for images `x` (N, H, W, C), as a NumPy array (Keras's predict).
+
+        A dataset or generator iterator is predicted in its stored order (`.classes`, `file_paths`),
+        even a shuffled one (Keras follows the shuffle, so its predictions do not line up with
+        `.classes` unless shuffle=False: a classic confusion-matrix trap); `steps` caps the batches.
+        """
         start = time.perf_counter()
-        out = self._forward_arrays(x, "predict")
+        if is_keras_source(x):
+            feed = source_feed(x, None, "predict")
+            batch_size = feed.batch_size
+            out = source_predict(self, feed, steps)
+        else:
+            check_not_generator(x, "predict")
+            out = self._forward_arrays(x, "predict")
         if verbose in (1, "auto"):
             _print_done(len(out), batch_size or 32, time.perf_counter() - start, {})
         return out
@@ -276,10 +327,11 @@ class KerasModel(nn.Module):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Tensors (N, C, H, W) go through as in any nn.Module; NumPy images (N, H, W, C) as in Keras."""
+        if args and is_symbolic(args[0]):  # the functional API: this model as a layer of another
+            return super().__call__(*args, **kwargs)
         if args and not isinstance(args[0], torch.Tensor):
             kwargs.pop("training", None)
             return torch.from_numpy(self._forward_arrays(args[0], "model(x)"))
-        kwargs.pop("training", None)
         return super().__call__(*args, **kwargs)
 
     # ------------------------------------------------------------------ saving
@@ -289,24 +341,35 @@ class KerasModel(nn.Module):
         if path.exists() and not overwrite:
             raise CnnlabError(f"save: {path} exists; pass overwrite=True or choose another name")
         hwc = self.require_built("save")  # type: ignore[operator]
+        if any(d is None for d in hwc):
+            raise CnnlabError(f"save: {self.name} takes images of any size {tuple(hwc)}; a model file records one "
+                              f"input size: build the model with input_shape=(H, W, C) to save it")
         outputs = self._num_outputs()
         config = self.compiled["config"] if self.compiled else {}
         save_model(self, path, [str(i) for i in range(max(outputs, 2))], hwc, training_config=config,
                    keep_suffix=True)
 
     def save_weights(self, filepath: str | Path, overwrite: bool = True) -> None:
-        """The weights alone, as a safetensors file (load them into the same architecture with load_weights)."""
+        """The weights alone: a safetensors file, or Keras's legacy .h5 layout for a name ending in .h5
+        (load them into the same architecture with load_weights)."""
         from safetensors.torch import save_file
 
         path = Path(filepath)
         if path.exists() and not overwrite:
             raise CnnlabError(f"save_weights: {path} exists; pass overwrite=True or choose another name")
+        if path.suffix == ".h5":
+            save_h5_weights(self, path)
+            return
         save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(path))
 
     def load_weights(self, filepath: str | Path) -> None:
-        """Weights written by save_weights (or a cnnlab model file of the same architecture)."""
+        """Weights written by save_weights (or a cnnlab model file of the same architecture), or Keras's .h5."""
         from safetensors import SafetensorError
         from safetensors.torch import load_file
+
+        if Path(filepath).suffix == ".h5":
+            load_h5_weights(self, Path(filepath), "load_weights")
+            return
 
         try:
             self.load_state_dict(load_file(str(filepath)))
@@ -316,18 +379,20 @@ class KerasModel(nn.Module):
 
     # ------------------------------------------------------------------ helpers
     def _num_outputs(self) -> int:
-        shape = self.layer_output_shapes()[-1]  # type: ignore[operator]
-        return int(shape[0]) if len(shape) == 1 else 0
+        """Units of the (first) output when it is a vector, else 0."""
+        shape = self.outputs[0].shape[1:]  # type: ignore[attr-defined,index]
+        return int(shape[0]) if len(shape) == 1 and shape[0] is not None else 0
 
     def _dataset(self, x: Any, y: Any, where: str, objective: Objective) -> Any:
         if x is None or y is None:
-            raise CnnlabError(f"{where}: give images x and labels y as NumPy arrays (data generators and "
-                              f"tf.data are not supported yet)")
+            raise CnnlabError(f"{where}: give images x and labels y as NumPy arrays, or x as a dataset "
+                              f"(image_dataset_from_directory) or ImageDataGenerator iterator without y")
         built = getattr(self, "image_shape", None)
         images = images_nchw(x, built, where)
         if built is None:
             self.build(tuple(int(v) for v in np.shape(x)[1:]))  # type: ignore[operator]
-        warn_unscaled(images, self)
+        if not rescales_inputs(self):  # a Rescaling layer makes raw 0..255 inputs the right ones
+            warn_unscaled(images, self)
         outputs = self._num_outputs() or None
         labels = labels_vector(y, objective.name, outputs, len(images), where)
         return to_dataset(images, labels, outputs, where)
@@ -335,12 +400,16 @@ class KerasModel(nn.Module):
     def _forward_arrays(self, x: Any, where: str) -> np.ndarray:
         hwc = self.require_built(where)  # type: ignore[operator]
         images = images_nchw(x, hwc, where)
-        warn_unscaled(images, self)
+        if not rescales_inputs(self) and any(True for _ in self.parameters()):  # a pure preprocessing pipeline
+            warn_unscaled(images, self)                                         # takes any pixels
         device, outs = model_device(self), []
         self.eval()
-        with torch.no_grad():
+        # Keras's direct call model(x) runs random preprocessing layers (training=True is their default)
+        with torch.no_grad(), augmenting(self, where == "model(x)"):
             for start in range(0, len(images), EVAL_BATCH):
                 outs.append(keras_layout(nn.Module.__call__(self, images[start:start + EVAL_BATCH].to(device))))
+        if isinstance(outs[0], list):  # several outputs (e.g. the tutorials' feature-map model): a list of arrays
+            return [np.concatenate(parts) for parts in zip(*outs, strict=True)]  # type: ignore[return-value]
         return np.concatenate(outs)
 
 

@@ -1,7 +1,7 @@
-"""Keras's models: `models.Sequential([...])`, `model.add(...)`, `load_model("m.keras")`.
+"""Keras's models: `models.Sequential([...])`, `model.add(...)`, `Model(inputs, outputs)`, `load_model("m.keras")`.
 
-A `Sequential` here is cnnlab's Sequential (an `nn.Module` every cnnlab command takes) with
-Keras's model methods (keras/model.py).
+A `Sequential` here is cnnlab's Sequential and a `Model` cnnlab's Functional graph (both
+`nn.Module`s every cnnlab command takes), with Keras's model methods (keras/model.py).
 """
 
 from __future__ import annotations
@@ -17,8 +17,19 @@ from cnnlab.keras.model import KerasModel
 from cnnlab.keras.optimizers import resolve_optimizer
 from cnnlab.models import layers as core
 from cnnlab.models.files import load_model as load_cnnlab_model
+from cnnlab.models.graph import Functional
+from cnnlab.models.symbolic import KerasTensor
 
-__all__ = ["Sequential", "load_model"]
+__all__ = ["Sequential", "Model", "load_model"]
+
+
+def _input_shape_of(item: Any) -> tuple[Any, ...] | None:
+    """(H, W, C) of an `Input(...)` tensor or an InputLayer given as a Sequential's first element, else None."""
+    if isinstance(item, KerasTensor) and item.node is not None and isinstance(item.node.layer, InputLayer):
+        return tuple(item.shape[1:])
+    if isinstance(item, InputLayer):
+        return tuple(item.shape[1:])
+    return None
 
 
 class Sequential(KerasModel, core.Sequential):
@@ -35,18 +46,21 @@ class Sequential(KerasModel, core.Sequential):
     def __init__(self, layers: Sequence[Any] | None = None, name: str | None = None,
                  input_shape: Sequence[int] | None = None, **ignored: Any) -> None:
         layers = list(layers or [])
-        if layers and isinstance(layers[0], InputLayer):
-            input_shape = layers.pop(0).shape[1:]
+        if layers and _input_shape_of(layers[0]) is not None:
+            input_shape = _input_shape_of(layers.pop(0))
         core.Sequential.__init__(self, [], input_shape=input_shape, name=name)
         for layer in layers:
             self.add(layer)
 
     def add(self, layer: Any) -> None:
-        if isinstance(layer, InputLayer):
+        shape = _input_shape_of(layer)
+        if shape is not None:
             if len(self) or self.built:
                 raise CnnlabError("Sequential.add: an Input layer must come first")
-            self.build(layer.shape[1:])  # type: ignore[arg-type]
+            self.build(shape)  # type: ignore[arg-type]
             return
+        if isinstance(layer, KerasTensor):
+            raise CnnlabError(f"Sequential.add takes layers, not a layer's output {layer}; add the layer itself")
         core.Sequential.add(self, layer)
 
     @property
@@ -61,13 +75,46 @@ class Sequential(KerasModel, core.Sequential):
         return (None, *self.layer_output_shapes()[-1])
 
 
+class Model(KerasModel, Functional):
+    """Keras's functional model: `Model(inputs=inputs, outputs=outputs)` from `Input(...)` and layer calls.
+
+    >>> from cnnlab.keras import layers
+    >>> inputs = layers.Input(shape=(32, 32, 3))
+    >>> x = layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    >>> x = layers.Add()([layers.Conv2D(16, 3, padding="same")(x), x])
+    >>> model = Model(inputs, layers.Dense(10)(layers.GlobalAveragePooling2D()(x)))
+    >>> model.count_params(), model.output_shape
+    (2938, (None, 10))
+    """
+
+    def __init__(self, inputs: Any = None, outputs: Any = None, name: str | None = None, **ignored: Any) -> None:
+        if inputs is None or outputs is None:
+            raise CnnlabError("Model: give inputs= and outputs=, e.g. Model(inputs=keras.Input(shape=(28, 28, 1)), "
+                              "outputs=x) (subclassing keras.Model with a call() method is not supported yet)")
+        Functional.__init__(self, inputs, outputs, name=name)
+
+    @property
+    def input_shape(self) -> Any:
+        """(None, H, W, C), or a list of them for several inputs, as Keras gives it."""
+        shapes = [t.shape for t in self.input_tensors]
+        return shapes if self.inputs_as_list else shapes[0]
+
+    @property
+    def output_shape(self) -> Any:
+        shapes = [t.shape for t in self.output_tensors]
+        return shapes if self.outputs_as_list else shapes[0]
+
+
 def load_model(filepath: str | Path, custom_objects: Any = None, compile: bool = True,
                safe_mode: bool = True) -> Any:
     """A model saved with `model.save(...)` (or any cnnlab Sequential model file), compiled as it was saved."""
     model, card = load_cnnlab_model(filepath)
-    if not isinstance(model, core.Sequential):
+    if isinstance(model, Functional):
+        keras_model: Any = Model.from_config(model.get_config())
+    elif isinstance(model, core.Sequential):
+        keras_model = Sequential.from_config(model.get_config())  # the same layers, with Keras's methods
+    else:
         return model  # registry and transfer models: plain cnnlab models
-    keras_model = Sequential.from_config(model.get_config())  # the same layers, with Keras's methods
     keras_model.load_state_dict(model.state_dict())
     config = card.training_config
     if compile and config.get("loss") is not None:

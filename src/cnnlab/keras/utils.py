@@ -24,9 +24,10 @@ from PIL import Image, ImageOps
 
 from cnnlab.data.images import _check_regular_file, _convert, _decode_error, _wide_to_8bit
 from cnnlab.errors import CnnlabError, one_line
+from cnnlab.keras.image_dataset import image_dataset_from_directory
 
 __all__ = ["to_categorical", "set_random_seed", "load_img", "img_to_array", "array_to_img", "save_img",
-           "plot_model"]
+           "plot_model", "image_dataset_from_directory"]
 
 COLOR_MODES = ("grayscale", "rgb", "rgba")
 DATA_FORMATS = ("channels_last", "channels_first")

@@ -20,6 +20,8 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError, one_line
 from cnnlab.fileio import atomic_write
+from cnnlab.models import conv_layers, merge_layers, preprocessing_layers  # noqa: F401  (their layer types load)
+from cnnlab.models.graph import Functional
 from cnnlab.models.layers import Sequential
 from cnnlab.models.transfer import TransferModel
 from cnnlab.models.zoo import MODELS, build_model, output_kind
@@ -56,6 +58,8 @@ def _architecture(model: nn.Module) -> dict[str, Any]:
         return {"name": "transfer", "transfer": model.get_config()}
     if isinstance(model, Sequential):
         return {"name": getattr(model, "cnnlab_name", "sequential"), "config": model.get_config()}
+    if isinstance(model, Functional):
+        return {"name": "functional", "config": model.get_config()}
     name = getattr(model, "cnnlab_name", None)
     if name is None:
         raise CnnlabError(f"cannot save a {type(model).__name__}: only cnnlab Sequential models and models from "
@@ -180,6 +184,9 @@ def _output_count(model: nn.Module) -> int | None:
         return int(last[0]) if len(last) == 1 else None
     if isinstance(model, TransferModel):
         return int(model.get_config()["num_classes"])
+    if isinstance(model, Functional):
+        shape = model.output_tensors[0].sample_shape
+        return int(shape[0]) if len(shape) == 1 else None
     return None  # registry models are built with len(class_names) outputs; the weights' shapes check them
 
 
@@ -203,6 +210,8 @@ def load_model(source: str | Path) -> tuple[nn.Module, ModelCard]:
     try:
         if arch.get("name") == "transfer" and "transfer" in arch:
             model: nn.Module = TransferModel.from_config(arch["transfer"])
+        elif "config" in arch and arch.get("name") == "functional":
+            model = Functional.from_config(arch["config"])
         elif "config" in arch:
             model = Sequential.from_config(arch["config"])
         elif arch.get("name") in MODELS:
@@ -228,7 +237,7 @@ def load_model(source: str | Path) -> tuple[nn.Module, ModelCard]:
         raise CnnlabError(f"{path}: the model scores {outputs} classes but its description names "
                           f"{len(card.class_names)} ({', '.join(card.class_names[:5])}...); the file was altered: "
                           f"re-save the model with cnnlab")
-    if arch.get("name") not in ("sequential", "transfer"):
+    if arch.get("name") not in ("sequential", "transfer", "functional"):
         model.cnnlab_name = arch["name"]  # type: ignore[assignment]
     return model.eval(), card
 

@@ -18,6 +18,7 @@ curves match the tutorials'. The result is an ordinary `nn.Module`.
 from __future__ import annotations
 
 import math
+import sys
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -27,14 +28,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import CnnlabError, did_you_mean
+from cnnlab.models.symbolic import KerasTensor, Layout, Node, is_symbolic, keras_index, keras_order, symbolic_call
 
 __all__ = [
     "Layer", "Conv2D", "Dense", "MaxPooling2D", "AveragePooling2D", "Flatten", "Dropout",
-    "BatchNormalization", "GlobalAveragePooling2D", "Activation", "Residual", "ResidualBlock",
-    "Sequential", "layer_from_config", "same_padding", "conv_output_size",
+    "BatchNormalization", "GlobalAveragePooling2D", "Activation", "Residual", "ResidualBlock", "InputLayer",
+    "Sequential", "layer_from_config", "register_layer", "same_padding", "conv_output_size",
 ]
 
-Shape = tuple[int, ...]  # one sample's shape, channels first: (C, H, W) or (features,)
+Shape = tuple[Any, ...]  # one sample's shape, channels first: (C, H, W) or (features,); H, W None = any size
 
 ACTIVATIONS: dict[str, Any] = {
     "linear": None, "relu": F.relu, "sigmoid": torch.sigmoid, "tanh": torch.tanh,
@@ -60,12 +62,13 @@ def _pair(value: int | Sequence[int], what: str) -> tuple[int, int]:
 
 
 def _padding(padding: str, where: str) -> str:
+    padding = padding.lower() if isinstance(padding, str) else padding  # Keras takes "SAME" too
     if padding not in ("valid", "same"):
         raise CnnlabError(f"{where}: padding must be 'valid' or 'same'; got {padding!r}")
     return padding
 
 
-def conv_output_size(size: int, kernel: int, stride: int, padding: str) -> int:
+def conv_output_size(size: int | None, kernel: int, stride: int, padding: str) -> int | None:
     """Output length of a convolution or pooling window along one axis, as Keras computes it.
 
     'valid': floor((size - kernel) / stride) + 1; 'same': ceil(size / stride).
@@ -73,9 +76,20 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: str) -> int:
     >>> conv_output_size(28, 3, 1, "valid"), conv_output_size(28, 3, 2, "same")
     (26, 14)
     """
+    if size is None:  # a model built for any image size
+        return None
     if padding == "same":
         return math.ceil(size / stride)
     return (size - kernel) // stride + 1
+
+
+def same_pads(size: tuple[Any, Any], kernel: tuple[int, int], strides: tuple[int, int]) -> tuple[int, ...] | None:
+    """F.pad's (left, right, top, bottom) for Keras's 'same' on an (H, W) input; None while H or W is unknown."""
+    if size[0] is None or size[1] is None:
+        return None
+    top, bottom = same_padding(size[0], kernel[0], strides[0])
+    left, right = same_padding(size[1], kernel[1], strides[1])
+    return (left, right, top, bottom)
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
@@ -107,6 +121,7 @@ class Layer(nn.Module):
         self.name_given = name is not None  # saved in the architecture; automatic names are made again on load
         self._trainable = bool(trainable)
         self.built_shape: Shape | None = None  # one sample's output shape, channels first
+        self.inbound_nodes: list[Node] = []  # each call on symbolic tensors (the functional API), in order
 
     def build(self, shape: Shape) -> Shape:
         """Create weights for one sample of `shape` (channels first); return the output shape."""
@@ -118,6 +133,38 @@ class Layer(nn.Module):
 
     def compute_output_shape(self, shape: Shape) -> Shape:
         return shape
+
+    keeps_order = False  # an elementwise layer: a vector's feature order (its Layout) passes through
+
+    def symbolic_output(self, shape: Any, tensors: list[KerasTensor]) -> tuple[Any, Layout | None]:
+        """Build for `shape` (the first call) or check it (a shared layer called again); return the
+        output shape and, for a vector whose features are not in Keras's order, that order (see Layout)."""
+        if not self.built:
+            self.build(shape)
+        elif shape != self.built_input_shape:
+            raise CnnlabError(f"layer {self.name or type(self).__name__} was built for input shape "
+                              f"{_keras_text(self.built_input_shape)} and cannot also take "
+                              f"{_keras_text(shape)}; use a new layer for this input")
+        layouts = {t.layout for t in tensors}
+        keep = self.keeps_order and len(layouts) == 1 and self.built_shape == tensors[0].sample_shape
+        return self.built_shape, (tensors[0].layout if keep else None)
+
+    @property
+    def output(self) -> Any:
+        """The symbolic output of this layer's first call (Keras's `layer.output`)."""
+        return self._first_node("output").outputs[0]
+
+    @property
+    def input(self) -> Any:
+        """The symbolic input of this layer's first call (Keras's `layer.input`)."""
+        node = self._first_node("input")
+        return node.inputs if node.as_list else node.inputs[0]
+
+    def _first_node(self, what: str) -> Node:
+        if not self.inbound_nodes:
+            raise CnnlabError(f"layer {self.name or type(self).__name__} has no {what} yet: it gets one when it is "
+                              f"called on a model's input (functional API) or its model is built")
+        return self.inbound_nodes[0]
 
     @property
     def output_shape(self) -> tuple[int | None, ...]:
@@ -159,10 +206,17 @@ class Layer(nn.Module):
         self.set_keras_weights([torch.as_tensor(w) for w in weights])
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if not self.built and args and isinstance(args[0], torch.Tensor):
-            self.build(tuple(args[0].shape[1:]))
-            self.to(args[0].device)
-        return super().__call__(*args, **kwargs)
+        if args and is_symbolic(args[0]):  # the functional API: record the call, compute nothing
+            return symbolic_call(self, args[0], dict(kwargs))
+        if not self.built and args:
+            first = args[0]
+            if isinstance(first, torch.Tensor):
+                self.build(tuple(first.shape[1:]))
+                self.to(first.device)
+            elif isinstance(first, (list, tuple)) and first and all(isinstance(t, torch.Tensor) for t in first):
+                self.build([tuple(t.shape[1:]) for t in first])  # type: ignore[arg-type]  # a merge layer's inputs
+                self.to(first[0].device)
+        return call_in_mode(self, nn.Module.__call__, args, kwargs)
 
     def get_config(self) -> dict[str, Any]:
         return _named(self)
@@ -171,15 +225,26 @@ class Layer(nn.Module):
         return ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
 
 
-def _keras_order(shape: Shape) -> Shape:
-    """(C, H, W) -> (H, W, C); vectors unchanged."""
-    return (shape[1], shape[2], shape[0]) if len(shape) == 3 else tuple(shape)
+_keras_order = keras_order
+
+
+def _keras_text(shape: Any) -> str:
+    """A channels-first sample shape (or a list of them) as Keras prints it: (None, H, W, C)."""
+    if isinstance(shape, list):
+        return "[" + ", ".join(_keras_text(s) for s in shape) + "]"
+    return str((None, *keras_order(shape)))
 
 
 def _check_name(name: object) -> str:
-    if not isinstance(name, str) or not name or "." in name or not name.isprintable():
-        raise CnnlabError(f"a layer name must be a non-empty string without '.', like 'conv_1'; got {name!r}")
+    if not isinstance(name, str) or not name or not name.isprintable() or "/" in name:
+        raise CnnlabError(f"a layer name must be a non-empty printable string without '/', like 'conv_1'; "
+                          f"got {name!r}")
     return name
+
+
+def module_key(name: str) -> str:
+    """The child-module name for a layer called `name` (torch forbids '.': Keras's 'mobilenetv2_1.00_224')."""
+    return name.replace(".", "_")
 
 
 def _assign(target: torch.Tensor, value: object, what: str) -> None:
@@ -279,7 +344,7 @@ class Conv2D(Layer):
         self.padding = _padding(padding, "Conv2D")
         self.activation = _activation(activation, "Conv2D")
         self.use_bias = use_bias
-        self.pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+        self.pads: tuple[int, ...] | None = (0, 0, 0, 0)  # None: 'same' on an image size known per call
 
     def build(self, shape: Shape) -> Shape:
         c, h, w = _expect_image(shape, "Conv2D")
@@ -290,26 +355,26 @@ class Conv2D(Layer):
         if self.bias is not None:
             initialize(self.bias, self.bias_initializer, fan_in=c * kh * kw, fan_out=self.filters * kh * kw)
         if self.padding == "same":
-            top, bottom = same_padding(h, kh, self.strides[0])
-            left, right = same_padding(w, kw, self.strides[1])
-            self.pads = (left, right, top, bottom)
+            self.pads = same_pads((h, w), self.kernel_size, self.strides)
         return super().build(shape)
 
     def compute_output_shape(self, shape: Shape) -> Shape:
         c, h, w = _expect_image(shape, "Conv2D")
         (kh, kw), (sh, sw) = self.kernel_size, self.strides
         oh, ow = conv_output_size(h, kh, sh, self.padding), conv_output_size(w, kw, sw, self.padding)
-        if oh <= 0 or ow <= 0:
+        if (oh is not None and oh <= 0) or (ow is not None and ow <= 0):
             raise CnnlabError(f"Conv2D: a {kh}x{kw} kernel does not fit a {h}x{w} input with padding "
                               f"'valid'; use padding='same', a smaller kernel, or a larger input")
         return (self.filters, oh, ow)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, filters, H', W')
-        left, right, top, bottom = self.pads
+        pads = self.pads or same_pads((x.shape[2], x.shape[3]), self.kernel_size, self.strides)
+        assert pads is not None
+        left, right, top, bottom = pads
         if left == right and top == bottom:
             x = F.conv2d(x, self.weight, self.bias, self.strides, (top, left))
         else:  # Keras puts the odd padding pixel after; torch pads symmetrically
-            x = F.conv2d(F.pad(x, self.pads), self.weight, self.bias, self.strides)
+            x = F.conv2d(F.pad(x, pads), self.weight, self.bias, self.strides)
         act = ACTIVATIONS[self.activation] if self.activation else None
         return act(x) if act else x
 
@@ -338,9 +403,9 @@ class Dense(Layer):
         super().__init__(input_shape, name, trainable)
         self.kernel_initializer = _initializer(kernel_initializer, "Dense kernel_initializer")
         self.bias_initializer = _initializer(bias_initializer, "Dense bias_initializer")
-        # (C, H, W) of the image a Flatten just before this layer unrolled: Keras unrolls it (H, W, C)
-        # first, so Keras-layout kernels get their rows reordered (set by Sequential)
-        self.flattened_from: Shape | None = None
+        # Keras's feature k is torch's feature keras_rows[k] when the input vector is not in Keras's order
+        # (a Flatten unrolls (C, H, W) where Keras unrolls (H, W, C)): Keras-layout kernels are reordered
+        self.keras_rows: torch.Tensor | None = None
         if not isinstance(units, int) or units <= 0:
             raise CnnlabError(f"Dense: units must be a positive int; got {units!r}")
         self.units = units
@@ -361,6 +426,11 @@ class Dense(Layer):
     def compute_output_shape(self, shape: Shape) -> Shape:
         return (self.units,)
 
+    def symbolic_output(self, shape: Any, tensors: list[KerasTensor]) -> tuple[Any, Shape | None]:
+        if not self.built and tensors[0].layout is not None:
+            self.keras_rows = keras_index(tensors[0].layout)
+        return super().symbolic_output(shape, tensors)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, features) -> (N, units)
         x = F.linear(x, self.weight, self.bias)
         act = ACTIVATIONS[self.activation] if self.activation else None
@@ -368,8 +438,8 @@ class Dense(Layer):
 
     def keras_weights(self) -> list[torch.Tensor]:
         kernel = self.weight.detach()  # (units, in)
-        if self.flattened_from is not None:  # rows unrolled (C, H, W) here, (H, W, C) in Keras
-            kernel = kernel.reshape(self.units, *self.flattened_from).permute(0, 2, 3, 1).reshape(self.units, -1)
+        if self.keras_rows is not None:  # inputs unrolled (C, H, W) here, (H, W, C) in Keras
+            kernel = kernel[:, self.keras_rows]
         return [kernel.t()] + ([self.bias.detach()] if self.bias is not None else [])
 
     def set_keras_weights(self, weights: Sequence[torch.Tensor]) -> None:
@@ -379,9 +449,8 @@ class Dense(Layer):
             raise CnnlabError(f"{self.name} kernel: expected an array of shape {(self.weight.shape[1], self.units)} "
                               f"(in, units), got {tuple(kernel.shape)}")
         kernel = kernel.t()
-        if self.flattened_from is not None:
-            c, h, w = self.flattened_from
-            kernel = kernel.reshape(self.units, h, w, c).permute(0, 3, 1, 2).reshape(self.units, -1)
+        if self.keras_rows is not None:
+            kernel = torch.empty_like(kernel).index_copy_(1, self.keras_rows, kernel)
         _assign(self.weight, kernel, f"{self.name} kernel")
         if self.bias is not None:
             _assign(self.bias, weights[1], f"{self.name} bias")
@@ -401,35 +470,35 @@ class _Pooling2D(Layer):
         self.pool_size = _pair(pool_size, f"{name} pool_size")
         self.strides = _pair(strides, f"{name} strides") if strides is not None else self.pool_size
         self.padding = _padding(padding, name)
-        self.pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+        self.pads: tuple[int, ...] | None = (0, 0, 0, 0)  # None: 'same' on an image size known per call
 
     def build(self, shape: Shape) -> Shape:
         _, h, w = _expect_image(shape, type(self).__name__)
         if self.padding == "same":
-            top, bottom = same_padding(h, self.pool_size[0], self.strides[0])
-            left, right = same_padding(w, self.pool_size[1], self.strides[1])
-            self.pads = (left, right, top, bottom)
+            self.pads = same_pads((h, w), self.pool_size, self.strides)
         return super().build(shape)
 
     def compute_output_shape(self, shape: Shape) -> Shape:
         c, h, w = _expect_image(shape, type(self).__name__)
         oh = conv_output_size(h, self.pool_size[0], self.strides[0], self.padding)
         ow = conv_output_size(w, self.pool_size[1], self.strides[1], self.padding)
-        if oh <= 0 or ow <= 0:
+        if (oh is not None and oh <= 0) or (ow is not None and ow <= 0):
             raise CnnlabError(f"{type(self).__name__}: a {self.pool_size} window does not fit a {h}x{w} "
                               f"input; remove a pooling layer or use a larger input")
         return (c, oh, ow)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, C, H', W')
-        if not any(self.pads):  # 'valid', or 'same' that needs no padding: skip the copy F.pad makes
+        pads = self.pads or same_pads((x.shape[2], x.shape[3]), self.pool_size, self.strides)
+        assert pads is not None
+        if not any(pads):  # 'valid', or 'same' that needs no padding: skip the copy F.pad makes
             pool = F.max_pool2d if self.mode == "max" else F.avg_pool2d
             return pool(x, self.pool_size, self.strides)
         if self.mode == "max":  # padded cells never win the max
-            return F.max_pool2d(F.pad(x, self.pads, value=-math.inf), self.pool_size, self.strides)
+            return F.max_pool2d(F.pad(x, pads, value=-math.inf), self.pool_size, self.strides)
         # Keras averages over real pixels only: divide window sums by window counts
         ones = torch.ones_like(x[:1, :1])
-        total = F.avg_pool2d(F.pad(x, self.pads), self.pool_size, self.strides)
-        count = F.avg_pool2d(F.pad(ones, self.pads), self.pool_size, self.strides)
+        total = F.avg_pool2d(F.pad(x, pads), self.pool_size, self.strides)
+        count = F.avg_pool2d(F.pad(ones, pads), self.pool_size, self.strides)
         return total / count
 
     def get_config(self) -> dict[str, Any]:
@@ -453,7 +522,14 @@ class Flatten(Layer):
     """(N, C, H, W) -> (N, C*H*W)."""
 
     def compute_output_shape(self, shape: Shape) -> Shape:
+        if any(d is None for d in shape):
+            raise CnnlabError(f"Flatten needs a known image size but gets {_keras_text(shape)}; give the model "
+                              f"an input_shape=(H, W, C), or use GlobalAveragePooling2D(), which takes any size")
         return (math.prod(shape),)
+
+    def symbolic_output(self, shape: Any, tensors: list[KerasTensor]) -> tuple[Any, Layout | None]:
+        out, _ = super().symbolic_output(shape, tensors)
+        return out, ((tuple(shape),) if len(shape) == 3 else tensors[0].layout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(x, 1)
@@ -479,6 +555,8 @@ class Dropout(Layer):
             raise CnnlabError(f"Dropout: rate must be in [0, 1); got {rate!r}")
         self.rate = float(rate)
 
+    keeps_order = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.dropout(x, self.rate, self.training)
 
@@ -493,6 +571,8 @@ class Activation(Layer):
                  trainable: bool = True) -> None:
         super().__init__(input_shape, name, trainable)
         self.activation = _activation(activation, "Activation")
+
+    keeps_order = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         act = ACTIVATIONS[self.activation] if self.activation else None
@@ -633,30 +713,79 @@ def _build_stack(stack: Iterable[nn.Module], shape: Shape) -> Shape:
     return shape
 
 
-LAYER_TYPES: dict[str, type[Layer]] = {cls.__name__: cls for cls in (
+class InputLayer(Layer):
+    """A model's input (Keras's InputLayer): `Input(shape=(28, 28, 1))` is its symbolic output.
+
+    `shape` is one sample's, (H, W, C) (H and W may be None: any image size) or (features,).
+
+    >>> InputLayer(shape=(28, 28, 1)).output.shape
+    (None, 28, 28, 1)
+    """
+
+    def __init__(self, shape: Sequence[int | None] | None = None, batch_size: int | None = None,
+                 name: str | None = None, input_shape: Sequence[int | None] | None = None, **ignored: Any) -> None:
+        super().__init__(None, name)
+        given = shape if shape is not None else input_shape
+        hwc = tuple(given) if isinstance(given, (list, tuple)) else None
+        valid = hwc is not None and (
+            (len(hwc) == 3 and all(d is None or (isinstance(d, int) and d > 0) for d in hwc[:2])
+             and isinstance(hwc[2], int) and hwc[2] > 0)
+            or (len(hwc) == 1 and isinstance(hwc[0], int) and hwc[0] > 0))
+        if not valid or hwc is None:
+            raise CnnlabError(f"Input: shape must be (height, width, channels) like (28, 28, 1) (height and width "
+                              f"may be None), or (features,); got {given!r}")
+        self.shape = (None, *hwc)
+        sample = (hwc[2], hwc[0], hwc[1]) if len(hwc) == 3 else hwc
+        self.built, self.built_input_shape, self.built_shape = True, sample, sample
+        node = Node(self, [], False)
+        node.outputs.append(KerasTensor(sample, node))
+        self.inbound_nodes.append(node)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def get_config(self) -> dict[str, Any]:
+        return {"shape": list(self.shape[1:]), **_named(self)}
+
+
+LAYER_TYPES: dict[str, type[nn.Module]] = {cls.__name__: cls for cls in (
     Conv2D, Dense, MaxPooling2D, AveragePooling2D, Flatten, Dropout, BatchNormalization,
-    GlobalAveragePooling2D, Activation)}
+    GlobalAveragePooling2D, Activation, InputLayer, Residual)}
+
+
+def register_layer(cls: Any) -> Any:
+    """Make a layer class rebuildable from a model file's architecture (by its class name)."""
+    known = LAYER_TYPES.get(cls.__name__, cls)
+    same_source = getattr(sys.modules.get(known.__module__), "__file__", None) == \
+        getattr(sys.modules.get(cls.__module__), "__file__", None)  # the same file imported twice (doctests)
+    if known is not cls and not same_source:
+        raise CnnlabError(f"two layer classes are called {cls.__name__}; give yours another name")
+    LAYER_TYPES[cls.__name__] = cls
+    return cls
 
 
 def _layer_config(layer: nn.Module) -> dict[str, Any]:
-    if not isinstance(layer, Layer):
-        raise CnnlabError(f"cannot describe {type(layer).__name__} in a model file: only cnnlab layers can be saved "
-                          f"as a Sequential architecture")
-    return {"class": type(layer).__name__, **layer.get_config()}
+    config = getattr(layer, "get_config", None)
+    if LAYER_TYPES.get(type(layer).__name__) is None or not callable(config):
+        raise CnnlabError(f"cannot describe {type(layer).__name__} in a model file: only cnnlab layers and "
+                          f"models can be saved as an architecture")
+    return {"class": type(layer).__name__, **config()}
 
 
-def layer_from_config(config: dict[str, Any]) -> Layer:
+def layer_from_config(config: dict[str, Any]) -> nn.Module:
     """Rebuild a layer from `{"class": "Conv2D", ...arguments}` (what a model file stores)."""
     args = dict(config)
     cls_name = args.pop("class", None)
     if cls_name == "Residual":
         body = [layer_from_config(c) for c in args.pop("body")]
         shortcut = [layer_from_config(c) for c in args.pop("shortcut")]
-        return Residual(body, shortcut, **args)
-    if cls_name not in LAYER_TYPES:
+        return Residual(body, shortcut, **args)  # type: ignore[arg-type]
+    cls = LAYER_TYPES.get(str(cls_name))
+    if cls is None:
         raise CnnlabError(f"unknown layer type {cls_name!r} in the architecture."
                           f"{did_you_mean(str(cls_name), LAYER_TYPES)}")
-    return LAYER_TYPES[cls_name](**args)
+    from_config = getattr(cls, "from_config", None)
+    return from_config(args) if callable(from_config) else cls(**args)
 
 
 class Sequential(nn.Sequential):
@@ -680,8 +809,8 @@ class Sequential(nn.Sequential):
         super().__init__()
         self.name = _check_name(name) if name is not None else "sequential"
         self.image_shape: tuple[int, int, int] | None = None  # (H, W, C), once known
-        self.shapes: list[Shape] = []  # each layer's output shape for one sample, channels first
-        self._flattened: Shape | None = None  # see Dense.flattened_from
+        self.tensors: list[KerasTensor] = []  # once built: the symbolic input, then each layer's output
+        self.inbound_nodes: list[Node] = []  # calls of this model as a layer of a functional model
         if isinstance(layers, nn.Module) or isinstance(layers, (str, bytes)):
             raise CnnlabError(f"Sequential takes a list of layers, like Sequential([Conv2D(...), ...]); "
                               f"got {type(layers).__name__}")
@@ -693,6 +822,44 @@ class Sequential(nn.Sequential):
     @property
     def built(self) -> bool:
         return self.image_shape is not None
+
+    @property
+    def shapes(self) -> list[Shape]:
+        """Each layer's output shape for one sample, channels first."""
+        return [t.sample_shape for t in self.tensors[1:]]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if args and is_symbolic(args[0]):  # used as a layer of a functional model
+            return symbolic_call(self, args[0], dict(kwargs))
+        return call_in_mode(self, nn.Sequential.__call__, args, kwargs)
+
+    def symbolic_output(self, shape: Any, tensors: list[KerasTensor]) -> tuple[Any, Layout | None]:
+        if isinstance(shape, list) or len(shape) != 3:
+            raise CnnlabError(f"{self.name} takes one image input (H, W, C) but is called on "
+                              f"{_keras_text(shape)}")
+        self.build(keras_order(shape))
+        last = self.tensors[-1]
+        return last.sample_shape, last.layout
+
+    @property
+    def input(self) -> KerasTensor:
+        """The model's symbolic input (Keras's `model.input`), once built."""
+        self.require_built("input")
+        return self.tensors[0]
+
+    @property
+    def output(self) -> KerasTensor:
+        """The last layer's symbolic output (Keras's `model.output`)."""
+        self.require_built("output")
+        return self.tensors[-1]
+
+    @property
+    def inputs(self) -> list[KerasTensor]:
+        return [self.input]
+
+    @property
+    def outputs(self) -> list[KerasTensor]:
+        return [self.output]
 
     @property
     def output_kind(self) -> str:
@@ -707,9 +874,9 @@ class Sequential(nn.Sequential):
         if not len(self) and not self.built and getattr(layer, "input_shape_hwc", None) is not None:
             self.build(layer.input_shape_hwc)  # type: ignore[arg-type]
         name = _unique_name(layer, self._modules)
-        if isinstance(layer, Layer):
+        if isinstance(layer, Layer) or isinstance(getattr(layer, "name", None), str):
             layer.name = name
-        self.add_module(name, layer)
+        self.add_module(module_key(name), layer)
         if self.built:
             self._build_layer(layer)
 
@@ -726,8 +893,11 @@ class Sequential(nn.Sequential):
             raise CnnlabError("Sequential.pop: the model has no layers to remove")
         name = list(self._modules)[-1]
         layer = self._modules.pop(name)
-        if self.shapes:
-            self.shapes.pop()
+        if len(self.tensors) > 1:
+            node = self.tensors.pop().node
+            nodes = getattr(layer, "inbound_nodes", None)
+            if isinstance(nodes, list) and node in nodes:
+                nodes.remove(node)
         return layer
 
     def build(self, input_shape: Sequence[int]) -> None:
@@ -743,20 +913,17 @@ class Sequential(nn.Sequential):
                                   f"take {hwc}; build a new model for this input")
             return
         self.image_shape = hwc  # type: ignore[assignment]
+        self.tensors = [InputLayer(shape=hwc).output]
         for layer in self:
             self._build_layer(layer)
 
     def _build_layer(self, layer: nn.Module) -> None:
-        assert self.image_shape is not None
-        h, w, c = self.image_shape
-        shape: Shape = self.shapes[-1] if self.shapes else (c, h, w)
-        if isinstance(layer, Dense) and self._flattened is not None and not layer.built:
-            layer.flattened_from = self._flattened
-        if isinstance(layer, Flatten):
-            self._flattened = shape if len(shape) == 3 else None
-        elif not isinstance(layer, (Dropout, Activation)):
-            self._flattened = None
-        self.shapes.append(_build_stack([layer], shape))
+        """Call `layer` on the last symbolic output: builds it and records the chain (model.output, layer.output)."""
+        out = symbolic_call(layer, self.tensors[-1], {})
+        if not isinstance(out, KerasTensor):
+            raise CnnlabError(f"{self.name}: layer {getattr(layer, 'name', '?')} has {len(out)} outputs; a "
+                              f"Sequential passes one tensor from layer to layer (use the functional API)")
+        self.tensors.append(out)
 
     def require_built(self, where: str) -> tuple[int, int, int]:
         """The input shape (H, W, C), or a one-line error naming `where`."""
@@ -773,23 +940,44 @@ class Sequential(nn.Sequential):
         return [_keras_order(s) for s in self.shapes]
 
     def get_config(self) -> dict[str, Any]:
-        return {"input_shape": list(self.require_built("save")), "layers": [_layer_config(m) for m in self]}
+        named = {"name": self.name} if self.name != "sequential" else {}
+        return {"input_shape": list(self.require_built("save")), "layers": [_layer_config(m) for m in self],
+                **named}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> Sequential:
-        return cls([layer_from_config(c) for c in config["layers"]], input_shape=config["input_shape"])
+        return cls([layer_from_config(c) for c in config["layers"]],  # type: ignore[misc]
+                   input_shape=config["input_shape"], name=config.get("name"))
+
+
+def call_in_mode(module: nn.Module, call: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """`call(module, *args)`; with Keras's `training=True/False`, in that mode for this call only."""
+    training = kwargs.pop("training", None)
+    if training is None or bool(training) == module.training:
+        return call(module, *args, **kwargs)
+    was = module.training
+    module.train(bool(training))
+    try:
+        return call(module, *args, **kwargs)
+    finally:
+        module.train(was)
 
 
 def _unique_name(layer: nn.Module, taken: dict[str, Any]) -> str:
-    """The layer's own name, else Keras's automatic one: conv2d, conv2d_1, conv2d_2, ..."""
-    given = getattr(layer, "name", None) if getattr(layer, "name_given", False) else None
-    if given is not None:
-        if given in taken:
-            raise CnnlabError(f"two layers are named {given!r}; layer names in a model must be unique")
-        return given
-    base = _keras_name(type(layer).__name__)
+    """The layer's own name, else Keras's automatic one: conv2d, conv2d_1, conv2d_2, ...
+
+    A nested model keeps its name ('mobilenetv2_1.00_224'), numbered if another child has it."""
+    own = getattr(layer, "name", None)
+    if getattr(layer, "name_given", False):
+        if module_key(str(own)) in taken:
+            raise CnnlabError(f"two layers are named {own!r}; layer names in a model must be unique")
+        return str(own)
+    base = own if isinstance(own, str) and not isinstance(layer, Layer) else _keras_name(type(layer).__name__)
     name, count = base, 0
-    while name in taken:
+    while module_key(name) in taken:
         count += 1
         name = f"{base}_{count}"
     return name
+
+
+register_layer(Sequential)

@@ -4,7 +4,9 @@ Keras semantics where users compare numbers with the tutorials: adam (lr 1e-3, e
 sparse categorical cross-entropy on probabilities (a softmax output, clipped like Keras) or on
 logits, batch 32, shuffling every epoch, `validation_split` taken from the end of the training
 data before shuffling. Data live in memory as uint8 (N, C, H, W) tensors and are scaled per
-batch, so there is no per-sample Python in the hot loop.
+batch, so there is no per-sample Python in the hot loop: by `float_images` (x / 255), or by the
+dataset's own `normalize` where a front end feeds something else (Keras's raw 0..255 pixels, an
+ImageDataGenerator's augmentation and standardization), on the training device.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnlab.data import ArrayDataset, Augmenter, float_images, parse_augment, stratified_split
+from cnnlab.data import ArrayDataset, Augmenter, float_images, model_inputs, parse_augment, stratified_split
 from cnnlab.data import ImageDataset as Dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.models.layers import Sequential
@@ -110,7 +112,7 @@ def evaluate(model: nn.Module, data: Dataset, batch_size: int = 256, runtime: Ru
     for images, labels in data.batches(batch_size):
         labels = labels.to(runtime.device)
         with runtime.autocast():
-            out = (forward or model)(float_images(runtime.images(images)))
+            out = (forward or model)(model_inputs(data, runtime.images(images)))
         out = out.float()
         total_loss += float(objective.loss(out, labels)) * len(labels)
         correct += int(objective.correct(out, labels))
@@ -264,7 +266,7 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int = 1, batch_size: int = 
             for step, (images, labels) in enumerate(train.batches(local_batch, order, augment, workers), at.step + 1):
                 labels = labels.to(runtime.device, non_blocking=True)
                 with runtime.autocast():
-                    out = forward(float_images(runtime.images(images)))
+                    out = forward(model_inputs(train, runtime.images(images)))
                 w = None if weights is None else _batch_weights(weights, order, step - at.step - 1, local_batch,
                                                                 labels)
                 loss = objective.loss(out.float(), labels, w)
