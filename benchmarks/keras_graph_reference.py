@@ -34,6 +34,8 @@ from tensorflow import keras  # noqa: E402
 from tensorflow.keras import layers  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "keras_programs"))
+from seed_models import synthetic_weights  # noqa: E402  (plain Python, imports nothing)
 OUT_JSON = ROOT / "tests" / "data" / "keras_graph_reference.json"
 OUT_NPZ = ROOT / "tests" / "data" / "keras_graph_reference.npz"
 OUT_H5 = ROOT / "tests" / "data" / "keras_graph_legacy.h5"
@@ -41,6 +43,8 @@ SEED = 7
 # MobileNetV2 layers whose outputs the reference keeps: after each kind of padding, depthwise, residual add
 MNV2_PROBES = ("Conv1_relu", "block_1_pad", "block_1_depthwise_relu", "block_2_add", "block_6_project_BN",
                "block_13_depthwise_relu", "out_relu")
+EFFNET_PROBES = ("normalization", "stem_activation", "block1a_se_excite", "block2a_dwconv_pad", "block2b_add",
+                 "block4a_project_bn", "top_activation")
 
 APPLICATIONS = {
     "VGG16": lambda top: keras.applications.VGG16(weights=None, include_top=top),
@@ -204,6 +208,19 @@ def graph_models() -> tuple[dict[str, Any], dict[str, np.ndarray], keras.Model]:
     for i, w in enumerate(weights):
         arrays[f"mnv2_w{i}"] = w
     texts["mnv2_a035_64_top10"] = describe(mnv2)
+
+    keras.backend.clear_session()  # EfficientNetB0: Normalization, swish, squeeze-excite broadcasting
+    effnet = keras.applications.EfficientNetB0(weights=None, include_top=True, input_shape=(64, 64, 3), classes=10,
+                                               classifier_activation=None)
+    weights = synthetic_weights([w.path for w in effnet.weights], [tuple(w.shape) for w in effnet.weights], SEED)
+    effnet.set_weights(weights)  # a rule the test repeats: 4M stored random floats would not compress
+    effnet.get_layer("normalization").finalize_state()  # Keras applies set mean/variance only after this
+    x = rng.uniform(0, 255, (2, 64, 64, 3)).astype(np.float32)
+    arrays["effnet_x"] = x
+    arrays["effnet_y"] = effnet.predict(x, verbose=0)
+    probe = keras.Model(effnet.input, [effnet.get_layer(n).output for n in EFFNET_PROBES])
+    for name, value in zip(EFFNET_PROBES, probe.predict(x, verbose=0), strict=True):
+        arrays[f"effnet_at_{name}"] = value
     return texts, arrays, graph
 
 

@@ -420,7 +420,8 @@ def test_plot_model_writes_a_png(tmp_path: Path) -> None:
 
 def test_plot_model_boxes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     drawn: list[list[graph.LayerBox]] = []
-    monkeypatch.setattr(graph, "plot_layer_stack", lambda boxes, path, direction, dpi: drawn.append(list(boxes)))
+    monkeypatch.setattr(graph, "plot_layer_stack",
+                        lambda boxes, path, direction, dpi, edges=None: drawn.append(list(boxes)))
     plot_model(StandInModel(), to_file=tmp_path / "m.png", show_shapes=True)
     assert [box.lines() for box in drawn[0]] == [
         ["conv2d (Conv2D)", "output: (None, 26, 26, 32)"],

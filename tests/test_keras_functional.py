@@ -249,6 +249,8 @@ def test_a_model_for_any_image_size_predicts_each_size() -> None:
     ("MobileNetV2_notop", lambda: applications.MobileNetV2(weights=None, include_top=False)),
     ("MobileNetV2_a035_64", lambda: applications.MobileNetV2(weights=None, include_top=False, alpha=0.35,
                                                              input_shape=(64, 64, 3))),
+    ("EfficientNetB0", lambda: applications.EfficientNetB0(weights=None)),
+    ("EfficientNetB0_notop", lambda: applications.EfficientNetB0(weights=None, include_top=False)),
 ])
 def test_applications_have_keras_layers_shapes_and_weight_counts(key: str, build: object) -> None:
     model = build()  # type: ignore[operator]
@@ -375,3 +377,67 @@ def test_h5_weights_written_by_cnnlab_have_keras_layout_and_load_back(tmp_path: 
     again = every_layer_model()
     again.load_weights(tmp_path / "w.h5")
     np.testing.assert_allclose(again.predict(ARRAYS["graph_x"], verbose=0), ARRAYS["graph_y"], rtol=1e-4, atol=1e-6)
+
+
+def test_layers_and_models_called_on_numpy_work_channels_last_as_keras() -> None:
+    """The transfer-learning tutorial's eager steps: base_model(image_batch), then the head layers on it."""
+    base = applications.MobileNetV2(weights=None, include_top=False, input_shape=(96, 96, 3))
+    images = np.random.default_rng(0).uniform(0, 255, (4, 96, 96, 3)).astype(np.float32)
+    feature_batch = base(images)
+    assert feature_batch.shape == (4, 3, 3, 1280) and isinstance(feature_batch.numpy(), np.ndarray)
+    pooled = layers.GlobalAveragePooling2D()(feature_batch)
+    np.testing.assert_allclose(pooled, feature_batch.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+    dense = layers.Dense(1)
+    assert dense(pooled).shape == (4, 1)
+    inputs = keras.Input(shape=(96, 96, 3))
+    x = applications.mobilenet_v2.preprocess_input(inputs)  # a Rescaling layer on a symbolic tensor
+    model = keras.Model(inputs, dense(layers.GlobalAveragePooling2D()(base(x, training=False))))
+    assert [type(layer).__name__ for layer in model.layers][:2] == ["InputLayer", "Rescaling"]
+    np.testing.assert_allclose(model.predict(images, verbose=0),
+                               dense(layers.GlobalAveragePooling2D()(base(images / 127.5 - 1))), rtol=1e-4, atol=1e-5)
+
+
+def test_efficientnet_b0_computes_what_keras_computes_from_the_same_weights() -> None:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "keras_programs"))
+    from seed_models import synthetic_weights
+
+    model = applications.EfficientNetB0(weights=None, include_top=True, input_shape=(64, 64, 3), classes=10,
+                                        classifier_activation=None)
+    model.set_weights(synthetic_weights([v.name for v in model.weights], [v.shape for v in model.weights], 7))
+    names = [k[len("effnet_at_"):] for k in ARRAYS.files if k.startswith("effnet_at_")]
+    probe = keras.Model(model.input, [model.get_layer(n).output for n in names])
+    for name, got in zip(names, probe.predict(ARRAYS["effnet_x"], verbose=0), strict=True):
+        np.testing.assert_allclose(got, ARRAYS[f"effnet_at_{name}"], rtol=1e-3, atol=1e-5, err_msg=name)
+    np.testing.assert_allclose(model.predict(ARRAYS["effnet_x"], verbose=0), ARRAYS["effnet_y"], rtol=1e-3,
+                               atol=1e-6)
+
+
+def test_normalization_adapts_per_channel_and_saves_its_statistics(tmp_path: Path) -> None:
+    images = np.random.default_rng(3).normal([10.0, 20.0, 30.0], [1.0, 2.0, 4.0], (50, 6, 6, 3)).astype(np.float32)
+    norm = layers.Normalization()
+    norm.adapt(images)
+    out = norm(images)
+    np.testing.assert_allclose(out.mean(axis=(0, 1, 2)), 0.0, atol=1e-4)
+    np.testing.assert_allclose(out.std(axis=(0, 1, 2)), 1.0, atol=1e-3)
+    inputs = keras.Input(shape=(6, 6, 3))
+    model = keras.Model(inputs, layers.Dense(2)(layers.GlobalAveragePooling2D()(norm(inputs))))
+    assert model.count_params() == 7 + 8 and len(model.non_trainable_weights) == 3  # mean, variance, count
+    model.save(tmp_path / "m.keras")
+    np.testing.assert_allclose(keras.models.load_model(tmp_path / "m.keras").predict(images, verbose=0),
+                               model.predict(images, verbose=0), rtol=1e-6)
+
+
+def test_plot_model_draws_a_graph_with_its_connections(tmp_path: Path) -> None:
+    from cnnlab.keras.utils import _graph_edges
+
+    model = residual_model()
+    names = [layer.name for layer in model.layers]
+    edges = {(names[a], names[b]) for a, b in _graph_edges(model, model.layers) or []}
+    assert ("conv2d", "add") in edges and ("batch_normalization", "add") in edges and len(edges) == 8
+    keras.utils.plot_model(model, to_file=tmp_path / "graph.png", show_shapes=True)
+    from PIL import Image
+
+    width, height = Image.open(tmp_path / "graph.png").size
+    assert height > 600 and width > 400  # eight rows, and room beside them for the skip arrow

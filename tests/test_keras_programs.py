@@ -212,3 +212,98 @@ def test_seed003_transfer_program_freezes_then_fine_tunes_the_top(keras_home, tm
     assert "VGG16 trainable params: 14,714,688" in out and "VGG16 trainable after freeze: 0" in out
     assert "Trainable params: 131,585" in out and "Non-trainable (frozen) params: 14,714,688" in out
     assert out.count("Epoch 1/2") == 2 and "Final validation accuracy: " in out
+
+
+MOBILENET_WEIGHTS = ROOT.parent / "shared" / "weights" / "mobilenet_v2-imagenet.safetensors"
+IMAGENETTE = SHARED / "imagenette-224" / "imagenette-224.tar.gz"
+
+
+def write_two_class_folder(root: Path, per_class: dict[str, int]) -> None:
+    """train/ and validation/ with two Imagenette classes standing in for cats and dogs (real photos)."""
+    stand_in = {"cats": "church", "dogs": "parachute"}
+    taken: dict[tuple[str, str], int] = {}
+    with tarfile.open(IMAGENETTE) as archive:
+        for member in sorted(archive.getmembers(), key=lambda m: m.name):
+            parts = member.name.split("/")
+            if not member.isfile() or len(parts) != 4:
+                continue
+            split = {"train": "train", "val": "validation"}[parts[1]]
+            for name, source in stand_in.items():
+                if parts[2] == source and taken.get((split, name), 0) < per_class[split]:
+                    taken[(split, name)] = taken.get((split, name), 0) + 1
+                    folder = root / split / name
+                    folder.mkdir(parents=True, exist_ok=True)
+                    (folder / Path(member.name).name).write_bytes(archive.extractfile(member).read())
+
+
+@pytest.mark.skipif(not MOBILENET_WEIGHTS.is_file() or not IMAGENETTE.is_file(),
+                    reason="needs ../shared/weights (MobileNetV2) and the Imagenette archive")
+def test_tensorflow_transfer_learning_tutorial_program(tmp_path):
+    from cnnlab.keras import applications
+
+    home = tmp_path / "keras-home"
+    (home / "models").mkdir(parents=True)
+    # The real ImageNet weights, saved under the name Keras's MobileNetV2(weights='imagenet') looks for
+    base = applications.MobileNetV2(input_shape=(160, 160, 3), include_top=False, weights=str(MOBILENET_WEIGHTS))
+    base.save_weights(home / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_160_no_top.h5")
+    write_two_class_folder(tmp_path / "cats_and_dogs", {"train": 40, "validation": 50})
+    # Small mode: batches of 10 (not 32), 2 + 1 epochs (not 10 + 10)
+    source = (PROGRAMS / "tf_transfer_learning.py").read_text()
+    for old, new in (("BATCH_SIZE = 32", "BATCH_SIZE = 10"), ("initial_epochs = 10", "initial_epochs = 2"),
+                     ("fine_tune_epochs = 10", "fine_tune_epochs = 1")):
+        assert old in source
+        source = source.replace(old, new)
+    out = run_source(source, "transfer_learning.py", tmp_path,
+                     {"KERAS_HOME": str(home), "CATS_AND_DOGS": str(tmp_path / "cats_and_dogs")})
+    assert "Found 80 files belonging to 2 classes." in out and "Found 100 files belonging to 2 classes." in out
+    assert "Number of validation batches: 8" in out and "Number of test batches: 2" in out
+    assert "(10, 5, 5, 1280)" in out and "(10, 1280)" in out and "(10, 1)" in out  # the eager head steps
+    assert "Number of layers in the base model:  154" in out and "Epoch 3/3" in out
+    assert accuracy(out, "Test accuracy :") >= 0.8  # church vs parachute through ImageNet features
+    for png in ("samples.png", "augmented.png", "curves.png", "model.png"):
+        assert (tmp_path / png).stat().st_size > 1000
+
+
+def test_seed003_augmentation_preview_program(tmp_path):
+    out = run_source((PROGRAMS / "seed003_augmentation_preview.py").read_text(), "preview.py", tmp_path, {})
+    assert "Key: NEVER augment validation or test data!" in out
+    assert (tmp_path / "augmentation_examples.png").stat().st_size > 10000
+
+
+@pytest.mark.skipif(not IMAGENETTE.is_file(), reason="needs the Imagenette archive")
+def test_seed003_flow_from_directory_program_trains_on_real_photos(tmp_path):
+    write_two_class_folder(tmp_path / "data", {"train": 40, "validation": 20})
+    source = (PROGRAMS / "seed003_flow_from_directory.py").read_text()
+    out = run_source(source, "flow.py", tmp_path, {})
+    assert "Found 80 images belonging to 2 classes." in out and "Found 40 images belonging to 2 classes." in out
+    assert "{'cats': 0, 'dogs': 1}" in out and "Epoch 5/5" in out
+    assert 0.0 <= accuracy(out, "Validation accuracy") <= 1.0
+
+
+@pytest.mark.skipif(not IMAGENETTE.is_file(), reason="needs the Imagenette archive")
+def test_tensorflow_image_classification_tutorial_program(tmp_path):
+    """Three Imagenette classes stand in for the flowers; small mode: 2 + 2 epochs, 64 px."""
+    wanted = {"church": 40, "golf_ball": 40, "parachute": 40}
+    flowers = tmp_path / "flowers"
+    with tarfile.open(IMAGENETTE) as archive:
+        for member in sorted(archive.getmembers(), key=lambda m: m.name):
+            parts = member.name.split("/")
+            if member.isfile() and len(parts) == 4 and parts[1] == "train" and wanted.get(parts[2], 0) > 0:
+                wanted[parts[2]] -= 1
+                (flowers / parts[2]).mkdir(parents=True, exist_ok=True)
+                (flowers / parts[2] / Path(member.name).name).write_bytes(archive.extractfile(member).read())
+    photo = next((flowers / "parachute").iterdir())
+    source = (PROGRAMS / "tf_image_classification.py").read_text()
+    for old, new in (("img_height = 180", "img_height = 64"), ("img_width = 180", "img_width = 64"),
+                     ("epochs = 10", "epochs = 2"), ("epochs = 15", "epochs = 2")):
+        assert old in source
+        source = source.replace(old, new)
+    out = run_source(source, "classification.py", tmp_path, {"FLOWERS": str(flowers), "PHOTO": str(photo)})
+    assert "Found 120 files belonging to 3 classes." in out and "Using 96 files for training." in out
+    assert "Using 24 files for validation." in out and "['church', 'golf_ball', 'parachute']" in out
+    assert "(32, 64, 64, 3)" in out and "(32,)" in out
+    low, high = (float(v) for v in re.search(r"\n([0-9.e-]+) ([0-9.e-]+)\n", out).groups())
+    assert 0.0 <= low < 0.2 and 0.8 < high <= 1.0  # the Rescaling map put the pixels in [0, 1]
+    assert re.search(r"This image most likely belongs to \w+ with a [0-9.]+ percent confidence.", out)
+    for png in ("flowers.png", "augmented.png", "curves.png"):
+        assert (tmp_path / png).stat().st_size > 1000

@@ -58,3 +58,30 @@ def seed_models(layers: Any, models: Any) -> dict[str, Callable[[], Any]]:
             C(4, (5, 3), strides=(2, 1), padding="valid"),
             layers.GlobalAveragePooling2D(), D(3)]),
     }
+
+
+def synthetic_weights(paths: list[str], shapes: list[tuple[int, ...]], seed: int) -> list[Any]:
+    """Weights for a large network, made by a rule instead of stored (a file of EfficientNet's 4M random
+    floats would not compress): the reference script and the test draw the same arrays from the weight
+    paths and shapes. Kernels ~ N(0, 1/fan_in) so the signal survives depth; BatchNorm scales and
+    variances in [0.5, 1.5] and shifts near 0 so that epsilon, momentum and order matter."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for path, shape in zip(paths, shapes, strict=True):
+        if path.endswith(("gamma", "moving_variance")):
+            value = rng.uniform(0.5, 1.5, shape)
+        elif path.endswith(("beta", "moving_mean", "bias")):
+            value = rng.normal(0.0, 0.01, shape)
+        elif path.endswith("normalization/mean"):
+            value = np.array([0.485, 0.456, 0.406])
+        elif path.endswith("normalization/variance"):
+            value = np.array([0.229, 0.224, 0.225]) ** 2
+        elif path.endswith("normalization/count"):
+            value = np.zeros(shape)
+        else:  # a kernel: fan-in is the product of all but the last axis (a depthwise kernel's: its window)
+            fan_in = shape[0] * shape[1] if "dwconv" in path or "depthwise" in path else int(np.prod(shape[:-1]))
+            value = rng.normal(0.0, (1.0 / max(fan_in, 1)) ** 0.5, shape)
+        out.append(np.asarray(value, dtype=np.float32).reshape(shape))
+    return out

@@ -9,11 +9,11 @@ Models are cnnlab models (`nn.Module`s): they train on cnnlab's engine (training
 """
 
 from cnnlab.keras import (
-    applications, backend, callbacks, datasets, layers, losses, mixed_precision, models, optimizers, preprocessing,
-    utils,
+    applications, backend, callbacks, datasets, layers, losses, metrics, mixed_precision, models, optimizers,
+    preprocessing, utils,
 )
 from cnnlab.keras.layers import Input, InputLayer
 from cnnlab.keras.models import Model, Sequential
 
-__all__ = ["applications", "backend", "callbacks", "datasets", "layers", "losses", "mixed_precision", "models",
-           "optimizers", "preprocessing", "utils", "Input", "InputLayer", "Model", "Sequential"]
+__all__ = ["applications", "backend", "callbacks", "datasets", "layers", "losses", "metrics", "mixed_precision",
+           "models", "optimizers", "preprocessing", "utils", "Input", "InputLayer", "Model", "Sequential"]

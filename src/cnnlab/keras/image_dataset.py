@@ -31,6 +31,7 @@ from cnnlab.data.folders import load_image_files
 from cnnlab.data.streaming import FolderDataset
 from cnnlab.errors import CnnlabError, did_you_mean
 from cnnlab.keras.sources import Feed
+from cnnlab.models.symbolic import KerasArray
 
 __all__ = ["image_dataset_from_directory", "DirectoryDataset", "keras_file_index", "KERAS_FORMATS", "AUTOTUNE",
            "nhwc_numpy", "KerasArray"]
@@ -396,18 +397,6 @@ class DirectoryDataset:
                 raise CnnlabError(f"{where}: a map() function changes the image shape from {x.shape} to "
                                   f"{np.shape(new_x)}; resize with image_size= or a Resizing layer in the model")
             x = np.asarray(new_x, dtype=np.float32)
-
-
-class KerasArray(np.ndarray):
-    """A NumPy array that also answers tf's `.numpy()`: the tutorials show `images[i].numpy().astype("uint8")`.
-
-    >>> batch = np.zeros((2, 4, 4, 3), np.float32).view(KerasArray)
-    >>> type(batch[0].numpy()).__name__, batch[0].numpy().shape
-    ('ndarray', (4, 4, 3))
-    """
-
-    def numpy(self) -> np.ndarray:
-        return np.asarray(self)
 
 
 def _raw_pixels(batch: torch.Tensor) -> torch.Tensor:

@@ -9,6 +9,7 @@ tensor: the first element of a Sequential, or the start of a functional model
 from __future__ import annotations
 
 from collections.abc import Sequence
+from types import SimpleNamespace
 from typing import Any
 
 from cnnlab.models.conv_layers import (
@@ -23,6 +24,11 @@ from cnnlab.models.merge_layers import (
     Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract, add, average, concatenate, maximum, minimum,
     multiply, subtract,
 )
+from cnnlab.models.normalization import Normalization
+from cnnlab.models.preprocessing_layers import (
+    CenterCrop, RandomBrightness, RandomContrast, RandomCrop, RandomFlip, RandomRotation, RandomTranslation,
+    RandomZoom, Rescaling, Resizing,
+)
 from cnnlab.models.symbolic import KerasTensor
 
 __all__ = ["Layer", "Activation", "AveragePooling2D", "BatchNormalization", "Conv2D", "Dense", "Dropout", "Flatten",
@@ -31,7 +37,9 @@ __all__ = ["Layer", "Activation", "AveragePooling2D", "BatchNormalization", "Con
            "Lambda", "LeakyReLU", "ReLU", "Reshape", "SeparableConv2D", "SeparableConvolution2D", "Softmax",
            "UpSampling2D", "ZeroPadding2D", "Convolution2D",
            "Add", "Average", "Concatenate", "Maximum", "Minimum", "Multiply", "Subtract",
-           "add", "average", "concatenate", "maximum", "minimum", "multiply", "subtract"]
+           "add", "average", "concatenate", "maximum", "minimum", "multiply", "subtract",
+           "CenterCrop", "RandomBrightness", "RandomContrast", "RandomCrop", "RandomFlip", "RandomRotation",
+           "RandomTranslation", "RandomZoom", "Rescaling", "Resizing", "Normalization", "experimental"]
 
 MaxPool2D = MaxPooling2D  # Keras's aliases
 AvgPool2D = AveragePooling2D
@@ -39,6 +47,11 @@ GlobalAvgPool2D = GlobalAveragePooling2D
 GlobalMaxPool2D = GlobalMaxPooling2D
 SeparableConvolution2D = SeparableConv2D
 Convolution2D = Conv2D
+# TF 2.x-era tutorials write layers.experimental.preprocessing.Rescaling(...), RandomFlip(...), ...
+experimental = SimpleNamespace(preprocessing=SimpleNamespace(
+    CenterCrop=CenterCrop, RandomBrightness=RandomBrightness, RandomContrast=RandomContrast, RandomCrop=RandomCrop,
+    RandomFlip=RandomFlip, RandomRotation=RandomRotation, RandomTranslation=RandomTranslation,
+    RandomZoom=RandomZoom, Rescaling=Rescaling, Resizing=Resizing, Normalization=Normalization))
 
 
 def Input(shape: Sequence[int | None] | None = None, batch_size: int | None = None, name: str | None = None,

@@ -32,7 +32,7 @@ from cnnlab.models.preprocessing_layers import augmenting, rescales_inputs
 from cnnlab.models.graph import Functional
 from cnnlab.models.layers import set_weights_in_order
 from cnnlab.models.summary import count_parameters, layer_modules
-from cnnlab.models.symbolic import is_symbolic
+from cnnlab.models.symbolic import KerasArray, is_symbolic
 from cnnlab.training import evaluate as engine_evaluate
 from cnnlab.training import fit as engine_fit
 from cnnlab.training.devices import resolve_runtime
@@ -69,8 +69,9 @@ class Variable:
 WEIGHT_NAMES = {"Conv2D": ("kernel", "bias"), "Dense": ("kernel", "bias"), "DepthwiseConv2D": ("kernel", "bias"),
                 "Conv2DTranspose": ("kernel", "bias"),
                 "SeparableConv2D": ("depthwise_kernel", "pointwise_kernel", "bias"),
+                "Normalization": ("mean", "variance", "count"),
                 "BatchNormalization": ("gamma", "beta", "moving_mean", "moving_variance")}
-MOVING = ("moving_mean", "moving_variance")  # never trainable
+MOVING = ("moving_mean", "moving_variance", "mean", "variance", "count")  # never trainable
 
 
 class KerasModel(nn.Module):
@@ -131,6 +132,10 @@ class KerasModel(nn.Module):
     @property
     def non_trainable_weights(self) -> list[Variable]:
         return [v for v in self._variables() if not v.trainable]
+
+    variables = weights  # Keras 3's names for the same lists
+    trainable_variables = trainable_weights
+    non_trainable_variables = non_trainable_weights
 
     def get_weights(self) -> list[np.ndarray]:
         """Every weight as a NumPy array in Keras's order and layouts (a Conv2D kernel is (kh, kw, in, out))."""
@@ -331,7 +336,10 @@ class KerasModel(nn.Module):
             return super().__call__(*args, **kwargs)
         if args and not isinstance(args[0], torch.Tensor):
             kwargs.pop("training", None)
-            return torch.from_numpy(self._forward_arrays(args[0], "model(x)"))
+            if not getattr(self, "built", True):  # Keras builds a model on its first call with data
+                self.build(tuple(int(d) for d in np.shape(args[0])[1:]))  # type: ignore[operator]
+            out = self._forward_arrays(args[0], "model(x)")  # channels last, as Keras returns it
+            return [o.view(KerasArray) for o in out] if isinstance(out, list) else out.view(KerasArray)
         return super().__call__(*args, **kwargs)
 
     # ------------------------------------------------------------------ saving

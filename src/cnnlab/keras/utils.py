@@ -318,7 +318,22 @@ def plot_model(model: _Model, to_file: str | Path = "model.png", show_shapes: bo
         name = f"{prefix}{getattr(layer, 'name', '')}" if show_layer_names else ""
         shape = _shape_text(layer) if show_shapes else ""
         boxes.append(LayerBox(name, type(layer).__name__, shape, tuple(notes)))
-    plot_layer_stack(boxes, to_file, direction=rankdir, dpi=dpi)
+    edges = None if expand_nested or layer_range is not None else _graph_edges(model, [layer for _, layer in layers])
+    plot_layer_stack(boxes, to_file, direction=rankdir, dpi=dpi, edges=edges)
+
+
+def _graph_edges(model: object, layers: list[Any]) -> list[tuple[int, int]] | None:
+    """A functional model's connections as (producer, consumer) indices into `layers`; None for a stack."""
+    plan = getattr(model, "nodes", None)
+    if not isinstance(plan, list):
+        return None
+    where = {id(layer): i for i, layer in enumerate(layers)}
+    edges = set()
+    for node in plan:
+        for tensor in node.inputs:
+            if tensor.node is not None and id(tensor.node.layer) in where and id(node.layer) in where:
+                edges.add((where[id(tensor.node.layer)], where[id(node.layer)]))
+    return sorted(edges)
 
 
 def _model_layers(model: object) -> list[Any]:

@@ -20,7 +20,9 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError, one_line
 from cnnlab.fileio import atomic_write
-from cnnlab.models import conv_layers, merge_layers, preprocessing_layers  # noqa: F401  (their layer types load)
+from cnnlab.models import (  # noqa: F401  (their layer types load)
+    conv_layers, merge_layers, normalization, preprocessing_layers,
+)
 from cnnlab.models.graph import Functional
 from cnnlab.models.layers import Sequential
 from cnnlab.models.transfer import TransferModel

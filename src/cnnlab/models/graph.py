@@ -167,7 +167,7 @@ class Functional(nn.Module):
                 raise CnnlabError(f"two layers of the model are named {name!r}; layer names in a model must be "
                                   f"unique (rename one with name=...)")
             seen.add(name)
-            self.add_module(module_key(name), layer)
+            self.add_module(module_key(name, self), layer)
 
     # ------------------------------------------------------------------ the model surface
     @property

@@ -28,7 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import CnnlabError, did_you_mean
-from cnnlab.models.symbolic import KerasTensor, Layout, Node, is_symbolic, keras_index, keras_order, symbolic_call
+from cnnlab.models.symbolic import (
+    KerasTensor, Layout, Node, eager_keras_call, is_symbolic, keras_index, keras_order, symbolic_call,
+)
 
 __all__ = [
     "Layer", "Conv2D", "Dense", "MaxPooling2D", "AveragePooling2D", "Flatten", "Dropout",
@@ -208,6 +210,9 @@ class Layer(nn.Module):
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if args and is_symbolic(args[0]):  # the functional API: record the call, compute nothing
             return symbolic_call(self, args[0], dict(kwargs))
+        if args and _is_numpy(args[0]):  # Keras's eager call on arrays: channels last in and out
+            device = next((p.device for p in self.parameters()), torch.device("cpu"))
+            return eager_keras_call(lambda x: self(x, **kwargs), args[0], device)
         if not self.built and args:
             first = args[0]
             if isinstance(first, torch.Tensor):
@@ -228,6 +233,15 @@ class Layer(nn.Module):
 _keras_order = keras_order
 
 
+def _is_numpy(value: Any) -> bool:
+    """NumPy data (an array, or a list of arrays for a merge layer): Keras's channels-last eager input."""
+    import numpy as np
+
+    if isinstance(value, (list, tuple)):
+        return bool(value) and all(isinstance(v, np.ndarray) for v in value)
+    return isinstance(value, np.ndarray)
+
+
 def _keras_text(shape: Any) -> str:
     """A channels-first sample shape (or a list of them) as Keras prints it: (None, H, W, C)."""
     if isinstance(shape, list):
@@ -242,9 +256,11 @@ def _check_name(name: object) -> str:
     return name
 
 
-def module_key(name: str) -> str:
-    """The child-module name for a layer called `name` (torch forbids '.': Keras's 'mobilenetv2_1.00_224')."""
-    return name.replace(".", "_")
+def module_key(name: str, owner: nn.Module | None = None) -> str:
+    """The child-module name for a layer called `name`: torch forbids '.' (Keras's 'mobilenetv2_1.00_224') and
+    names the model class already uses (a layer named 'outputs' or 'input'), which get a trailing '_'."""
+    key = name.replace(".", "_")
+    return key + "_" if owner is not None and hasattr(type(owner), key) else key
 
 
 def _assign(target: torch.Tensor, value: object, what: str) -> None:
@@ -546,22 +562,33 @@ class GlobalAveragePooling2D(Layer):
 
 
 class Dropout(Layer):
-    """Dropout(rate): zeroes a fraction of activations while training, none at inference."""
+    """Dropout(rate): zeroes a fraction of activations while training, none at inference.
 
-    def __init__(self, rate: float, input_shape: Sequence[int] | None = None, name: str | None = None,
-                 trainable: bool = True) -> None:
+    `noise_shape=(None, 1, 1, 1)` (Keras's form) drops whole samples: EfficientNet's stochastic depth.
+    """
+
+    def __init__(self, rate: float, noise_shape: Sequence[int | None] | None = None,
+                 input_shape: Sequence[int] | None = None, name: str | None = None, trainable: bool = True) -> None:
         super().__init__(input_shape, name, trainable)
         if not 0.0 <= rate < 1.0:
             raise CnnlabError(f"Dropout: rate must be in [0, 1); got {rate!r}")
+        if noise_shape is not None and any(d not in (None, 1) for d in list(noise_shape)[1:]):
+            raise CnnlabError(f"Dropout: noise_shape {noise_shape!r} is not supported; use None or (None, 1, 1, 1) "
+                              f"(one draw per sample)")
         self.rate = float(rate)
+        self.noise_shape = None if noise_shape is None else list(noise_shape)
 
     keeps_order = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.dropout(x, self.rate, self.training)
+        if self.noise_shape is None or not self.training or self.rate == 0.0:
+            return F.dropout(x, self.rate, self.training)
+        keep = F.dropout(torch.ones(x.shape[0], *[1] * (x.ndim - 1), device=x.device, dtype=x.dtype), self.rate)
+        return x * keep  # one draw per sample, scaled by 1 / (1 - rate) as Keras does
 
     def get_config(self) -> dict[str, Any]:
-        return {"rate": self.rate, **_named(self)}
+        shape = {"noise_shape": self.noise_shape} if self.noise_shape is not None else {}
+        return {"rate": self.rate, **shape, **_named(self)}
 
 
 class Activation(Layer):
@@ -871,12 +898,14 @@ class Sequential(nn.Sequential):
         """Append a layer (built at once when the input shape is known)."""
         if not isinstance(layer, nn.Module):
             raise CnnlabError(f"Sequential.add expects a layer such as Conv2D(...) but got {layer!r}")
-        if not len(self) and not self.built and getattr(layer, "input_shape_hwc", None) is not None:
-            self.build(layer.input_shape_hwc)  # type: ignore[arg-type]
+        if not len(self) and not self.built:  # the first layer may know the input shape
+            given = getattr(layer, "input_shape_hwc", None) or getattr(layer, "image_shape", None)
+            if given is not None:  # input_shape=(H, W, C), or a built model (Keras's nested augmentation)
+                self.build(given)
         name = _unique_name(layer, self._modules)
         if isinstance(layer, Layer) or isinstance(getattr(layer, "name", None), str):
             layer.name = name
-        self.add_module(module_key(name), layer)
+        self.add_module(module_key(name, self), layer)
         if self.built:
             self._build_layer(layer)
 

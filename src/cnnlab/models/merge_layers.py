@@ -25,8 +25,21 @@ __all__ = ["Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Conc
            "add", "subtract", "multiply", "average", "maximum", "minimum", "concatenate"]
 
 
+def _clash(a: int | None, b: int | None) -> bool:
+    return a is not None and b is not None and a != b and 1 not in (a, b)
+
+
+def _broadcast(a: int | None, b: int | None) -> int | None:
+    """One axis of two broadcast shapes: size 1 stretches to the other; unknown (None) stays unknown."""
+    if a == 1:
+        return b
+    if b == 1:
+        return a
+    return a if a is not None else b
+
+
 class _Merge(Layer):
-    """Elementwise merges: every input has the same shape (None, an unknown size, matches any)."""
+    """Elementwise merges: inputs of one shape, or of size 1 where they broadcast (a squeeze-excite gate)."""
 
     exactly: int | None = None  # Subtract takes exactly two inputs
     keeps_order = True  # elementwise: inputs in one feature order keep it
@@ -43,12 +56,11 @@ class _Merge(Layer):
             raise CnnlabError(f"{kind} takes exactly {self.exactly} tensors; got {len(shape)}")
         out = list(shape[0])
         for other in shape[1:]:
-            clash = len(other) != len(out) or any(
-                a is not None and b is not None and a != b for a, b in zip(out, other, strict=False))
-            if clash:
+            if len(other) != len(out) or any(_clash(a, b) for a, b in zip(out, other, strict=True)):
                 raise CnnlabError(f"{kind}: inputs have different shapes {_keras_text(shape)}; every input must have "
-                                  f"the same shape (add a Conv2D(filters, 1, strides=...) on the shortcut to match)")
-            out = [a if a is not None else b for a, b in zip(out, other, strict=True)]
+                                  f"the same shape, or size 1 where it broadcasts (add a Conv2D(filters, 1, "
+                                  f"strides=...) on the shortcut to match)")
+            out = [_broadcast(a, b) for a, b in zip(out, other, strict=True)]
         return tuple(out)
 
     def forward(self, xs: Sequence[torch.Tensor]) -> torch.Tensor:

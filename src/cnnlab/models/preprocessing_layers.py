@@ -497,9 +497,10 @@ def augmenting(model: nn.Module, active: bool = True) -> Iterator[None]:
 
 
 def rescales_inputs(model: nn.Module) -> bool:
-    """True when the model scales its own inputs (a Rescaling layer), so raw 0..255 pixels are what it expects.
+    """True when the model scales its own inputs (a Rescaling or Normalization layer), so raw 0..255 pixels
+    are what it expects.
 
     >>> rescales_inputs(nn.Sequential(Rescaling(1 / 255))), rescales_inputs(nn.Sequential(RandomFlip()))
     (True, False)
     """
-    return any(isinstance(m, Rescaling) for m in model.modules())
+    return any(isinstance(m, Rescaling) or type(m).__name__ == "Normalization" for m in model.modules())

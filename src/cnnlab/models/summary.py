@@ -20,7 +20,8 @@ from cnnlab.models.layers import Layer, Sequential
 
 __all__ = ["LayerRow", "Summary", "model_summary", "count_parameters", "layer_modules"]
 
-MOVING_STATS = ("running_mean", "running_var")  # BatchNorm buffers Keras counts as weights
+# Buffers Keras counts as (non-trainable) weights: BatchNorm's moving statistics, Normalization's statistics
+MOVING_STATS = ("running_mean", "running_var", "norm_mean", "norm_variance", "norm_count")
 
 
 @dataclass

@@ -17,13 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
 
 __all__ = ["KerasTensor", "Node", "symbolic_call", "is_symbolic", "flat_tensors", "keras_order", "Layout",
-           "keras_index", "joined_layout"]
+           "keras_index", "joined_layout", "KerasArray", "eager_keras_call"]
 
 Shape = tuple[Any, ...]  # one sample's shape, channels first; an image's H and W may be None
 # How a vector's features are ordered, where that differs from Keras's: segments in order, each an int n
@@ -170,3 +171,39 @@ def joined_layout(tensors: list[KerasTensor]) -> Layout | None:
     if all(t.layout is None for t in tensors) or any(len(t.sample_shape) != 1 for t in tensors):
         return None
     return tuple(seg for t in tensors for seg in (t.layout if t.layout is not None else (t.sample_shape[0],)))
+
+
+class KerasArray(np.ndarray):
+    """A NumPy array that also answers tf's `.numpy()`, as Keras's eager tensors do: what a layer or model
+    returns for NumPy input (channels last) and what datasets yield (`images[i].numpy().astype("uint8")`).
+
+    >>> batch = np.zeros((2, 4, 4, 3), np.float32).view(KerasArray)
+    >>> type(batch[0].numpy()).__name__, batch[0].numpy().shape
+    ('ndarray', (4, 4, 3))
+    """
+
+    def numpy(self) -> np.ndarray:
+        return np.asarray(self)
+
+
+def _to_channels_first(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_to_channels_first(v) for v in value]
+    tensor = torch.as_tensor(np.asarray(value, dtype=np.float32))
+    return tensor.permute(0, 3, 1, 2).contiguous() if tensor.ndim == 4 else tensor
+
+
+def _to_channels_last(value: Any) -> Any:
+    if isinstance(value, (list, tuple)):
+        return [_to_channels_last(v) for v in value]
+    out = value.detach().float().cpu()
+    out = out.permute(0, 2, 3, 1) if out.ndim == 4 else out
+    return out.numpy().view(KerasArray)
+
+
+def eager_keras_call(call: Any, value: Any, device: torch.device) -> Any:
+    """`call` on NumPy data the Keras way: images channels last in and out ((N, H, W, C)), results as KerasArray."""
+    inputs = _to_channels_first(value)
+    moved = [t.to(device) for t in inputs] if isinstance(inputs, list) else inputs.to(device)
+    with torch.no_grad():
+        return _to_channels_last(call(moved))

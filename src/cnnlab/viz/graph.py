@@ -31,6 +31,7 @@ LINE_INCHES = 1.4 * FONT_POINTS / 72
 PAD_INCHES = 0.12   # inside a box, each side
 GAP_INCHES = 0.35   # between boxes: room for the arrow
 MARGIN_INCHES = 0.15
+SKIP_INCHES = 0.8   # room beside the boxes for arrows that skip rows (a residual connection's bend)
 MAX_CHARS = 100     # a longer line is cut with "..." so one odd name cannot make the picture unreadable
 # Agg cannot draw a side over 2**16 pixels; the dpi is lowered for very deep models to stay below.
 MAX_PIXELS = 60_000
@@ -55,11 +56,14 @@ class LayerBox(NamedTuple):
         return [line if len(line) <= MAX_CHARS else line[: MAX_CHARS - 3] + "..." for line in lines]
 
 
-def plot_layer_stack(boxes: Sequence[LayerBox], path: str | Path, direction: str = "TB", dpi: int = 96) -> Path:
-    """Draw `boxes` in order, joined by arrows, and write the picture to `path`; return the path.
+def plot_layer_stack(boxes: Sequence[LayerBox], path: str | Path, direction: str = "TB", dpi: int = 96,
+                     edges: Sequence[tuple[int, int]] | None = None) -> Path:
+    """Draw `boxes` joined by arrows and write the picture to `path`; return the path.
 
-    The file format follows the extension (.png, .pdf, .svg, .jpg; none means PNG, written to
-    `path` as given, as Keras does).
+    `edges` are (from, to) box indices, each pointing forward (a functional model's connections; boxes in a
+    topological order); None joins each box to the next (a stack). Boxes sit in rows by their longest
+    path from a box with no inputs, side by side where branches run in parallel. The file format follows
+    the extension (.png, .pdf, .svg, .jpg; none means PNG, written to `path` as given, as Keras does).
 
     >>> import tempfile
     >>> boxes = [LayerBox("conv2d", "Conv2D", "(None, 26, 26, 32)"), LayerBox("flatten", "Flatten", "(None, 21632)")]
@@ -73,22 +77,40 @@ def plot_layer_stack(boxes: Sequence[LayerBox], path: str | Path, direction: str
                           f"got {direction!r}")
     if isinstance(dpi, bool) or not isinstance(dpi, int) or dpi <= 0:
         raise CnnlabError(f"plot_layer_stack: dpi must be a positive integer, got {dpi!r}; e.g. dpi=96")
+    links = list(edges) if edges is not None else [(i, i + 1) for i in range(len(boxes) - 1)]
+    if any(not 0 <= a < b < len(boxes) for a, b in links):
+        raise CnnlabError(f"plot_layer_stack: edges must join earlier boxes to later ones among {len(boxes)}; "
+                          f"got {[e for e in links if not 0 <= e[0] < e[1] < len(boxes)][:3]}")
     path = Path(path)
     texts = [box.lines() for box in boxes]
     box_width = max(len(line) for lines in texts for line in lines) * CHAR_INCHES + 2 * PAD_INCHES
     heights = [len(lines) * LINE_INCHES + 2 * PAD_INCHES for lines in texts]
+    rank = [0] * len(boxes)
+    for a, b in sorted(links, key=lambda e: e[1]):  # forward edges: each box after its sources
+        rank[b] = max(rank[b], rank[a] + 1)
+    rows: list[list[int]] = [[] for _ in range(max(rank) + 1)]
+    for index, r in enumerate(rank):
+        rows[r].append(index)
+    across = max(len(row) for row in rows)  # boxes side by side in the widest row
+    depth = [max(heights[i] for i in row) for row in rows]
+    span = across * box_width + (across - 1) * GAP_INCHES
+    skips = [(a, b) for a, b in links if rank[b] - rank[a] > 1]
+    bend = SKIP_INCHES if skips else 0.0  # skip arrows bend round the boxes, on the right (below for "LR")
     if direction == "TB":
-        width, height = box_width + 2 * MARGIN_INCHES, sum(heights) + GAP_INCHES * (len(boxes) - 1) + 2 * MARGIN_INCHES
+        width = span + 2 * MARGIN_INCHES + bend
+        height = sum(depth) + GAP_INCHES * (len(rows) - 1) + 2 * MARGIN_INCHES
     else:
-        width, height = (box_width + GAP_INCHES) * len(boxes) - GAP_INCHES + 2 * MARGIN_INCHES, \
-            max(heights) + 2 * MARGIN_INCHES
+        width = (box_width + GAP_INCHES) * len(rows) - GAP_INCHES + 2 * MARGIN_INCHES
+        height = sum(heights[i] for i in max(rows, key=len)) + GAP_INCHES * (across - 1) + 2 * MARGIN_INCHES + bend
     fig = plt.figure(figsize=(width, height))
     try:
         ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
         ax.set_xlim(0, width)
         ax.set_ylim(0, height)
         ax.axis("off")
-        _draw(ax, texts, heights, box_width, width, height, direction)
+        frames = _frames(rows, heights, depth, box_width, width - (bend if direction == "TB" else 0.0),
+                         height + (bend if direction == "LR" else 0.0), direction)
+        _draw(ax, texts, frames, box_width, links, set(skips), direction)
         dpi = max(1, min(dpi, int(MAX_PIXELS / max(width, height))))
         _save(fig, path, dpi)
     finally:
@@ -96,25 +118,51 @@ def plot_layer_stack(boxes: Sequence[LayerBox], path: str | Path, direction: str
     return path
 
 
-def _draw(ax: plt.Axes, texts: list[list[str]], heights: list[float], box_width: float, width: float,
-          height: float, direction: str) -> None:
-    """Boxes at their places (inches from the bottom left), then an arrow from each to the next."""
-    frames = []  # (left, bottom, box height) per box
+def _frames(rows: list[list[int]], heights: list[float], depth: list[float], box_width: float, width: float,
+            height: float, direction: str) -> dict[int, tuple[float, float, float]]:
+    """(left, bottom, box height) of each box, in inches from the bottom left: rows (or columns, "LR")
+    by rank, the boxes of a row centred side by side."""
+    frames: dict[int, tuple[float, float, float]] = {}
     cursor = height - MARGIN_INCHES if direction == "TB" else MARGIN_INCHES
-    for box_height in heights:
+    for row, row_depth in zip(rows, depth, strict=True):
         if direction == "TB":
-            frames.append(((width - box_width) / 2, cursor - box_height, box_height))
-            cursor -= box_height + GAP_INCHES
+            row_span = len(row) * box_width + (len(row) - 1) * GAP_INCHES
+            left = (width - row_span) / 2
+            for index in row:
+                frames[index] = (left, cursor - row_depth / 2 - heights[index] / 2, heights[index])
+                left += box_width + GAP_INCHES
+            cursor -= row_depth + GAP_INCHES
         else:
-            frames.append((cursor, (height - box_height) / 2, box_height))
+            row_span = sum(heights[i] for i in row) + (len(row) - 1) * GAP_INCHES
+            top = (height + row_span) / 2
+            for index in row:
+                frames[index] = (cursor, top - heights[index], heights[index])
+                top -= heights[index] + GAP_INCHES
             cursor += box_width + GAP_INCHES
-    for (left, bottom, box_height), lines in zip(frames, texts, strict=True):
+    return frames
+
+
+def _draw(ax: plt.Axes, texts: list[list[str]], frames: dict[int, tuple[float, float, float]], box_width: float,
+          links: list[tuple[int, int]], skips: set[tuple[int, int]], direction: str) -> None:
+    """The boxes at their frames, then an arrow along each edge (bent round the boxes where it skips rows)."""
+    for index, lines in enumerate(texts):
+        left, bottom, box_height = frames[index]
         ax.add_patch(FancyBboxPatch((left, bottom), box_width, box_height, boxstyle="round,pad=0,rounding_size=0.06",
                                     facecolor="#eef3fb", edgecolor="#3a5a8c", linewidth=1.0))
         # parse_math=False: a "$" in a layer name is text, not the start of a formula
         ax.text(left + box_width / 2, bottom + box_height / 2, "\n".join(lines), ha="center", va="center",
                 family="monospace", fontsize=FONT_POINTS, linespacing=1.4, parse_math=False)
-    for (left, bottom, box_height), (next_left, next_bottom, next_height) in zip(frames, frames[1:], strict=False):
+    for a, b in links:
+        (left, bottom, box_height), (next_left, next_bottom, next_height) = frames[a], frames[b]
+        if (a, b) in skips:
+            if direction == "TB":  # from the right side of one box to the right side of the other, bulging right
+                start, end = (left + box_width, bottom + box_height / 2), (next_left + box_width,
+                                                                            next_bottom + next_height / 2)
+            else:  # below the boxes
+                start, end = (left + box_width / 2, bottom), (next_left + box_width / 2, next_bottom)
+            ax.annotate("", xy=end, xytext=start, arrowprops={"arrowstyle": "-|>", "color": "#3a5a8c", "lw": 1.0,
+                                                              "connectionstyle": "arc3,rad=0.35"})
+            continue
         if direction == "TB":
             start, end = (left + box_width / 2, bottom), (next_left + box_width / 2, next_bottom + next_height)
         else:

@@ -21,6 +21,7 @@ import numpy as np
 
 from cnnlab.errors import CnnlabError, one_line
 from cnnlab.keras.h5 import load_h5_weights
+from cnnlab.models.symbolic import KerasTensor
 from cnnlab.network import socket_timeout
 
 __all__ = ["input_shape_for", "keras_cache", "fetch_weights", "load_h5_weights", "caffe_preprocess",
@@ -89,14 +90,22 @@ def fetch_weights(file_name: str, url: str, where: str) -> Path:
 
 def caffe_preprocess(x: Any) -> np.ndarray:
     """VGG16/ResNet50 ('caffe'): RGB 0..255 -> BGR with ImageNet's mean pixel subtracted (Keras's preprocess_input)."""
+    if isinstance(x, KerasTensor):
+        raise CnnlabError("preprocess_input ('caffe': BGR minus the mean pixel) runs on NumPy images; apply it to "
+                          "the arrays before fit/predict rather than inside the model")
     array = np.array(x, dtype=np.float32, copy=True)
     if array.shape[-1] != 3:
         raise CnnlabError(f"preprocess_input: expected RGB images (..., H, W, 3), got shape {array.shape}")
     return array[..., ::-1] - np.asarray(CAFFE_MEAN_BGR, dtype=np.float32)
 
 
-def tf_preprocess(x: Any) -> np.ndarray:
-    """MobileNetV2/Xception ('tf'): 0..255 -> -1..1 (Keras's preprocess_input)."""
+def tf_preprocess(x: Any) -> Any:
+    """MobileNetV2/Xception ('tf'): 0..255 -> -1..1 (Keras's preprocess_input); on a model's symbolic
+    tensor (the transfer-learning tutorial's `x = preprocess_input(x)`), a Rescaling layer that does it."""
+    if isinstance(x, KerasTensor):
+        from cnnlab.models.preprocessing_layers import Rescaling
+
+        return Rescaling(1 / 127.5, offset=-1.0)(x)
     return np.asarray(x, dtype=np.float32) / 127.5 - 1.0
 
 

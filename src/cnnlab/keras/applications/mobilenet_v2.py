@@ -52,11 +52,12 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     return new + divisor if new < 0.9 * value else new
 
 
-def _correct_pad(x: KerasTensor) -> tuple[tuple[int, int], tuple[int, int]]:
-    """Keras's padding before a 3x3 stride-2 'valid' convolution: TensorFlow's 'same' (the extra pixel after)."""
+def correct_pad(x: KerasTensor, kernel: int = 3) -> tuple[tuple[int, int], tuple[int, int]]:
+    """Keras's padding before a stride-2 'valid' convolution: TensorFlow's 'same' (the extra pixel after)."""
     h, w = x.shape[1], x.shape[2]
     adjust = (1, 1) if h is None or w is None else (1 - h % 2, 1 - w % 2)
-    return (1 - adjust[0], 1), (1 - adjust[1], 1)
+    half = kernel // 2
+    return (half - adjust[0], half), (half - adjust[1], half)
 
 
 def _block(x: KerasTensor, filters: int, stride: int, expansion: int, alpha: float, block: int) -> KerasTensor:
@@ -69,7 +70,7 @@ def _block(x: KerasTensor, filters: int, stride: int, expansion: int, alpha: flo
         x = BatchNormalization(BN_MOMENTUM, BN_EPSILON, name=prefix + "expand_BN")(x)
         x = ReLU(6.0, name=prefix + "expand_relu")(x)
     if stride == 2:
-        x = ZeroPadding2D(_correct_pad(x), name=prefix + "pad")(x)
+        x = ZeroPadding2D(correct_pad(x), name=prefix + "pad")(x)
     x = DepthwiseConv2D(3, strides=stride, use_bias=False, padding="same" if stride == 1 else "valid",
                         name=prefix + "depthwise")(x)
     x = BatchNormalization(BN_MOMENTUM, BN_EPSILON, name=prefix + "depthwise_BN")(x)
