@@ -22,7 +22,8 @@ from cnnlab.conv_arithmetic import (
 )
 from cnnlab.errors import CnnlabError
 from cnnlab.interpret import feature_maps, first_layer_filters, grad_cam, last_conv_layer
-from cnnlab.models.layers import Conv2D, Dense, GlobalAveragePooling2D, Sequential
+from cnnlab.models.layers import Conv2D, Dense, GlobalAveragePooling2D
+from cnnlab.models.sequential import Sequential
 from cnnlab.models.summary import layer_modules
 from cnnlab.models.transfer import TransferModel, transfer_model
 from cnnlab.models.zoo import build_model

@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from cnnlab.errors import CnnlabError
-from cnnlab.models.layers import Dense, Flatten, Sequential
+from cnnlab.models.layers import Dense, Flatten
+from cnnlab.models.sequential import Sequential
 from cnnlab.models.preprocessing_layers import (
     PREPROCESSING_LAYERS, CenterCrop, RandomBrightness, RandomContrast, RandomCrop, RandomFlip, RandomRotation,
     RandomTranslation, RandomZoom, Rescaling, Resizing,

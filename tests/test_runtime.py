@@ -155,7 +155,8 @@ def test_a_gpu_style_runtime_checks_the_loss_every_n_steps():
 
 def test_compiled_training_matches_eager(digits):
     """torch.compile's path (on by default for long GPU runs) on a tiny model, on the CPU."""
-    from cnnlab.models.layers import Dense, Flatten, Sequential
+    from cnnlab.models.layers import Dense, Flatten
+    from cnnlab.models.sequential import Sequential
 
     train, _ = digits
     results = []

@@ -33,7 +33,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write
 from cnnlab.evaluation import EvaluationResult, evaluate_predictions, write_report
 from cnnlab.models.files import ModelCard, load_model, read_card, resolve_model_path, save_model
-from cnnlab.models.layers import Sequential
+from cnnlab.models.sequential import Sequential
 from cnnlab.models.summary import count_parameters
 from cnnlab.models.transfer import BACKBONES, TransferModel, backbone_preprocessing, transfer_model
 from cnnlab.models.zoo import build_model

@@ -15,7 +15,7 @@ from cnnlab.keras.layers import InputLayer
 from cnnlab.keras.losses import resolve_loss
 from cnnlab.keras.model import KerasModel
 from cnnlab.keras.optimizers import resolve_optimizer
-from cnnlab.models import layers as core
+from cnnlab.models import sequential as core
 from cnnlab.models.files import load_model as load_cnnlab_model
 from cnnlab.models.graph import Functional
 from cnnlab.models.symbolic import KerasTensor

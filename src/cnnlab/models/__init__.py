@@ -3,8 +3,9 @@
 from cnnlab.models.files import ModelCard, load_model, save_model
 from cnnlab.models.layers import (
     Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
-    GlobalAveragePooling2D, Layer, MaxPooling2D, Residual, ResidualBlock, Sequential,
+    GlobalAveragePooling2D, Layer, MaxPooling2D,
 )
+from cnnlab.models.sequential import Residual, ResidualBlock, Sequential
 from cnnlab.models import preprocessing_layers  # noqa: F401  # registers Rescaling, RandomFlip, ... for model files
 from cnnlab.models.speedrun import SpeedrunNet, init_whitening  # registers "speedrun"
 from cnnlab.models.summary import Summary, count_parameters, model_summary

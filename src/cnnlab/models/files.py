@@ -24,7 +24,7 @@ from cnnlab.models import (  # noqa: F401  (their layer types load)
     conv_layers, merge_layers, normalization, preprocessing_layers,
 )
 from cnnlab.models.graph import Functional
-from cnnlab.models.layers import Sequential
+from cnnlab.models.sequential import Sequential
 from cnnlab.models.transfer import TransferModel
 from cnnlab.models.zoo import MODELS, build_model, output_kind
 from cnnlab.versions import versions

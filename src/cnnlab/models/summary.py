@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError, first_line
-from cnnlab.models.layers import Layer, Sequential
+from cnnlab.models.layers import Layer
+from cnnlab.models.sequential import Sequential
 
 __all__ = ["LayerRow", "Summary", "model_summary", "count_parameters", "layer_modules"]
 

