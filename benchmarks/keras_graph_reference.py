@@ -35,7 +35,7 @@ from tensorflow.keras import layers  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "keras_programs"))
-from seed_models import synthetic_weights  # noqa: E402  (plain Python, imports nothing)
+from seed_models import every_layer_model, residual_model, synthetic_weights  # noqa: E402  (plain Python)
 OUT_JSON = ROOT / "tests" / "data" / "keras_graph_reference.json"
 OUT_NPZ = ROOT / "tests" / "data" / "keras_graph_reference.npz"
 OUT_H5 = ROOT / "tests" / "data" / "keras_graph_legacy.h5"
@@ -99,16 +99,7 @@ def graph_models() -> tuple[dict[str, Any], dict[str, np.ndarray], keras.Model]:
     texts: dict[str, Any] = {}
     arrays: dict[str, np.ndarray] = {}
     keras.backend.clear_session()
-    inputs = keras.Input(shape=(32, 32, 3))
-    x = layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
-    shortcut = x
-    x = layers.Conv2D(16, 3, padding="same")(x)
-    x = layers.BatchNormalization()(x)
-    x = layers.Add()([x, shortcut])
-    x = layers.Activation("relu")(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    outputs = layers.Dense(10, activation="softmax")(x)
-    residual = keras.Model(inputs=inputs, outputs=outputs)
+    residual = residual_model(keras, layers)
     texts["residual_summary"] = summary_text(residual)
     texts["residual"] = describe(residual)
 
@@ -146,33 +137,7 @@ def graph_models() -> tuple[dict[str, Any], dict[str, np.ndarray], keras.Model]:
     # every new layer type, random weights, compared output to output
     keras.backend.clear_session()
     rng = np.random.default_rng(SEED)
-    inputs = keras.Input(shape=(12, 10, 3), name="image")
-    a = layers.ZeroPadding2D(((1, 2), (0, 1)))(inputs)
-    a = layers.Conv2D(6, 3, strides=2, padding="same", name="conv_s2")(a)
-    b = layers.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=2, name="depthwise")(inputs)
-    b = layers.ReLU(6.0)(b)
-    b = layers.ZeroPadding2D(((1, 1), (0, 1)))(b)
-    b = layers.Conv2D(6, 1, use_bias=False)(b)
-    m = layers.Add()([a, b])
-    s = layers.SeparableConv2D(5, 3, padding="same", depth_multiplier=2, activation="relu", name="separable")(m)
-    t = layers.Conv2DTranspose(4, 3, strides=2, padding="same", name="transpose")(s)
-    t2 = layers.Conv2DTranspose(3, 2, strides=2, padding="valid", name="transpose_valid")(s)
-    u = layers.UpSampling2D(2)(s)
-    c = layers.Concatenate()([t, u, t2])
-    c = layers.BatchNormalization(name="bn")(c)
-    p = layers.GlobalMaxPooling2D()(c)
-    q = layers.GlobalAveragePooling2D()(c)
-    mul = layers.Multiply()([p, q])
-    avg = layers.Average()([p, q])
-    sub = layers.Subtract()([mul, avg])
-    f = layers.Flatten()(c)
-    r = layers.Reshape((8, 8, -1))(layers.Dense(128, name="dense_r")(f))
-    r = layers.LeakyReLU(negative_slope=0.2)(r)
-    r = layers.AveragePooling2D(4)(r)
-    r = layers.Flatten()(r)
-    merged = layers.Concatenate()([sub, r, layers.Maximum()([p, q]), layers.Minimum()([p, q])])
-    outputs = layers.Dense(5, activation="softmax", name="head")(merged)
-    graph = keras.Model(inputs, outputs, name="every_layer")
+    graph = every_layer_model(keras, layers)
     weights = [rng.normal(0, 0.3, w.shape).astype(np.float32) for w in graph.get_weights()]
     for i, w in enumerate(graph.weights):
         if "moving_variance" in w.path:

@@ -9,6 +9,7 @@ predictions for a graph of every new layer type and for MobileNetV2 (alpha 0.35)
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,9 @@ from cnnlab import keras
 from cnnlab.errors import CnnlabError
 from cnnlab.keras import applications, layers
 from cnnlab.models.files import load_model as load_cnnlab_model
+
+sys.path.insert(0, str(Path(__file__).parent / "keras_programs"))
+import seed_models as shared_models  # noqa: E402  (plain Python: the same model code the reference script ran)
 
 DATA = Path(__file__).parent / "data"
 REFERENCE = json.loads((DATA / "keras_graph_reference.json").read_text())
@@ -38,47 +42,11 @@ def summary_text(model: keras.Model) -> str:
 
 
 def residual_model() -> keras.Model:
-    inputs = keras.Input(shape=(32, 32, 3))
-    x = layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
-    shortcut = x
-    x = layers.Conv2D(16, 3, padding="same")(x)
-    x = layers.BatchNormalization()(x)
-    x = layers.Add()([x, shortcut])
-    x = layers.Activation("relu")(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    outputs = layers.Dense(10, activation="softmax")(x)
-    return keras.Model(inputs=inputs, outputs=outputs)
+    return shared_models.residual_model(keras, layers)
 
 
 def every_layer_model() -> keras.Model:
-    """benchmarks/keras_graph_reference.py's graph, line for line."""
-    inputs = keras.Input(shape=(12, 10, 3), name="image")
-    a = layers.ZeroPadding2D(((1, 2), (0, 1)))(inputs)
-    a = layers.Conv2D(6, 3, strides=2, padding="same", name="conv_s2")(a)
-    b = layers.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=2, name="depthwise")(inputs)
-    b = layers.ReLU(6.0)(b)
-    b = layers.ZeroPadding2D(((1, 1), (0, 1)))(b)
-    b = layers.Conv2D(6, 1, use_bias=False)(b)
-    m = layers.Add()([a, b])
-    s = layers.SeparableConv2D(5, 3, padding="same", depth_multiplier=2, activation="relu", name="separable")(m)
-    t = layers.Conv2DTranspose(4, 3, strides=2, padding="same", name="transpose")(s)
-    t2 = layers.Conv2DTranspose(3, 2, strides=2, padding="valid", name="transpose_valid")(s)
-    u = layers.UpSampling2D(2)(s)
-    c = layers.Concatenate()([t, u, t2])
-    c = layers.BatchNormalization(name="bn")(c)
-    p = layers.GlobalMaxPooling2D()(c)
-    q = layers.GlobalAveragePooling2D()(c)
-    mul = layers.Multiply()([p, q])
-    avg = layers.Average()([p, q])
-    sub = layers.Subtract()([mul, avg])
-    f = layers.Flatten()(c)
-    r = layers.Reshape((8, 8, -1))(layers.Dense(128, name="dense_r")(f))
-    r = layers.LeakyReLU(negative_slope=0.2)(r)
-    r = layers.AveragePooling2D(4)(r)
-    r = layers.Flatten()(r)
-    merged = layers.Concatenate()([sub, r, layers.Maximum()([p, q]), layers.Minimum()([p, q])])
-    outputs = layers.Dense(5, activation="softmax", name="head")(merged)
-    return keras.Model(inputs, outputs, name="every_layer")
+    return shared_models.every_layer_model(keras, layers)
 
 
 def rows(model: keras.Model) -> list[tuple[object, ...]]:
@@ -185,6 +153,15 @@ def test_a_frozen_base_called_with_training_false_keeps_batchnorm_in_inference_m
     assert not base.training and all(not m.training for m in base.modules())
     before = base.get_layer("bn_Conv1").running_mean.clone()
     model(torch.rand(4, 3, 96, 96))
+    assert torch.equal(before, base.get_layer("bn_Conv1").running_mean)
+    # fine-tuning (the transfer tutorial's second phase): the base's weights train, but the call made with
+    # training=False keeps its BatchNorm on the moving statistics inside fit (Keras 3 lost this: keras#20285)
+    base.trainable = True
+    model.compile(optimizer=keras.optimizers.RMSprop(1e-5), loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    kernel = base.get_layer("Conv1").weight.detach().clone()
+    images = np.random.default_rng(0).uniform(-1, 1, (8, 96, 96, 3)).astype(np.float32)
+    model.fit(images, np.arange(8) % 2, batch_size=4, epochs=1, verbose=0)
+    assert not torch.equal(kernel, base.get_layer("Conv1").weight.detach())
     assert torch.equal(before, base.get_layer("bn_Conv1").running_mean)
 
 
@@ -398,14 +375,10 @@ def test_layers_and_models_called_on_numpy_work_channels_last_as_keras() -> None
 
 
 def test_efficientnet_b0_computes_what_keras_computes_from_the_same_weights() -> None:
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent / "keras_programs"))
-    from seed_models import synthetic_weights
-
     model = applications.EfficientNetB0(weights=None, include_top=True, input_shape=(64, 64, 3), classes=10,
                                         classifier_activation=None)
-    model.set_weights(synthetic_weights([v.name for v in model.weights], [v.shape for v in model.weights], 7))
+    paths, shapes = [v.name for v in model.weights], [v.shape for v in model.weights]
+    model.set_weights(shared_models.synthetic_weights(paths, shapes, 7))
     names = [k[len("effnet_at_"):] for k in ARRAYS.files if k.startswith("effnet_at_")]
     probe = keras.Model(model.input, [model.get_layer(n).output for n in names])
     for name, got in zip(names, probe.predict(ARRAYS["effnet_x"], verbose=0), strict=True):

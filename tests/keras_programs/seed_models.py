@@ -85,3 +85,48 @@ def synthetic_weights(paths: list[str], shapes: list[tuple[int, ...]], seed: int
             value = rng.normal(0.0, (1.0 / max(fan_in, 1)) ** 0.5, shape)
         out.append(np.asarray(value, dtype=np.float32).reshape(shape))
     return out
+
+
+def residual_model(keras: Any, layers: Any) -> Any:
+    """Seed 003's skip connection as a functional model (Add of a Conv2D-BatchNorm branch and its input)."""
+    inputs = keras.Input(shape=(32, 32, 3))
+    x = layers.Conv2D(16, 3, padding="same", activation="relu")(inputs)
+    shortcut = x
+    x = layers.Conv2D(16, 3, padding="same")(x)
+    x = layers.BatchNormalization()(x)
+    x = layers.Add()([x, shortcut])
+    x = layers.Activation("relu")(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(10, activation="softmax")(x)
+    return keras.Model(inputs=inputs, outputs=outputs)
+
+
+def every_layer_model(keras: Any, layers: Any) -> Any:
+    """A graph of every layer type cnnlab.keras adds for the functional API (weights compared with tf.keras's)."""
+    inputs = keras.Input(shape=(12, 10, 3), name="image")
+    a = layers.ZeroPadding2D(((1, 2), (0, 1)))(inputs)
+    a = layers.Conv2D(6, 3, strides=2, padding="same", name="conv_s2")(a)
+    b = layers.DepthwiseConv2D(3, strides=2, padding="same", depth_multiplier=2, name="depthwise")(inputs)
+    b = layers.ReLU(6.0)(b)
+    b = layers.ZeroPadding2D(((1, 1), (0, 1)))(b)
+    b = layers.Conv2D(6, 1, use_bias=False)(b)
+    m = layers.Add()([a, b])
+    s = layers.SeparableConv2D(5, 3, padding="same", depth_multiplier=2, activation="relu", name="separable")(m)
+    t = layers.Conv2DTranspose(4, 3, strides=2, padding="same", name="transpose")(s)
+    t2 = layers.Conv2DTranspose(3, 2, strides=2, padding="valid", name="transpose_valid")(s)
+    u = layers.UpSampling2D(2)(s)
+    c = layers.Concatenate()([t, u, t2])
+    c = layers.BatchNormalization(name="bn")(c)
+    p = layers.GlobalMaxPooling2D()(c)
+    q = layers.GlobalAveragePooling2D()(c)
+    mul = layers.Multiply()([p, q])
+    avg = layers.Average()([p, q])
+    sub = layers.Subtract()([mul, avg])
+    f = layers.Flatten()(c)
+    r = layers.Reshape((8, 8, -1))(layers.Dense(128, name="dense_r")(f))
+    r = layers.LeakyReLU(negative_slope=0.2)(r)
+    r = layers.AveragePooling2D(4)(r)
+    r = layers.Flatten()(r)
+    merged = layers.Concatenate()([sub, r, layers.Maximum()([p, q]), layers.Minimum()([p, q])])
+    outputs = layers.Dense(5, activation="softmax", name="head")(merged)
+    return keras.Model(inputs, outputs, name="every_layer")

@@ -17,6 +17,7 @@ import torch
 
 from cnnlab.data import ArrayDataset
 from cnnlab.errors import CnnlabError
+from cnnlab.models.symbolic import channels_last as keras_layout  # NumPy, channels last, as Keras returns
 
 __all__ = ["images_nchw", "labels_vector", "to_dataset", "keras_layout"]
 
@@ -108,11 +109,3 @@ def to_dataset(images: torch.Tensor, labels: torch.Tensor, outputs: int | None, 
     return ArrayDataset(images, labels, [str(i) for i in range(classes)], "arrays")
 
 
-def keras_layout(out: Any) -> Any:
-    """A model's output as Keras returns it: NumPy, channels-last for feature maps (a list for several outputs)."""
-    if isinstance(out, (list, tuple)):
-        return [keras_layout(o) for o in out]
-    out = out.detach().float().cpu()
-    if out.ndim == 4:
-        out = out.permute(0, 2, 3, 1)
-    return out.numpy()

@@ -30,7 +30,7 @@ from cnnlab.keras.summary import keras_summary
 from cnnlab.models.files import save_model
 from cnnlab.models.preprocessing_layers import augmenting, rescales_inputs
 from cnnlab.models.graph import Functional
-from cnnlab.models.layers import set_weights_in_order
+from cnnlab.models.layers import any_trainable, set_trainable, set_weights_in_order
 from cnnlab.models.summary import count_parameters, layer_modules
 from cnnlab.models.symbolic import KerasArray, is_symbolic
 from cnnlab.training import evaluate as engine_evaluate
@@ -102,13 +102,11 @@ class KerasModel(nn.Module):
 
     @property
     def trainable(self) -> bool:
-        params = list(self.parameters())
-        return not params or any(p.requires_grad for p in params)
+        return any_trainable(self)
 
     @trainable.setter
     def trainable(self, value: bool) -> None:
-        for layer in self.layers:
-            layer.trainable = value  # type: ignore[assignment]
+        set_trainable(self, value)
 
     def _variables(self) -> list[Variable]:
         out = []

@@ -23,8 +23,8 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.models.layers import (
-    InputLayer, _check_name, _keras_name, _layer_config, call_in_mode, layer_from_config, module_key,
-    register_layer,
+    InputLayer, _check_name, _keras_name, _layer_config, any_trainable, call_in_mode, layer_from_config, module_key,
+    register_layer, set_trainable,
 )
 from cnnlab.models.symbolic import KerasTensor, Node, flat_tensors, is_symbolic, keras_order, symbolic_call
 
@@ -231,16 +231,11 @@ class Functional(nn.Module):
 
     @property
     def trainable(self) -> bool:
-        params = list(self.parameters())
-        return not params or any(p.requires_grad for p in params)
+        return any_trainable(self)
 
     @trainable.setter
     def trainable(self, value: bool) -> None:
-        for layer in self.layers:
-            if hasattr(layer, "trainable"):
-                layer.trainable = value  # type: ignore[assignment]
-            else:
-                layer.requires_grad_(value)
+        set_trainable(self, value)
 
     # ------------------------------------------------------------------ running
     def train(self, mode: bool = True) -> Functional:

@@ -736,6 +736,21 @@ def layer_from_config(config: dict[str, Any]) -> nn.Module:
     return from_config(args) if callable(from_config) else cls(**args)
 
 
+def any_trainable(model: nn.Module) -> bool:
+    """Keras's `model.trainable`: True while any weight trains (or there are none)."""
+    params = list(model.parameters())
+    return not params or any(p.requires_grad for p in params)
+
+
+def set_trainable(model: nn.Module, value: bool) -> None:
+    """Keras's `model.trainable = value`: each layer's flag (a frozen BatchNorm also normalizes as at inference)."""
+    for layer in model.children():
+        if hasattr(layer, "trainable"):
+            layer.trainable = value  # type: ignore[assignment]
+        else:  # a plain torch module
+            layer.requires_grad_(value)
+
+
 def call_in_mode(module: nn.Module, call: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """`call(module, *args)`; with Keras's `training=True/False`, in that mode for this call only."""
     training = kwargs.pop("training", None)

@@ -27,7 +27,9 @@ from cnnlab.models.layers import (
     _check_name, _keras_name, _keras_order, _keras_text, _layer_config, _named, call_in_mode, layer_from_config,
     module_key, register_layer, set_weights_in_order,
 )
-from cnnlab.models.symbolic import KerasTensor, Layout, Node, is_symbolic, keras_order, symbolic_call
+from cnnlab.models.symbolic import (
+    KerasTensor, Layout, Node, is_symbolic, keras_order, symbolic_call, traced_shape,
+)
 
 __all__ = ["Sequential", "Residual", "ResidualBlock"]
 
@@ -110,8 +112,7 @@ def _build_stack(stack: Iterable[nn.Module], shape: Shape) -> Shape:
         if isinstance(layer, Layer):
             shape = layer.build(shape) if not layer.built else layer.built_shape or shape
         else:  # a plain torch module: trace its shape with a dummy sample
-            with torch.no_grad():
-                shape = tuple(layer.eval()(torch.zeros(1, *shape)).shape[1:])
+            shape = traced_shape(layer, shape)
     return shape
 
 

@@ -24,7 +24,7 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 
 __all__ = ["KerasTensor", "Node", "symbolic_call", "is_symbolic", "flat_tensors", "keras_order", "Layout",
-           "keras_index", "joined_layout", "KerasArray", "eager_keras_call"]
+           "keras_index", "joined_layout", "KerasArray", "eager_keras_call", "channels_last", "traced_shape"]
 
 Shape = tuple[Any, ...]  # one sample's shape, channels first; an image's H and W may be None
 # How a vector's features are ordered, where that differs from Keras's: segments in order, each an int n
@@ -126,7 +126,7 @@ def symbolic_call(layer: nn.Module, inputs: KerasTensor | Sequence[KerasTensor],
     if describe is not None:
         out_shapes, layout = describe(shapes, tensors)
     else:
-        out_shapes, layout = _traced_shape(layer, shapes), None
+        out_shapes, layout = traced_shape(layer, shapes), None
     node = Node(layer, tensors, as_list, training=training if training is None else bool(training))
     several = isinstance(out_shapes, list)
     for i, shape in enumerate(out_shapes if several else [out_shapes]):
@@ -137,7 +137,8 @@ def symbolic_call(layer: nn.Module, inputs: KerasTensor | Sequence[KerasTensor],
     return node.outputs if several else node.outputs[0]
 
 
-def _traced_shape(module: nn.Module, shape: Any) -> Shape:
+def traced_shape(module: nn.Module, shape: Any) -> Shape:
+    """One sample's output shape of a plain torch module, from a zero sample in eval mode (mode restored)."""
     if isinstance(shape, list) or any(d is None for d in shape):
         raise CnnlabError(f"{type(module).__name__} is a plain torch module: it can be called on one input of a "
                           f"known size only; wrap it in a Lambda layer or give the model a fixed input_shape")
@@ -193,12 +194,12 @@ def _to_channels_first(value: Any) -> Any:
     return tensor.permute(0, 3, 1, 2).contiguous() if tensor.ndim == 4 else tensor
 
 
-def _to_channels_last(value: Any) -> Any:
+def channels_last(value: Any) -> Any:
+    """A model's output as Keras returns it: NumPy, channels last for feature maps (a list for several outputs)."""
     if isinstance(value, (list, tuple)):
-        return [_to_channels_last(v) for v in value]
+        return [channels_last(v) for v in value]
     out = value.detach().float().cpu()
-    out = out.permute(0, 2, 3, 1) if out.ndim == 4 else out
-    return out.numpy().view(KerasArray)
+    return (out.permute(0, 2, 3, 1) if out.ndim == 4 else out).numpy()
 
 
 def eager_keras_call(call: Any, value: Any, device: torch.device) -> Any:
@@ -206,4 +207,5 @@ def eager_keras_call(call: Any, value: Any, device: torch.device) -> Any:
     inputs = _to_channels_first(value)
     moved = [t.to(device) for t in inputs] if isinstance(inputs, list) else inputs.to(device)
     with torch.no_grad():
-        return _to_channels_last(call(moved))
+        out = channels_last(call(moved))
+    return [o.view(KerasArray) for o in out] if isinstance(out, list) else out.view(KerasArray)

@@ -18,14 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from torch import nn
 
 from cnnlab.errors import CnnlabError, one_line
 from cnnlab.keras.h5 import load_h5_weights
 from cnnlab.models.symbolic import KerasTensor
 from cnnlab.network import socket_timeout
 
-__all__ = ["input_shape_for", "keras_cache", "fetch_weights", "load_h5_weights", "caffe_preprocess",
-           "tf_preprocess", "decode_predictions", "check_arguments"]
+__all__ = ["input_shape_for", "keras_cache", "fetch_weights", "load_application_weights", "load_h5_weights",
+           "caffe_preprocess", "tf_preprocess", "decode_predictions", "check_arguments"]
 
 DOWNLOAD_TIMEOUT_S = 30.0  # weight files are 14-550 MB: allow a slow start, but fail offline in seconds
 CLASS_INDEX_URL = "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json"
@@ -86,6 +87,14 @@ def fetch_weights(file_name: str, url: str, where: str) -> Path:
                           f"not be downloaded ({one_line(error)}); download {url} into {path.parent}/ or pass "
                           f"weights='path/to/{file_name}'") from None
     return path
+
+
+def load_application_weights(model: nn.Module, weights: Any, file_name: str, url: str, where: str) -> None:
+    """`weights`: 'imagenet' (Keras's `file_name`, cached or fetched from `url`), None, or a Keras .h5 path."""
+    if weights == "imagenet":
+        load_h5_weights(model, fetch_weights(file_name, url, where), where)
+    elif weights is not None:
+        load_h5_weights(model, Path(weights), where)
 
 
 def caffe_preprocess(x: Any) -> np.ndarray:

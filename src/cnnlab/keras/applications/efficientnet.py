@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from cnnlab.keras.applications.common import (
-    check_arguments, decode_predictions, fetch_weights, input_shape_for, load_h5_weights,
+    check_arguments, decode_predictions, input_shape_for, load_application_weights,
 )
 from cnnlab.keras.applications.mobilenet_v2 import correct_pad
 from cnnlab.models.conv_layers import DepthwiseConv2D, GlobalMaxPooling2D, Reshape, ZeroPadding2D
@@ -104,11 +103,8 @@ def EfficientNetB0(include_top: bool = True, weights: Any = "imagenet", input_te
     elif pooling == "max":
         x = GlobalMaxPooling2D(name="max_pool")(x)
     model = Model(inputs, x, name=name)
-    if weights == "imagenet":
-        file = fetch_weights(WEIGHTS[include_top], WEIGHTS_URL + WEIGHTS[include_top], "EfficientNetB0")
-        load_h5_weights(model, file, "EfficientNetB0")
-    elif weights is not None:
-        load_h5_weights(model, Path(weights), "EfficientNetB0")
+    load_application_weights(model, weights, WEIGHTS[include_top], WEIGHTS_URL + WEIGHTS[include_top],
+                             "EfficientNetB0")
     return model
 
 

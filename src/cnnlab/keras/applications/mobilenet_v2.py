@@ -21,7 +21,7 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.keras.applications.common import (
-    check_arguments, decode_predictions, fetch_weights, input_shape_for, load_h5_weights, tf_preprocess,
+    check_arguments, decode_predictions, input_shape_for, load_application_weights, tf_preprocess,
 )
 from cnnlab.models.conv_layers import DepthwiseConv2D, GlobalMaxPooling2D, ReLU, ZeroPadding2D
 from cnnlab.models.layers import BatchNormalization, Conv2D, Dense, GlobalAveragePooling2D, InputLayer
@@ -110,16 +110,12 @@ def MobileNetV2(input_shape: Sequence[int | None] | None = None, alpha: float = 
         x = GlobalMaxPooling2D()(x)
     rows = shape[0]
     model = Model(inputs, x, name=name or f"mobilenetv2_{alpha:0.2f}_{rows}")
-    if weights == "imagenet":
-        size = rows if rows in ROWS else 224  # Keras loads the 224 weights for other sizes too
-        file = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{size}{'' if include_top else '_no_top'}.h5"
-        load_h5_weights(model, fetch_weights(file, WEIGHTS_URL + file, "MobileNetV2"), "MobileNetV2")
-    elif weights is not None:
-        path = Path(weights)
-        if path.suffix == ".safetensors":
-            load_torchvision_weights(model, path)
-        else:
-            load_h5_weights(model, path, "MobileNetV2")
+    size = rows if rows in ROWS else 224  # Keras loads the 224 weights for other sizes too
+    file = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_{size}{'' if include_top else '_no_top'}.h5"
+    if weights not in ("imagenet", None) and Path(weights).suffix == ".safetensors":
+        load_torchvision_weights(model, Path(weights))
+    else:
+        load_application_weights(model, weights, file, WEIGHTS_URL + file, "MobileNetV2")
     return model
 
 

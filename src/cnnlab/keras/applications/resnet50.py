@@ -6,11 +6,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from cnnlab.keras.applications.common import (
-    caffe_preprocess, check_arguments, decode_predictions, fetch_weights, input_shape_for, load_h5_weights,
+    caffe_preprocess, check_arguments, decode_predictions, input_shape_for, load_application_weights,
 )
 from cnnlab.models.conv_layers import GlobalMaxPooling2D, ZeroPadding2D
 from cnnlab.models.layers import (
@@ -73,11 +72,7 @@ def ResNet50(include_top: bool = True, weights: Any = "imagenet", input_tensor: 
     elif pooling == "max":
         x = GlobalMaxPooling2D(name="max_pool")(x)
     model = Model(inputs, x, name=name)
-    if weights == "imagenet":
-        file = fetch_weights(WEIGHTS[include_top], WEIGHTS_URL + WEIGHTS[include_top], "ResNet50")
-        load_h5_weights(model, file, "ResNet50")
-    elif weights is not None:
-        load_h5_weights(model, Path(weights), "ResNet50")
+    load_application_weights(model, weights, WEIGHTS[include_top], WEIGHTS_URL + WEIGHTS[include_top], "ResNet50")
     return model
 
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from cnnlab.keras.applications.common import (
-    caffe_preprocess, check_arguments, decode_predictions, fetch_weights, input_shape_for, load_h5_weights,
+    caffe_preprocess, check_arguments, decode_predictions, input_shape_for, load_application_weights,
 )
 from cnnlab.models.conv_layers import GlobalMaxPooling2D
 from cnnlab.models.layers import Conv2D, Dense, Flatten, GlobalAveragePooling2D, InputLayer, MaxPooling2D
@@ -46,13 +46,7 @@ def VGG16(include_top: bool = True, weights: Any = "imagenet", input_tensor: Any
     elif pooling == "max":
         x = GlobalMaxPooling2D()(x)
     model = Model(inputs, x, name=name)
-    if weights == "imagenet":
-        load_h5_weights(model, fetch_weights(WEIGHTS[include_top], WEIGHTS_URL + WEIGHTS[include_top], "VGG16"),
-                        "VGG16")
-    elif weights is not None:
-        from pathlib import Path
-
-        load_h5_weights(model, Path(weights), "VGG16")
+    load_application_weights(model, weights, WEIGHTS[include_top], WEIGHTS_URL + WEIGHTS[include_top], "VGG16")
     return model
 
 
