@@ -74,7 +74,8 @@ def keras_rows() -> None:
     for program, (what, data) in KERAS_PROGRAMS.items():
         medians = {}
         for backend in KERAS_BACKENDS:
-            times = [r["fit_seconds"] for r in runs if r["program"] == program and r["backend"] == backend]
+            times = [r["fit_seconds"] for r in runs
+                     if r["program"] == program and r["backend"] == backend and r.get("timed", True)]
             if times:
                 medians[backend] = statistics.median(times)
         for backend, name in KERAS_BACKENDS.items():
@@ -84,11 +85,18 @@ def keras_rows() -> None:
             accs = [r["test_accuracy"] for r in mine]
             mean = sum(accs) / len(accs)
             spread = max(abs(a - mean) for a in accs)
-            vs_tf, vs_k3 = (f"{medians[o] / medians[backend]:.2f}x" if o in medians else "-"
+            vs_tf, vs_k3 = (f"{medians[o] / medians[backend]:.2f}x" if o in medians and backend in medians else "-"
                             for o in ("tf", "keras3-torch"))
             print(f"| {what} | {data} | {name} | {len(mine)} | {100 * mean:.2f}% ± {100 * spread:.2f} | "
-                  f"{'/'.join(str(r['epochs_run']) for r in mine)} | {medians[backend]:.1f} s | {vs_tf} | "
+                  f"{'/'.join(str(r['epochs_run']) for r in mine)} | {fit_time(medians.get(backend), mine)} | {vs_tf} | "
                   f"{vs_k3} | {report['machine']['date'][:10]} |")
+
+
+def fit_time(median: float | None, runs: list[dict]) -> str:
+    """The median fit time of the timed runs, and how many runs shared the machine (accuracy only)."""
+    shared = sum(not r.get("timed", True) for r in runs)
+    text = f"{median:.1f} s" if median is not None else "-"
+    return text + (f" ({len(runs) - shared} timed)" if shared else "")
 
 
 def cnnlab_rows() -> None:

@@ -143,7 +143,7 @@ def test_write_report_files_and_html(tmp_path: Path) -> None:
     paths = write_report(result, images, tmp_path / "eval", top_n=8, title="synthetic")
     assert {p.name for p in (tmp_path / "eval").iterdir()} == {
         "metrics.json", "classification_report.txt", "confusion_matrix.png", "confusion_matrix_normalized.png",
-        "top_losses.png", "report.html"}
+        "top_losses.png", "misclassified.csv", "report.html"}  # no cell has over 24 images: no cells/ folder
     for key in ("confusion_matrix", "confusion_matrix_normalized", "top_losses"):
         with Image.open(paths[key]) as picture:
             assert picture.width >= 400 and picture.height >= 400, key
@@ -166,19 +166,57 @@ def test_write_report_files_and_html(tmp_path: Path) -> None:
     assert {link[1:] for link in parser.links if link.startswith("#cell-")} == set(expected)
 
 
-def test_write_report_caps_thumbnails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_write_report_caps_thumbnails_and_every_image_stays_reachable(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     images, labels, probabilities = _synthetic()
     result = evaluate_predictions(probabilities, labels, NAMES)
     monkeypatch.setattr(report_module, "THUMBNAILS_PER_CELL", 1)
-    text = write_report(result, images, tmp_path / "eval", top_n=4)["report"].read_text(encoding="utf-8")
+    monkeypatch.setattr(report_module, "CELL_PAGE_IMAGES", 2)
+    paths = write_report(result, images, tmp_path / "eval", top_n=4)
     parser = _ReportParser()
-    parser.feed(text)
-    cells = {f"cell-{i}-{j}": int(result.confusion[i, j]) for i in range(4) for j in range(4)
+    parser.feed(paths["report"].read_text(encoding="utf-8"))
+    cells = {(i, j): int(result.confusion[i, j]) for i in range(4) for j in range(4)
              if i != j and result.confusion[i, j] > 0}
-    assert any(count > 1 for count in cells.values())
-    for cell, count in cells.items():
+    assert any(count > 2 for count in cells.values())
+    for (i, j), count in cells.items():
+        cell = f"cell-{i}-{j}"
         assert parser.section_images[cell] == 1
         assert (f"+{count - 1} more" in parser.section_text[cell]) == (count > 1)
+        page = tmp_path / "eval" / "cells" / f"{cell}.html"
+        assert (f"cells/{cell}.html" in parser.links) == (count > 1) == page.is_file()
+        if count > 1:  # the cell's own page shows its images up to CELL_PAGE_IMAGES, highest loss first
+            cell_page = _ReportParser()
+            cell_page.feed(page.read_text(encoding="utf-8"))
+            assert len(cell_page.sources) == min(count, 2)
+            assert f"../report.html#{cell}" in cell_page.links
+            assert ("misclassified.csv lists all" in page.read_text()) == (count > 2)
+    # misclassified.csv: every wrong sample once, with the classes and probabilities of the result
+    rows = paths["misclassified"].read_text(encoding="utf-8").splitlines()
+    assert rows[0] == "index,actual,predicted,p_predicted,p_actual,loss"
+    wrong = {int(k) for k in torch.nonzero(result.labels != result.predictions)[:, 0]}
+    listed = [row.split(",") for row in rows[1:]]
+    assert sorted(int(row[0]) for row in listed) == sorted(wrong)
+    for index, actual, predicted, p_predicted, _, loss in listed:
+        k = int(index)
+        assert (actual, predicted) == (NAMES[int(labels[k])], NAMES[int(result.predictions[k])])
+        assert float(p_predicted) == pytest.approx(float(result.probabilities[k].max()), abs=1e-4)
+        assert float(loss) == pytest.approx(float(result.losses[k]), abs=1e-4)
+    assert [float(row[5]) for row in listed] == sorted((float(row[5]) for row in listed), reverse=True)
+
+
+def test_top_loss_titles_say_which_class_is_which_and_stay_short() -> None:
+    probabilities = torch.tensor([[0.1, 0.9], [0.8, 0.2]])
+    result = evaluate_predictions(probabilities, torch.tensor([0, 1]), ["a" * 40, "dog"])
+    assert report_module._loss_title(result, 0) == "predicted dog 0.90\nactual aaaaaaaaaaaa… 0.10"
+    assert report_module._loss_title(result, 1) == "predicted aaaaaaaaaaaa… 0.80\nactual dog 0.20"
+
+
+def test_thumbnails_shrink_large_images_only() -> None:
+    big = torch.full((3, 224, 448), 200, dtype=torch.uint8)
+    assert report_module._thumbnail(big).shape == (3, 64, 128)
+    assert torch.equal(report_module._thumbnail(big), torch.full((3, 64, 128), 200, dtype=torch.uint8))
+    small = torch.randint(0, 256, (1, 28, 28), dtype=torch.uint8)
+    assert report_module._thumbnail(small) is small
 
 
 def test_write_report_never_overwrites(tmp_path: Path) -> None:

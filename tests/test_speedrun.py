@@ -16,7 +16,8 @@ from cnnlab.models.zoo import build_model, output_kind
 from cnnlab.training.devices import resolve_runtime
 from cnnlab.training.muon import orthogonalize
 from cnnlab.training.speedrun import (
-    SpeedrunConfig, augment_batch, epoch_batches, evaluate_tta, time_training_steps, tta_logits, train_speedrun,
+    SpeedrunConfig, augment_batch, epoch_batches, evaluate_tta, smoothed_loss_floor, time_training_steps, tta_logits,
+    train_speedrun,
 )
 
 CPU = resolve_runtime("cpu", "fp32")
@@ -188,6 +189,18 @@ def test_digits_end_to_end_accuracy_gate(precision, one_thread):
     assert result["accuracy"] > DIGITS_MIN_ACCURACY, result
     assert result["accuracy"] == pytest.approx(history.history["val_accuracy"][-1])
     assert evaluate_tta(model, test, runtime, level=2, flip=False)["accuracy"] > DIGITS_MIN_ACCURACY
+
+
+@pytest.mark.parametrize("classes, smoothing", [(10, 0.2), (3, 0.5), (100, 0.1)])
+def test_the_printed_loss_floor_is_what_torch_computes_for_perfect_predictions(classes, smoothing):
+    # The speed-run's epoch lines print the label-smoothed loss (0.98 at 99.4% accuracy on CIFAR-10);
+    # the floor it prints beside them must be the loss of the best possible prediction, as torch computes it.
+    labels = torch.arange(classes)
+    target = torch.full((classes, classes), smoothing / classes) + torch.eye(classes) * (1 - smoothing)
+    best = F.cross_entropy(target.log(), labels, label_smoothing=smoothing)
+    assert smoothed_loss_floor(classes, smoothing) == pytest.approx(float(best), rel=1e-5)
+    worse = F.cross_entropy((target + 0.01 * torch.eye(classes)).log(), labels, label_smoothing=smoothing)
+    assert float(worse) > float(best)
 
 
 def test_trained_whitening_survives_save_and_load(tmp_path):

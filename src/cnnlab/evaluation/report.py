@@ -3,10 +3,13 @@
 `evaluate_predictions` is pure computation on tensors. `write_report` turns its result into files;
 report.html is self-contained (every picture is a base64 data URI) so it can be mailed or archived
 alone, and each off-diagonal cell of its confusion table links to the images misclassified there.
+A cell with more images than the page shows gets its own page, cells/cell-I-J.html, with all of
+them (up to CELL_PAGE_IMAGES), and misclassified.csv lists every misclassified sample.
 """
 
 from __future__ import annotations
 
+import csv
 import html
 import json
 from collections.abc import Callable, Sequence
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation.metrics import (
@@ -26,12 +30,16 @@ from cnnlab.evaluation.metrics import (
     top_losses,
 )
 
-__all__ = ["EvaluationResult", "evaluate_predictions", "write_report", "TOP_K", "THUMBNAILS_PER_CELL"]
+__all__ = ["EvaluationResult", "evaluate_predictions", "write_report", "TOP_K", "THUMBNAILS_PER_CELL",
+           "CELL_PAGE_IMAGES"]
 
 TOP_K = (1, 3, 5)  # the usual top-k columns; a k is reported only when k < number of classes (else it is 1.0)
 MOST_CONFUSED = 10  # pairs kept in the result: enough to read, small enough for metrics.json with many classes
-THUMBNAILS_PER_CELL = 24  # misclassified images shown per confusion cell; the rest are counted ("+N more")
+THUMBNAILS_PER_CELL = 24  # misclassified images shown per confusion cell on report.html; "+N more" links the rest
+CELL_PAGE_IMAGES = 1000  # images on one cell's own page: ~30 MB of 128-pixel thumbnails at most; the CSV lists all
 THUMBNAIL_PIXELS = 64  # displayed width of a thumbnail; a 28x28 digit scaled up with visible pixels
+THUMBNAIL_STORED = 128  # longest side an embedded thumbnail keeps: sharp at 2x zoom, and 224-px photos stay small
+LABEL_CHARACTERS = 13  # of a class name in a top-loss title: two 10-point lines fit a 2-inch cell
 
 
 @dataclass(frozen=True)
@@ -105,14 +113,16 @@ def write_report(result: EvaluationResult, images: torch.Tensor, directory: str 
 
     `images` are the uint8 (N, C, H, W) images the result was computed on, in the same order.
     `directory` is created; an existing non-empty directory is refused, never overwritten.
-    Returns {file stem: path}.
+    Returns {file stem: path} (cell pages, when any cell has more than THUMBNAILS_PER_CELL images,
+    are in the folder "cells").
 
     >>> import tempfile
     >>> p = torch.softmax(torch.randn(12, 3, generator=torch.Generator().manual_seed(0)), dim=1)
     >>> r = evaluate_predictions(p, torch.arange(12) % 3, ["a", "b", "c"])
     >>> images = torch.randint(0, 256, (12, 1, 8, 8), dtype=torch.uint8)
-    >>> sorted(write_report(r, images, Path(tempfile.mkdtemp()) / "eval"))
-    ['classification_report', 'confusion_matrix', 'confusion_matrix_normalized', 'metrics', 'report', 'top_losses']
+    >>> sorted(write_report(r, images, Path(tempfile.mkdtemp()) / "eval"))  # doctest: +NORMALIZE_WHITESPACE
+    ['classification_report', 'confusion_matrix', 'confusion_matrix_normalized', 'metrics', 'misclassified',
+     'report', 'top_losses']
     """
     # viz imports matplotlib; importing it here keeps `import cnnlab.evaluation` light for metrics-only callers
     from cnnlab.viz import image_to_data_uri, plot_confusion_matrix, plot_image_grid, png_to_data_uri
@@ -123,7 +133,8 @@ def write_report(result: EvaluationResult, images: torch.Tensor, directory: str 
     directory = _fresh_directory(directory)
     paths = {name: directory / f"{name}{suffix}" for name, suffix in (
         ("metrics", ".json"), ("classification_report", ".txt"), ("confusion_matrix", ".png"),
-        ("confusion_matrix_normalized", ".png"), ("top_losses", ".png"), ("report", ".html"))}
+        ("confusion_matrix_normalized", ".png"), ("top_losses", ".png"), ("misclassified", ".csv"),
+        ("report", ".html"))}
     paths["metrics"].write_text(json.dumps(result.to_dict(), indent=2) + "\n")
     paths["classification_report"].write_text(result.report.to_text(digits=4))
     plot_confusion_matrix(result.confusion, result.class_names, paths["confusion_matrix"], title=title)
@@ -132,7 +143,12 @@ def write_report(result: EvaluationResult, images: torch.Tensor, directory: str 
     indices, _ = top_losses(result.probabilities, result.labels, top_n)
     plot_image_grid(images[indices], [_loss_title(result, int(i)) for i in indices], paths["top_losses"], columns=4)
     pictures = {name: png_to_data_uri(paths[name]) for name in ("confusion_matrix", "top_losses")}
-    paths["report"].write_text(_render_html(result, images, pictures, title, image_to_data_uri), encoding="utf-8")
+    _write_misclassified(result, paths["misclassified"])
+
+    def to_uri(image: torch.Tensor) -> str:
+        return image_to_data_uri(_thumbnail(image))
+    pages = _write_cell_pages(result, images, directory, title, to_uri)
+    paths["report"].write_text(_render_html(result, images, pictures, title, to_uri, pages), encoding="utf-8")
     return paths
 
 
@@ -157,14 +173,44 @@ def _fresh_directory(directory: str | Path) -> Path:
 
 
 def _loss_title(result: EvaluationResult, index: int) -> str:
-    """'predicted p / actual p' for the top-losses grid: how sure the model was, and of what.
+    """'predicted NAME p' over 'actual NAME p' for the top-losses grid: how sure the model was, and of what.
 
     (p(actual) alone reads 0.00 on every top loss: the confidence in the wrong answer says more.)
+    Names are cut to LABEL_CHARACTERS so neighbouring titles never overlap.
     """
     names = result.class_names
     actual, predicted = int(result.labels[index]), int(result.predictions[index])
     p_pred, p_actual = float(result.probabilities[index, predicted]), float(result.probabilities[index, actual])
-    return f"{names[predicted]} {p_pred:.2f} / {names[actual]} {p_actual:.2f}"
+    return f"predicted {_short(names[predicted])} {p_pred:.2f}\nactual {_short(names[actual])} {p_actual:.2f}"
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= LABEL_CHARACTERS else name[:LABEL_CHARACTERS - 1] + "…"
+
+
+def _thumbnail(image: torch.Tensor) -> torch.Tensor:
+    """A uint8 (C, H, W) image with its longest side at most THUMBNAIL_STORED (area-averaged)."""
+    height, width = image.shape[1:]
+    scale = THUMBNAIL_STORED / max(height, width)
+    if scale >= 1:
+        return image
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    small = F.interpolate(image[None].float(), size=size, mode="area")[0]
+    return small.round().clamp(0, 255).to(torch.uint8)
+
+
+def _write_misclassified(result: EvaluationResult, path: Path) -> None:
+    """Every misclassified sample, highest loss first: index (in the evaluated order), classes, p, loss."""
+    wrong = torch.nonzero(result.labels != result.predictions)[:, 0]
+    wrong = wrong[torch.sort(result.losses[wrong], descending=True, stable=True).indices]
+    names = result.class_names
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["index", "actual", "predicted", "p_predicted", "p_actual", "loss"])
+        for k in wrong.tolist():
+            actual, predicted = int(result.labels[k]), int(result.predictions[k])
+            writer.writerow([k, names[actual], names[predicted], f"{float(result.probabilities[k, predicted]):.4f}",
+                             f"{float(result.probabilities[k, actual]):.4f}", f"{float(result.losses[k]):.4f}"])
 
 
 STYLE = """
@@ -180,7 +226,7 @@ section.cell { border-top: 1px solid #ddd; margin-top: 1em; }
 
 
 def _render_html(result: EvaluationResult, images: torch.Tensor, pictures: dict[str, str], title: str,
-                 to_uri: Callable[[torch.Tensor], str]) -> str:
+                 to_uri: Callable[[torch.Tensor], str], pages: dict[str, str]) -> str:
     """The whole report page: summary, per-class table, confusion table, pairs, top losses, cell sections."""
     heading = html.escape(title or "Evaluation report")
     top_k = "".join(f"<tr><th>top-{k} accuracy</th><td>{v:.4f}</td></tr>" for k, v in result.top_k.items())
@@ -195,9 +241,10 @@ def _render_html(result: EvaluationResult, images: torch.Tensor, pictures: dict[
         "Click an off-diagonal count to see those images.</p>", _confusion_table(result),
         f"<p><img src='{pictures['confusion_matrix']}' alt='confusion matrix'></p>",
         "<h2>Most confused</h2>", _most_confused_list(result),
-        "<h2>Top losses</h2><p>predicted / actual / probability of the actual class</p>",
+        "<h2>Top losses</h2><p>Above each image: the predicted class and its probability, then the actual "
+        "class and its probability. Every misclassified sample is listed in misclassified.csv.</p>",
         f"<p><img src='{pictures['top_losses']}' alt='top losses'></p>",
-        "<h2>Misclassified images by cell</h2>", _cell_sections(result, images, to_uri),
+        "<h2>Misclassified images by cell</h2>", _cell_sections(result, images, to_uri, pages),
         "</body></html>\n",
     ]
     return "\n".join(parts)
@@ -246,24 +293,55 @@ def _most_confused_list(result: EvaluationResult) -> str:
     return "<ol>" + "\n".join(items) + "</ol>"
 
 
-def _cell_sections(result: EvaluationResult, images: torch.Tensor, to_uri: Callable[[torch.Tensor], str]) -> str:
-    """One section per non-zero off-diagonal cell: its images, highest loss first, capped at THUMBNAILS_PER_CELL."""
-    sections = []
-    names = result.class_names
-    for i in range(len(names)):
-        for j in range(len(names)):
-            if i == j:
-                continue
+def _cell_members(result: EvaluationResult) -> dict[tuple[int, int], torch.Tensor]:
+    """Sample indices of each non-empty off-diagonal cell (actual, predicted), highest loss first."""
+    cells = {}
+    for i in range(len(result.class_names)):
+        for j in range(len(result.class_names)):
             members = torch.nonzero((result.labels == i) & (result.predictions == j))[:, 0]
-            if len(members) == 0:
-                continue
-            members = members[torch.sort(result.losses[members], descending=True, stable=True).indices]
-            figures = [f"<figure><img class='thumb' src='{to_uri(images[int(k)])}' alt='sample {int(k)}'>"
-                       f"<figcaption>#{int(k)} p={float(result.probabilities[k, j]):.2f}</figcaption></figure>"
-                       for k in members[:THUMBNAILS_PER_CELL]]
-            more = len(members) - THUMBNAILS_PER_CELL
-            note = f"<p>+{more} more</p>" if more > 0 else ""
-            sections.append(f"<section class='cell' id='{_cell_id(i, j)}'><h3>actual {html.escape(names[i])}, "
-                            f"predicted {html.escape(names[j])}: {len(members)}</h3>\n" + "\n".join(figures)
-                            + f"{note}</section>")
+            if i != j and len(members):
+                cells[i, j] = members[torch.sort(result.losses[members], descending=True, stable=True).indices]
+    return cells
+
+
+def _figures(result: EvaluationResult, images: torch.Tensor, members: torch.Tensor, predicted: int,
+             to_uri: Callable[[torch.Tensor], str]) -> str:
+    return "\n".join(f"<figure><img class='thumb' src='{to_uri(images[int(k)])}' alt='sample {int(k)}'>"
+                     f"<figcaption>#{int(k)} p={float(result.probabilities[k, predicted]):.2f}</figcaption></figure>"
+                     for k in members)
+
+
+def _write_cell_pages(result: EvaluationResult, images: torch.Tensor, directory: Path, title: str,
+                      to_uri: Callable[[torch.Tensor], str]) -> dict[str, str]:
+    """cells/cell-I-J.html for each cell over THUMBNAILS_PER_CELL images; {cell id: relative link}."""
+    pages, names = {}, result.class_names
+    for (i, j), members in _cell_members(result).items():
+        if len(members) <= THUMBNAILS_PER_CELL:
+            continue
+        shown = members[:CELL_PAGE_IMAGES]
+        cut = (f"<p>The {len(shown)} highest-loss of {len(members)}; misclassified.csv lists all.</p>"
+               if len(members) > len(shown) else "")
+        heading = f"actual {html.escape(names[i])}, predicted {html.escape(names[j])}: {len(members)}"
+        page = (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{heading}</title><style>{STYLE}</style>"
+                f"</head><body>\n<p><a href='../report.html#{_cell_id(i, j)}'>back to the report</a> "
+                f"{html.escape(title)}</p><h1>{heading}</h1>{cut}\n{_figures(result, images, shown, j, to_uri)}"
+                f"\n</body></html>\n")
+        path = directory / "cells" / f"{_cell_id(i, j)}.html"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(page, encoding="utf-8")
+        pages[_cell_id(i, j)] = f"cells/{path.name}"
+    return pages
+
+
+def _cell_sections(result: EvaluationResult, images: torch.Tensor, to_uri: Callable[[torch.Tensor], str],
+                   pages: dict[str, str]) -> str:
+    """One section per non-zero off-diagonal cell: its images, highest loss first, capped at THUMBNAILS_PER_CELL."""
+    sections, names = [], result.class_names
+    for (i, j), members in _cell_members(result).items():
+        more = len(members) - THUMBNAILS_PER_CELL
+        note = (f"<p><a href='{pages[_cell_id(i, j)]}'>+{more} more: all {len(members)} images of this cell</a></p>"
+                if more > 0 else "")
+        sections.append(f"<section class='cell' id='{_cell_id(i, j)}'><h3>actual {html.escape(names[i])}, "
+                        f"predicted {html.escape(names[j])}: {len(members)}</h3>\n"
+                        + _figures(result, images, members[:THUMBNAILS_PER_CELL], j, to_uri) + f"{note}</section>")
     return "\n".join(sections) if sections else "<p>No misclassified samples.</p>"

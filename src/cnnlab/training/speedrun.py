@@ -55,7 +55,8 @@ from cnnlab.training.loop import History, Scores, evaluate
 from cnnlab.training.muon import Muon
 
 __all__ = ["SpeedrunConfig", "SpeedrunCheckpoints", "train_speedrun", "evaluate_tta", "time_training_steps",
-           "augment_batch", "epoch_batches", "tta_logits", "lr_factor", "Lookahead", "TTA_LEVELS"]
+           "augment_batch", "epoch_batches", "tta_logits", "lr_factor", "Lookahead", "TTA_LEVELS",
+           "smoothed_loss_floor"]
 
 TTA_LEVELS = (0, 1, 2)         # 0: the image; 1: + its mirror; 2: + mirrors of 1-pixel shifts (airbench's levels)
 WHITEN_SAMPLE = 5000           # images whose patches set the whitening filters: airbench94's count (a 10th of CIFAR-10)
@@ -372,6 +373,11 @@ def train_speedrun(model: SpeedrunNet, train: ArrayDataset, config: SpeedrunConf
     history, step, seen, first = History(), 0, steps_per_epoch * config.batch_size, 0
     if checkpoints is not None and checkpoints.resume is not None:
         first, step = _restore(session, model, checkpoints.resume, history)
+    if verbose and config.label_smoothing > 0:  # else "loss=0.98 at accuracy 0.994" reads like a bug
+        print(f"loss is the label-smoothed loss that is optimized (label_smoothing={config.label_smoothing:g}): "
+              f"{smoothed_loss_floor(model.num_classes, config.label_smoothing):.3f} at best, even for perfect "
+              f"predictions; accuracy is on augmented images; val_accuracy without test-time augmentation",
+              file=sys.stderr)
     with catch_sigint(checkpoints.stop) if checkpoints is not None else contextlib.nullcontext():
         for epoch in range(first, config.epochs):
             start = time.perf_counter()
@@ -409,6 +415,20 @@ def train_speedrun(model: SpeedrunNet, train: ArrayDataset, config: SpeedrunConf
                 checkpoints.check(saved=True)  # (Ctrl-C during the last epoch's validation lets the run finish)
     model.eval()
     return history
+
+
+def smoothed_loss_floor(num_classes: int, label_smoothing: float) -> float:
+    """The lowest mean cross-entropy reachable with `label_smoothing`: the entropy of the smoothed target.
+
+    Smoothing moves `label_smoothing` of each target's mass evenly over all classes, so even a
+    model that predicts exactly that target pays its entropy (torch's and Keras's definition).
+
+    >>> round(smoothed_loss_floor(10, 0.2), 4), smoothed_loss_floor(10, 0.0)
+    (0.8669, 0.0)
+    """
+    other = label_smoothing / num_classes
+    true = 1.0 - label_smoothing + other
+    return 0.0 - sum(p * math.log(p) for p in (true, *[other] * (num_classes - 1)) if p > 0)  # not -0.0
 
 
 def tta_logits(model: nn.Module, images: torch.Tensor, level: int, flip: bool = True) -> torch.Tensor:

@@ -20,7 +20,7 @@ from cnnlab.viz.figures import save_figure  # noqa: E402
 __all__ = ["plot_image_grid", "augment_preview"]
 
 CELL_INCHES = 2.0  # width per image; at 100 dpi a 28x28 digit is drawn 7x larger, so it stays legible
-TITLE_INCHES = 0.3  # room above each image for a 10-point title
+TITLE_INCHES = 0.3  # room above each image for one line of a 10-point title
 
 
 def plot_image_grid(images: torch.Tensor, titles: Sequence[str] | None, path: str | Path, columns: int = 5) -> Path:
@@ -47,7 +47,8 @@ def plot_image_grid(images: torch.Tensor, titles: Sequence[str] | None, path: st
     columns = min(columns, len(pictures))
     rows = math.ceil(len(pictures) / columns)
     height, width = pictures[0].shape[:2]
-    cell_height = CELL_INCHES * min(max(height / width, 0.25), 4.0) + (TITLE_INCHES if titles is not None else 0.0)
+    title_lines = max(str(t).count("\n") + 1 for t in titles) if titles is not None else 0
+    cell_height = CELL_INCHES * min(max(height / width, 0.25), 4.0) + TITLE_INCHES * title_lines
     fig, axes = plt.subplots(rows, columns, figsize=(CELL_INCHES * columns, cell_height * rows), squeeze=False)
     for index, ax in enumerate(axes.flat):
         ax.axis("off")
