@@ -88,8 +88,8 @@ def keras_rows() -> None:
             vs_tf, vs_k3 = (f"{medians[o] / medians[backend]:.2f}x" if o in medians and backend in medians else "-"
                             for o in ("tf", "keras3-torch"))
             print(f"| {what} | {data} | {name} | {len(mine)} | {100 * mean:.2f}% ± {100 * spread:.2f} | "
-                  f"{'/'.join(str(r['epochs_run']) for r in mine)} | {fit_time(medians.get(backend), mine)} | {vs_tf} | "
-                  f"{vs_k3} | {report['machine']['date'][:10]} |")
+                  f"{'/'.join(str(r['epochs_run']) for r in mine)} | {fit_time(medians.get(backend), mine)} | "
+                  f"{vs_tf} | {vs_k3} | {report['machine']['date'][:10]} |")
 
 
 def fit_time(median: float | None, runs: list[dict]) -> str:

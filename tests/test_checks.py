@@ -112,7 +112,7 @@ def test_report_as_text_and_json(tmp_path: Path) -> None:
     assert as_dict["duplicates"]["across_splits"] == report.duplicates_across_splits
     assert as_dict["undecodable"][1] == {"path": "train/cat/empty.png", "reason": "empty file (0 bytes)"}
     lines = report.to_text().splitlines()
-    assert lines[0] == f"Dataset check of {tmp_path}: OK, 11 problem(s)"
+    assert lines[0] == f"Dataset check of {tmp_path}: training would run, but 11 problem(s) need a look (listed below)"
     assert lines[1] == "train/: 3 classes, 14 images, imbalance 3.5"
     assert lines[3].split() == ["cat", "5", "images,", "3", "undecodable", "sizes", "16x16", "(5)", "modes",
                                 "RGB", "(3),", "L", "(1),", "RGBA", "(1)"]

@@ -230,17 +230,23 @@ def test_batcher_never_exceeds_max_images_and_passes_model_errors_on():
     assert sizes == [1] and isinstance(results[0], RuntimeError)
 
 
-def test_api_key_is_required_on_predict_and_compared_exactly(served_run, digit):
+def test_api_key_is_required_on_everything_that_reveals_the_model(served_run, digit):
     data = digit[1]["png"].read_bytes()
     with TestClient(create_app(served_run, api_key="s3cret")) as c:
         assert c.get("/health").json()["api_key_required"] is True
-        assert c.get("/model").status_code == 200
+        for shell in ("/", "/docs", "/static/app.js"):  # page shells: no model data, they ask for the key
+            assert c.get(shell).status_code == 200, shell
         for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": "s3cre"}, {"Authorization": "Bearer nope"},
                         {"Authorization": "Basic s3cret"}):
             response = c.post("/predict", files=_files(("a.png", data)), headers=headers)
             assert response.status_code == 401 and "API key" in response.json()["detail"], headers
+            for path in ("/model", "/model/curves.png", "/openapi.json"):
+                response = c.get(path, headers=headers)
+                assert response.status_code == 401 and "API key" in response.json()["detail"], (path, headers)
         for headers in ({"X-API-Key": "s3cret"}, {"Authorization": "Bearer s3cret"}):
             assert c.post("/predict", files=_files(("a.png", data)), headers=headers).status_code == 200
+            for path in ("/model", "/model/curves.png", "/openapi.json"):
+                assert c.get(path, headers=headers).status_code == 200, path
 
 
 def test_binding_beyond_loopback_needs_a_key(served_run, monkeypatch, capsys):

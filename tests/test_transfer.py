@@ -150,3 +150,59 @@ def test_two_phases_in_one_command(tmp_path):
     assert fine["trainable"] > head["trainable"]
     history = json.loads((tmp_path / "r" / "history.json").read_text())["history"]
     assert history["phase"] == [0.0, 0.0, 1.0] and history["lr"] == [1e-3, 1e-3, 1e-5]
+
+
+def test_seed003_head_has_keras_parameter_counts():
+    # Seed 003: VGG16(include_top=False, 224x224x3) -> Flatten -> Dense(256, relu) -> Dropout(0.5) -> Dense(2).
+    # Keras counts 7 * 7 * 512 * 256 + 256 = 6,422,784 for the Dense(256) and 256 * 2 + 2 = 514 for the last.
+    model = transfer_model("vgg16", 2, (224, 224, 3), pretrained=False, head="flatten,dense=256,dropout=0.5")
+    model.freeze()
+    _, trainable, non_trainable = count_parameters(model)
+    assert (trainable, non_trainable) == (6_422_784 + 514, 14_714_688)
+    kinds = [type(m).__name__ for m in model.head]
+    assert kinds == ["Flatten", "Linear", "ReLU", "Dropout", "Linear"]
+    assert model.head[3].p == 0.5
+
+
+def test_the_default_head_keeps_the_layout_of_files_saved_before_heads_were_configurable(tmp_path):
+    model = transfer_model("resnet18", 3, SMALL, pretrained=False)
+    assert [type(m).__name__ for m in model.head] == ["AdaptiveAvgPool2d", "Flatten", "Dropout", "Linear"]
+    assert model.head[2].p == 0.2
+    config = model.get_config()
+    del config["head"]  # as written by cnnlab before --head existed
+    old = TransferModel.from_config(config)
+    old.load_state_dict(model.state_dict())  # same keys (head.3.weight, ...), same shapes
+    x = torch.rand(2, 3, 64, 64)
+    torch.testing.assert_close(old.eval()(x), model.eval()(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("dense=0", "cannot read 'dense=0'"),
+    ("dense=abc", "cannot read 'dense=abc'"),
+    ("dropout=1.0", "cannot read 'dropout=1.0'"),
+    ("dense=256,flatten", "'flatten' must come first"),
+    ("conv=3", "cannot read 'conv=3'"),
+    ("", "--head must be a list"),
+])
+def test_bad_head_specs_are_one_line_errors(spec, message):
+    with pytest.raises(CnnlabError, match=message):
+        transfer_model("resnet18", 3, SMALL, pretrained=False, head=spec)
+
+
+def test_head_from_the_cli_and_refused_without_transfer(tmp_path, capsys):
+    target = _digit_folder(tmp_path / "digits", range(3), "train", 20)
+    weights = save_model(build_model("seed-mnist"), tmp_path / "b", [str(i) for i in range(10)], (28, 28, 1))
+    assert main(["train", str(target), "--weights", str(weights), "--freeze", "--head", "flatten,dense=16,dropout=0.5",
+                 "--epochs", "1", "--run-dir", str(tmp_path / "r"), "--quiet", "--seed", "0"]) == 0
+    model, _ = load_model(tmp_path / "r")  # seed-mnist's base ends in its own Flatten: nothing left to flatten
+    assert [type(m).__name__ for m in model.head] == ["Linear", "ReLU", "Dropout", "Linear"]
+    assert model.head[0].out_features == 16 and json.loads((tmp_path / "r" / "config.json").read_text())["head"] == \
+        "flatten,dense=16,dropout=0.5"
+    capsys.readouterr()
+    assert main(["train", str(target), "--head", "dense=16", "--run-dir", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --head 'dense=16' shapes the new head of a transfer model") and \
+        not (tmp_path / "x").exists()
+    assert main(["train", str(target), "--weights", str(weights), "--freeze", "--head", "dense=-1",
+                 "--run-dir", str(tmp_path / "y")]) == 2
+    assert "cannot read 'dense=-1'" in capsys.readouterr().err and not (tmp_path / "y").exists()

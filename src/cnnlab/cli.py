@@ -7,25 +7,32 @@ Library code returns data; this module prints it. A user error prints one line,
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import io
 import json
 import os
+import signal
 import sys
-from collections.abc import Sequence
-from dataclasses import fields
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, NoReturn
 
+# Only standard-library modules here: torch is imported by the command that needs it, inside main's
+# handlers, so a Ctrl-C during its 3 s import is a quiet exit, not a traceback (tests/test_trust_models.py).
 from cnnlab.cli_model import COMMANDS as MODEL_COMMANDS
-from cnnlab.config import TrainConfig, load_config_file
+from cnnlab.config import SEED_LIMIT, TrainConfig, check_image_shape, check_seed, load_config_file
 from cnnlab.recipes import recipe_settings
-from cnnlab.data import dataset_names
 from cnnlab.errors import CnnlabError
 from cnnlab.versions import __version__
 
 __all__ = ["main", "build_parser"]
 
 EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as `yes | head -1` reports `yes`
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,6 +50,35 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    """A --seed: a whole number that NumPy and torch both take (config.SEED_LIMIT says why)."""
+    try:
+        return check_seed(int(text), "--seed")
+    except (ValueError, CnnlabError):
+        raise argparse.ArgumentTypeError(f"expected a whole number in 0..{SEED_LIMIT - 1} (NumPy's seed "
+                                         f"range), got {text!r}") from None
+
+
+def _image_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-image-pixels", type=_positive_int, metavar="PIXELS",
+                   help="decode budget: refuse images over this many pixels, from their header (40000000)")
+
+
+@contextlib.contextmanager
+def _decode_budget(args: argparse.Namespace) -> Iterator[None]:
+    """--max-image-pixels for this command only: main may run again in the same process without it."""
+    if not hasattr(args, "max_image_pixels"):  # a command that reads no images: nothing (no torch) to import
+        yield
+        return
+    from cnnlab.data.images import set_max_image_pixels
+
+    previous = set_max_image_pixels(args.max_image_pixels, "--max-image-pixels")  # None: the default
+    try:
+        yield
+    finally:
+        set_max_image_pixels(previous)
+
+
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", nargs="?", help="dataset name or image folder (same as --dataset)")
     p.add_argument("--dataset", help="digits (built in, offline), mnist, fashion-mnist, cifar10, or a folder")
@@ -58,7 +94,7 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--reduce-lr-factor", type=float)
     p.add_argument("--min-lr", type=float)
     p.add_argument("--monitor", help="metric for early stopping / LR / checkpoints (val_loss)")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--seed", type=_seed)
     p.add_argument("--image-size", type=_positive_int, nargs=2, metavar=("H", "W"))
     p.add_argument("--augment", help='training data only: "rotate=20,shift=0.2,flip=h,zoom=0.2" or light/standard')
     p.add_argument("--class-weights", choices=["auto"], help="weight the loss by inverse class frequency")
@@ -67,7 +103,11 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="local weights: a torchvision .pth/.safetensors state_dict, or a cnnlab model "
                                      "file or run to reuse as the backbone")
     p.add_argument("--freeze", action="store_true", default=None, help="train only the new head (frozen backbone)")
-    p.add_argument("--unfreeze-top", type=int, metavar="N", help="then fine-tune the top N backbone blocks")
+    p.add_argument("--head", help='transfer head before the class Dense, in order: gap or flatten, dense=UNITS, '
+                   'dropout=RATE (default "gap,dropout=0.2"; seed 003: "flatten,dense=256,dropout=0.5")')
+    p.add_argument("--unfreeze-top", type=int, metavar="N",
+                   help="then fine-tune the top N backbone blocks: vgg16 a block per convolution (seed 003's "
+                        "layers[:-4] frozen is N=3), resnets a residual block, mobilenet_v2/efficientnet a stage")
     p.add_argument("--fine-tune-epochs", type=_positive_int)
     p.add_argument("--fine-tune-lr", type=float, help="learning rate of the fine-tuning phase (1e-5)")
     p.add_argument("--init-from", help="start from the weights of this run or model file")
@@ -108,6 +148,7 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="folder with dataset files (default $CNNLAB_DATA or the user cache)")
     p.add_argument("--no-download", dest="download", action="store_false", default=None,
                    help="never download missing dataset files")
+    _image_args(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,26 +176,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unfreeze-top", type=int, required=True, metavar="N")
     p.add_argument("--epochs", type=_positive_int, default=5)
     p.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float, default=1e-5)
-    p.add_argument("--run-dir")
-    p.add_argument("--seed", type=int)
+    p.add_argument("--run-dir", help="directory for the new run (must not exist)")
+    p.add_argument("--runs-root", help="parent for the new run's automatic name (default: RUN's own parent)")
+    p.add_argument("--seed", type=_seed)
     p.add_argument("--quiet", action="store_true")
+    _image_args(p)
 
     p = sub.add_parser("check-data", help="report problems in an image folder (exit 1 if training would fail)")
     p.add_argument("path")
     p.add_argument("--json", action="store_true")
+    _image_args(p)
 
     p = sub.add_parser("augment-preview", help="an image and N augmented versions of it, as one PNG")
     p.add_argument("image")
     p.add_argument("--augment", default="standard")
-    p.add_argument("-n", type=_positive_int, default=9)
+    p.add_argument("-n", type=_positive_int, default=9, help="augmented versions, at most 50 (9)")
     p.add_argument("-o", "--output", default="augment_preview.png")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
+    _image_args(p)
 
     p = sub.add_parser("feature-maps", help="activations of chosen layers for one image, a PNG per layer")
     p.add_argument("model", help="run directory or model file")
     p.add_argument("image")
     p.add_argument("--layers", help="comma-separated layer names as `cnnlab summary` prints them (default: all)")
     p.add_argument("-o", "--output", default="feature_maps", help="output folder (must not exist or be empty)")
+    _image_args(p)
 
     p = sub.add_parser("filters", help="first-layer convolution kernels as an image grid")
     p.add_argument("model", help="run directory or model file")
@@ -166,8 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--class", dest="class_name", help="class name to explain (default: the predicted one)")
     p.add_argument("--layer", help="convolution layer to use (default: the last one)")
     p.add_argument("-o", "--output", default="gradcam.png")
+    _image_args(p)
 
-    p = sub.add_parser("conv-arithmetic", help="seed 003's manual convolution and output-size formulas, checked")
+    p = sub.add_parser("conv-arithmetic", help="seed 003's manual convolution and output-size formulas, checked; "
+                                               "--size N --kernel K for your own layer")
+    p.add_argument("--size", type=_positive_int, metavar="N", help="your input's height (= width), e.g. 10")
+    p.add_argument("--kernel", type=_positive_int, metavar="K", help="your window (kernel or pool size), e.g. 3")
+    p.add_argument("--stride", type=_positive_int, default=1, help="with --size: the layer's stride (1)")
+    p.add_argument("--padding", choices=["valid", "same"], default="valid", help="with --size: padding (valid)")
+    p.add_argument("--layer", choices=["conv", "pool"], default="conv", help="with --size: Conv2D or MaxPooling2D")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("curves", help="training curves of one run, or several runs compared on one plot")
@@ -188,9 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="class names and probabilities for images")
     p.add_argument("model", help="run directory or model file")
-    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("inputs", nargs="+", help="image files or folders (a file given twice is predicted once)")
     p.add_argument("--top-k", type=_positive_int, default=3)
+    _image_args(p)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--csv", metavar="PATH", help="also write a CSV file: path, then class_1, probability_1, ... "
+                                                 "up to --top-k (- writes it to stdout instead of the listing)")
 
     p = sub.add_parser("export", help="ONNX file (fp32 or int8), checked against torch with onnxruntime")
     p.add_argument("model", help="run directory or model file")
@@ -208,8 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="run directory, model file (.safetensors/.json) or .onnx file")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
     p.add_argument("--port", type=_positive_int, default=8000)
-    p.add_argument("--api-key", help="required from clients on /predict; needed to bind beyond loopback "
-                                     "(or set $CNNLAB_API_KEY)")
+    p.add_argument("--api-key", help="required from clients on everything but /health and the page; needed to "
+                                     "bind beyond loopback (prefer $CNNLAB_API_KEY: a flag shows in ps)")
     p.add_argument("--top-k", type=_positive_int, default=5, help="classes per image unless a request asks (5)")
     p.add_argument("--max-files", type=_positive_int, default=16, help="images per request (16)")
     return parser
@@ -231,6 +287,8 @@ def _cmd_models(args: argparse.Namespace) -> None:
 def _cmd_summary(args: argparse.Namespace) -> None:
     from cnnlab.models import build_model, load_model, model_summary
 
+    if args.input_shape is not None:  # bounded before any model is built for it
+        args.input_shape = check_image_shape(args.input_shape, "--input-shape")
     if Path(args.model).exists():
         model, card = load_model(args.model)
         shape = args.input_shape or card.input_shape
@@ -257,7 +315,21 @@ def _train_config(args: argparse.Namespace) -> TrainConfig:
             settings[f.name] = value
     if args.data:
         settings["dataset"] = args.data
-    return TrainConfig(**settings)
+    config = TrainConfig(**settings)
+    rate = _scratch_rate(config)
+    if rate is not None and "learning_rate" not in from_file and args.learning_rate is None:
+        config = replace(config, learning_rate=rate)
+    return config
+
+
+def _scratch_rate(config: TrainConfig) -> float | None:
+    """The registry's adam rate for training `config.model` from scratch with the seed recipe, if it has one."""
+    from cnnlab.models.zoo import MODELS
+
+    transfer = config.pretrained or config.weights or config.init_from or config.freeze
+    if config.recipe != "seed" or transfer or config.model not in MODELS:
+        return None
+    return MODELS.get(config.model).learning_rate
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -274,7 +346,12 @@ def _cmd_train(args: argparse.Namespace) -> None:
     from cnnlab.jobs import train_run
 
     with distributed.session(args.device or "auto"):
-        _train_here(args, train_run, distributed.is_main())
+        try:
+            _train_here(args, train_run, distributed.is_main())
+        except KeyboardInterrupt:  # Ctrl-C of `--nproc`'s launcher, passed on by torchrun: the launcher says it
+            if os.environ.get(distributed.LAUNCHER_PID_ENV) and distributed.world_size() > 1:
+                raise SystemExit(EXIT_INTERRUPTED) from None
+            raise
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
@@ -292,6 +369,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 def _train_here(args: argparse.Namespace, train_run: Any, main: bool) -> None:
     """Train in this process (one rank of a distributed run, or the whole run); rank 0 prints."""
     show = _print_result if main else (lambda result: None)
+    say = print if main else None  # the runtime chosen, as training starts
     if args.resume:
         from cnnlab.resume import resume_config
 
@@ -299,15 +377,21 @@ def _train_here(args: argparse.Namespace, train_run: Any, main: bool) -> None:
             raise CnnlabError(f"--resume {args.resume} uses the run's own config.json; drop --config {args.config}")
         given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
         config = resume_config(args.resume, {**given, **({"dataset": args.data} if args.data else {})})
-        show(train_run(config, verbose=0 if args.quiet else 1, resume=True))
+        show(train_run(config, verbose=0 if args.quiet else 1, resume=True, print_fn=say))
         return
-    show(train_run(_train_config(args), verbose=0 if args.quiet else 1))
+    config = _train_config(args)
+    if main and config.learning_rate == _scratch_rate(config) and args.learning_rate is None:
+        print(f"learning rate {config.learning_rate:g}: {config.model}'s rate from scratch (Keras's 1e-3 barely "
+              f"trains it); --lr sets another")
+    show(train_run(config, verbose=0 if args.quiet else 1, print_fn=say))
 
 
 def _print_result(result: Any) -> None:
     shown = -1 if result.restored_epoch is None else result.restored_epoch
     last = {k: v[shown] for k, v in result.history.items()}
-    config = json.loads((result.run_dir / "config.json").read_text())
+    from cnnlab.rundir import read_json
+
+    config = read_json(result.run_dir / "config.json")
     print(f"run directory: {result.run_dir}")
     for phase in config["phases"]:
         rate = (f"{phase['learning_rate']:g}x the speedrun rates" if config.get("recipe") == "speedrun"
@@ -332,12 +416,16 @@ def _cmd_fine_tune(args: argparse.Namespace) -> None:
     config_path = Path(args.run) / "config.json"
     if not config_path.is_file():
         raise CnnlabError(f"{args.run} is not a run directory (no config.json); give the run to fine-tune")
-    previous = json.loads(config_path.read_text())
+    from cnnlab.rundir import read_json
+
+    previous = read_json(config_path, fix=f"give a run directory that `cnnlab train` wrote, or restore {config_path}")
     keep = {f.name: previous[f.name] for f in fields(TrainConfig) if f.name in previous}
+    # the new run sits beside the one it continues (not under ./runs of wherever the command runs)
+    root = args.runs_root or str(Path(args.run).resolve().parent)
     config = TrainConfig(**{**keep, "init_from": args.run, "unfreeze_top": args.unfreeze_top, "epochs": args.epochs,
                             "learning_rate": args.learning_rate, "run_dir": args.run_dir, "seed": args.seed,
-                            "pretrained": False, "weights": None, "freeze": False})
-    _print_result(train_run(config, verbose=0 if args.quiet else 1))
+                            "runs_root": root, "pretrained": False, "weights": None, "freeze": False})
+    _print_result(train_run(config, verbose=0 if args.quiet else 1, print_fn=print))
 
 
 def _cmd_check_data(args: argparse.Namespace) -> int:
@@ -348,9 +436,14 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _cmd_datasets(args: argparse.Namespace) -> None:
+    from cnnlab.data import dataset_names
+
+    print("\n".join(dataset_names()))
+
+
 COMMANDS = {"models": _cmd_models, "summary": _cmd_summary, "train": _cmd_train, "fine-tune": _cmd_fine_tune,
-            "check-data": _cmd_check_data, "datasets": lambda args: print("\n".join(dataset_names())),
-            **MODEL_COMMANDS}
+            "check-data": _cmd_check_data, "datasets": _cmd_datasets, **MODEL_COMMANDS}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -368,7 +461,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         args.argv = argv  # `train --nproc N` runs the same command again through torchrun
-        status = COMMANDS[args.command](args)
+        with _interrupts_held():
+            importlib.import_module("torch")  # most of the start-up (2-3 s); see _interrupts_held
+        with _decode_budget(args):
+            status = COMMANDS[args.command](args)
+        sys.stdout.flush()  # a reader that left (`cnnlab models | head -1`) shows here, not at exit
     except CnnlabError as exc:
         if debug:
             raise
@@ -378,8 +475,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         if getattr(exc, "resume_command", None):  # training saved a checkpoint first
             print(f"resume with: {exc.resume_command}", file=sys.stderr)  # type: ignore[attr-defined]
-        return 130
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # quiet, as Unix tools are when the reader of their output has had enough
+        _discard_stdout()
+        return EXIT_BROKEN_PIPE
     return int(status or 0)
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold a Ctrl-C until the block ends, then raise it. Interrupted half-way through its import, torch
+    sometimes swallowed the signal (the command ran on) or exited 1 with a stray "Error: maximum recursion
+    depth exceeded" (2 of 30 tries); held, a Ctrl-C is always the quiet exit 130, at most 3 s later."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that Python's own flush at exit does not hit the closed pipe again."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, ValueError, io.UnsupportedOperation):  # not a file (an in-process caller captures it)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
 
 
 if __name__ == "__main__":

@@ -7,21 +7,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from cnnlab.errors import CnnlabError
+from cnnlab.outputs import output_path, writing_to
 
 __all__ = ["COMMANDS"]
 
 
 def _cmd_augment_preview(args: argparse.Namespace) -> None:
-    from cnnlab.data import Augmenter, parse_augment, read_image
-    from cnnlab.viz import augment_preview
+    from cnnlab.data import Augmenter, parse_augment
+    from cnnlab.data.images import probe_image, read_image
+    from cnnlab.viz.grids import augment_preview, preview_size
 
+    out = output_path(args.output, "-o")
     spec = parse_augment(args.augment)
-    image = read_image(args.image, channels=3)
-    path = augment_preview(image, Augmenter(spec), args.n, args.output, seed=args.seed)
+    _, (height, width) = probe_image(args.image)
+    image = read_image(args.image, channels=3, size=preview_size(height, width))  # display size, not full size
+    with writing_to(out, "-o"):
+        path = augment_preview(image, Augmenter(spec), args.n, out, seed=args.seed)
     print(f"wrote {path}")
 
 
@@ -39,17 +45,18 @@ def _cmd_feature_maps(args: argparse.Namespace) -> None:
     from cnnlab.interpret import feature_maps
     from cnnlab.viz import plot_feature_maps
 
-    out = Path(args.output)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    out = output_path(args.output, "-o", folder=True)
+    if out.exists() and any(out.iterdir()):
         raise CnnlabError(f"output folder {out} already exists and is not empty; choose another -o")
     model, _, image = _model_and_image(args.model, args.image)
     layers = [n.strip() for n in args.layers.split(",") if n.strip()] if args.layers else None
     maps = feature_maps(model, image, layers)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, activation in maps.items():
-        c, h, w = activation.shape
-        path = plot_feature_maps(activation, out / f"{name.replace('.', '_')}.png", title=f"{name}: {h}x{w}x{c}")
-        print(f"{name}: {h}x{w}x{c} -> {path}")
+    with writing_to(out, "-o"):
+        out.mkdir(exist_ok=True)  # the one folder asked for; output_path saw its parent exist
+        for name, activation in maps.items():
+            c, h, w = activation.shape
+            path = plot_feature_maps(activation, out / f"{name.replace('.', '_')}.png", title=f"{name}: {h}x{w}x{c}")
+            print(f"{name}: {h}x{w}x{c} -> {path}")
 
 
 def _cmd_filters(args: argparse.Namespace) -> None:
@@ -57,8 +64,11 @@ def _cmd_filters(args: argparse.Namespace) -> None:
     from cnnlab.models import load_model
     from cnnlab.viz import plot_filters
 
+    out = output_path(args.output, "-o")
     filters = first_layer_filters(load_model(args.model)[0])
-    print(f"{tuple(filters.shape)} kernels -> {plot_filters(filters, args.output)}")
+    with writing_to(out, "-o"):
+        plot_filters(filters, out)
+    print(f"{tuple(filters.shape)} kernels -> {out}")
 
 
 def _cmd_gradcam(args: argparse.Namespace) -> None:
@@ -66,6 +76,7 @@ def _cmd_gradcam(args: argparse.Namespace) -> None:
     from cnnlab.interpret import grad_cam
     from cnnlab.viz import plot_grad_cam
 
+    out = output_path(args.output, "-o")
     model, card, image = _model_and_image(args.model, args.image)
     index = None
     if args.class_name is not None:
@@ -76,13 +87,29 @@ def _cmd_gradcam(args: argparse.Namespace) -> None:
         index = card.class_names.index(args.class_name)
     cam = grad_cam(model, image, index, args.layer)
     name = card.class_names[cam.class_index]
-    path = plot_grad_cam(image, cam.heatmap, args.output, title=f"{name} (p={cam.probability:.2f}), layer {cam.layer}")
+    with writing_to(out, "-o"):
+        path = plot_grad_cam(image, cam.heatmap, out, title=f"{name} (p={cam.probability:.2f}), layer {cam.layer}")
     print(f"class {name} (p={cam.probability:.3f}), layer {cam.layer} -> {path}")
 
 
 def _cmd_conv_arithmetic(args: argparse.Namespace) -> None:
-    from cnnlab.conv_arithmetic import conv_arithmetic_report
+    from cnnlab.conv_arithmetic import conv_arithmetic_report, size_case
 
+    if (args.size is None) != (args.kernel is None):
+        given = "--size" if args.kernel is None else "--kernel"
+        raise CnnlabError(f"conv-arithmetic: {given} alone; --size and --kernel go together, "
+                          f"e.g. --size 10 --kernel 3 (a 10x10 input, a 3x3 kernel)")
+    if args.size is not None:
+        case = size_case(args.layer, args.size, args.kernel, args.stride, args.padding)
+        if args.json:
+            print(json.dumps(case, indent=2))
+            return
+        layer = {"conv": "Conv2D", "pool": "MaxPooling2D"}[args.layer]
+        print(f"{layer} on a {args.size}x{args.size} input, {args.kernel}x{args.kernel} window, stride {args.stride}, "
+              f"padding '{args.padding}' -> {case['formula']}x{case['formula']} output")
+        print(f"  {case['worked']} (measured on cnnlab's {layer}: {case['measured']}"
+              f"{'' if case['matches'] else ', MISMATCH'})")
+        return
     report = conv_arithmetic_report()
     if args.json:
         print(json.dumps(report, indent=2))
@@ -98,19 +125,26 @@ def _cmd_conv_arithmetic(args: argparse.Namespace) -> None:
 
 
 def _cmd_curves(args: argparse.Namespace) -> None:
+    from cnnlab.rundir import read_json
     from cnnlab.viz.curves import plot_history, plot_runs
 
+    output_path(args.output, "-o")  # before reading anything; checked again below, just before writing
     histories = {}
     for run in args.runs:
         path = Path(run) / "history.json"
         if not path.is_file():
             raise CnnlabError(f"{run} is not a run directory with a history.json (runs write one when they finish)")
         name = Path(run).name
-        histories[name if name not in histories else run] = json.loads(path.read_text())["history"]
-    if len(histories) == 1:
-        out = plot_history(next(iter(histories.values())), args.output, title=Path(args.runs[0]).name)
-    else:
-        out = plot_runs(histories, args.output)
+        recorded = read_json(path, fix="restore it, or leave that run out")
+        if not isinstance(recorded.get("history"), dict):
+            raise CnnlabError(f"{path} holds no \"history\" object; restore it, or leave that run out")
+        histories[name if name not in histories else run] = recorded["history"]
+    target = output_path(args.output, "-o")
+    with writing_to(target, "-o"):
+        if len(histories) == 1:
+            out = plot_history(next(iter(histories.values())), target, title=Path(args.runs[0]).name)
+        else:
+            out = plot_runs(histories, target)
     print(f"wrote {out}")
 
 
@@ -118,11 +152,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     from cnnlab.jobs import evaluate_model, report_model, tta_level
     from cnnlab.models.files import read_card, resolve_model_path
 
+    report = output_path(args.report, "--report", folder=True) if args.report else None
     level = tta_level(read_card(resolve_model_path(args.model)), args.tta)
     views = f", test-time augmentation level {level}" if level else ""
-    if args.report:
-        result, files, dataset = report_model(args.model, args.report, args.dataset, args.split, args.data_dir,
-                                              args.download is not False, args.batch_size, level)
+    if report is not None:
+        with writing_to(report, "--report"):
+            result, files, dataset = report_model(args.model, report, args.dataset, args.split, args.data_dir,
+                                                  args.download is not False, args.batch_size, level)
         if args.json:
             print(json.dumps({"dataset": dataset, "split": args.split, "tta": level, **result.to_dict(),
                               "files": {k: str(v) for k, v in files.items()}}))
@@ -146,19 +182,32 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
 
 def _cmd_serve(args: argparse.Namespace) -> None:
     import os
+    import sys
 
-    from cnnlab.serve import API_KEY_ENV, check_bind, run_server
+    from cnnlab.serve import API_KEY_ENV, check_bind, is_loopback, run_server
 
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV)
     check_bind(args.host, api_key)
-    print(f"serving {args.model} on http://{args.host}:{args.port}/ (Ctrl+C stops)", flush=True)
-    run_server(args.model, args.host, args.port, api_key, top_k=args.top_k, max_files=args.max_files)
+    if args.api_key is not None and not is_loopback(args.host):
+        print(f"warning: --api-key is visible to every user of this machine (ps, /proc); set ${API_KEY_ENV} "
+              f"instead", file=sys.stderr)
+    run_server(args.model, args.host, args.port, api_key, top_k=args.top_k, max_files=args.max_files,
+               ready=lambda url: print(f"serving {args.model} on {url} (Ctrl+C stops)", flush=True))
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
-    from cnnlab.predict import predict_files
+    from cnnlab.predict import predict_files, predictions_csv
 
+    if args.csv == "-" and args.json:
+        raise CnnlabError("--csv - and --json both write to stdout; give --csv a file path, or drop one of them")
+    table = output_path(args.csv, "--csv") if args.csv not in (None, "-") else None
     predictions = predict_files(args.model, args.inputs, args.top_k)
+    if args.csv == "-":
+        sys.stdout.write(predictions_csv(predictions))
+        return
+    if table is not None:
+        with writing_to(table, "--csv"):  # file names byte for byte, as the file system spells them
+            table.write_text(predictions_csv(predictions), encoding="utf-8", errors="surrogateescape")
     if args.json:
         print(json.dumps([{"path": p.path, "top": [{"class": c, "probability": v} for c, v in p.top]}
                           for p in predictions], indent=2))
@@ -168,10 +217,13 @@ def _cmd_predict(args: argparse.Namespace) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> None:
-    from cnnlab.export import export_onnx
+    from cnnlab.export import default_output, export_onnx
 
-    r = export_onnx(args.model, args.output, quantize=args.quantize, calibration=args.calibration,
-                    parity_images=args.parity_images, exporter=args.exporter, data_dir=args.data_dir, force=args.force)
+    target = output_path(args.output or default_output(args.model, args.quantize), "-o")
+    with writing_to(target, "-o"):
+        r = export_onnx(args.model, target, quantize=args.quantize, calibration=args.calibration,
+                        parity_images=args.parity_images, exporter=args.exporter, data_dir=args.data_dir,
+                        force=args.force)
     if args.json:
         print(json.dumps({**vars(r), "path": str(r.path)}, indent=2))
         return

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,63 @@ from typing import Any
 from cnnlab.errors import CnnlabError, did_you_mean
 from cnnlab.recipes import RECIPES, SCHEDULES, recipe_settings
 
-__all__ = ["TrainConfig", "load_config_file"]
+__all__ = ["TrainConfig", "load_config_file", "SEED_LIMIT", "MAX_IMAGE_SIDE", "MAX_INPUT_VALUES", "check_seed",
+           "check_image_shape", "parse_head", "DEFAULT_HEAD"]
+
+# Seeds run 0..2**32 - 1: NumPy's global seed (which the Keras API seeds) takes nothing larger, torch
+# nothing above 2**64 - 1, and a seed of 2**70 was a traceback from deep inside torch.
+SEED_LIMIT = 2**32
+# Model inputs: at most 4096 pixels a side and 4096 x 4096 x 4 values (one RGBA 4K image, 256 MiB as
+# float32). That is 18x ImageNet's 224 a side; a batch of 32 such inputs is 8 GiB before the first
+# convolution, so a larger size cannot train or even be summarized on a workstation, and 100000 x 100000
+# was a 320 GB allocation traceback.
+MAX_IMAGE_SIDE = 4096
+MAX_INPUT_VALUES = 4096 * 4096 * 4
+
+
+def check_seed(seed: object, where: str = "seed") -> int:
+    """`seed` as an int if it is a whole number in 0..SEED_LIMIT - 1, else one CnnlabError line naming `where`.
+
+    >>> check_seed(42)
+    42
+    >>> check_seed(2**70)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    cnnlab.errors.CnnlabError: seed must be a whole number in 0..4294967295 (NumPy's seed range), got 1180...
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < SEED_LIMIT:
+        raise CnnlabError(f"{where} must be a whole number in 0..{SEED_LIMIT - 1} (NumPy's seed range), "
+                          f"got {seed!r}; e.g. {where} 42")
+    return seed
+
+
+def check_image_shape(shape: Sequence[object], where: str = "image_size") -> tuple[int, ...]:
+    """(H, W) or (H, W, C) as ints if each is a positive whole number, H and W at most MAX_IMAGE_SIDE and
+    H * W * C at most MAX_INPUT_VALUES; else one CnnlabError line naming `where`.
+
+    >>> check_image_shape([224, 224, 3])
+    (224, 224, 3)
+    >>> check_image_shape((100000, 100000), "--image-size")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    cnnlab.errors.CnnlabError: --image-size (100000, 100000) is too large: at most 4096 pixels a side and 67,1...
+    """
+    values = tuple(shape)
+    example = " ".join(["224", "224", "3"][:len(values)] or ["224", "224"])
+    ints = tuple(v for v in values if isinstance(v, int) and not isinstance(v, bool) and v > 0)
+    if len(values) not in (2, 3) or len(ints) != len(values):
+        raise CnnlabError(f"{where} must be positive whole numbers HEIGHT WIDTH{' CHANNELS' * (len(values) == 3)}, "
+                          f"got {shape!r}; e.g. {where} {example}")
+    height, width, *channels = ints
+    if max(height, width) > MAX_IMAGE_SIDE or height * width * (channels or [1])[0] > MAX_INPUT_VALUES:
+        raise CnnlabError(f"{where} {ints} is too large: at most {MAX_IMAGE_SIDE} pixels a side and "
+                          f"{MAX_INPUT_VALUES:,} values (H x W x C); a model input that size cannot train or be "
+                          f"summarized in memory; e.g. {where} {example}")
+    return ints
+
+# The new head between the backbone's feature maps and the class Dense, in order: Keras's transfer-learning
+# tutorials pool (GlobalAveragePooling2D) and put Dropout(0.2) before the new Dense. Seed 003's VGG16 head is
+# "flatten,dense=256,dropout=0.5" (Flatten, Dense(256, relu), Dropout(0.5)).
+DEFAULT_HEAD = "gap,dropout=0.2"
+MAX_HEAD_UNITS = 65536      # one hidden Dense; wider is a typo (a 7x7x512 Flatten into 65536 units is 1.6 G weights)
 
 
 @dataclass
@@ -43,6 +100,7 @@ class TrainConfig:
     pretrained: bool = False           # start the backbone from torchvision's ImageNet weights (transfer learning)
     weights: str | None = None         # local weights: a torchvision state_dict or a cnnlab model file to build on
     freeze: bool = False               # train only the new head on a frozen backbone (transfer phase 1)
+    head: str = DEFAULT_HEAD           # transfer head before the class Dense: "gap,dense=256,dropout=0.5" (parse_head)
     unfreeze_top: int | None = None    # then fine-tune the top N backbone blocks (transfer phase 2)
     fine_tune_epochs: int = 5          # epochs of phase 2
     fine_tune_lr: float = 1e-5         # phase 2 learning rate: 10-100x below phase 1 so pretrained features survive
@@ -81,6 +139,7 @@ class TrainConfig:
                 raise CnnlabError(f"{name} must be a non-negative integer or unset; got {value!r}")
         if not 0.0 < self.reduce_lr_factor < 1.0:
             raise CnnlabError(f"reduce_lr_factor must be between 0 and 1; got {self.reduce_lr_factor!r}")
+        parse_head(self.head)
         if self.unfreeze_top is not None and (not isinstance(self.unfreeze_top, int) or self.unfreeze_top < 0):
             raise CnnlabError(f"unfreeze_top must be a non-negative integer; got {self.unfreeze_top!r}")
         if not isinstance(self.fine_tune_epochs, int) or self.fine_tune_epochs <= 0:
@@ -89,8 +148,12 @@ class TrainConfig:
             raise CnnlabError(f"test_fraction must be in (0, 1), e.g. 0.1; got {self.test_fraction!r}")
         if self.class_weights not in (None, "auto"):
             raise CnnlabError(f"class_weights must be 'auto' or unset; got {self.class_weights!r}")
-        if self.image_size is not None and (len(self.image_size) != 2 or min(self.image_size) <= 0):
-            raise CnnlabError(f"image_size must be two positive integers HEIGHT WIDTH; got {self.image_size!r}")
+        if self.image_size is not None:
+            if not isinstance(self.image_size, (list, tuple)) or len(self.image_size) != 2:
+                raise CnnlabError(f"image_size must be two positive integers HEIGHT WIDTH; got {self.image_size!r}")
+            check_image_shape(self.image_size, "image_size")
+        if self.seed is not None:
+            check_seed(self.seed, "seed")
         RECIPES.get(self.recipe)
         every = self.checkpoint_every
         if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every <= 0):
@@ -122,6 +185,44 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def parse_head(spec: str) -> list[tuple[str, float]]:
+    """The layers of a head spec such as "flatten,dense=256,dropout=0.5", checked; one CnnlabError line if wrong.
+
+    Items, comma-separated, in order: "gap" (global average pooling, the default) or "flatten" first,
+    then any of "dense=UNITS" (a ReLU Dense layer) and "dropout=RATE" (0 <= RATE < 1). The Dense
+    layer to the classes always comes last and is not written.
+
+    >>> parse_head("flatten,dense=256,dropout=0.5")
+    [('flatten', 0), ('dense', 256), ('dropout', 0.5)]
+    >>> parse_head("dropout=0.2")
+    [('gap', 0), ('dropout', 0.2)]
+    """
+    fix = f"e.g. --head \"gap,dense=256,dropout=0.5\" (default {DEFAULT_HEAD!r})"
+    if not isinstance(spec, str) or not spec.strip():
+        raise CnnlabError(f"--head must be a list like \"gap,dense=256,dropout=0.5\", got {spec!r}; {fix}")
+    layers: list[tuple[str, float]] = []
+    for position, item in enumerate(part.strip() for part in spec.split(",")):
+        name, _, value = item.partition("=")
+        if name in ("gap", "flatten") and not value:
+            if position:
+                raise CnnlabError(f"--head {spec!r}: {name!r} must come first (it turns the feature maps into a "
+                                  f"vector); {fix}")
+            layers.append((name, 0))
+            continue
+        try:
+            number = int(value) if name == "dense" else float(value)
+        except ValueError:
+            number = None
+        if name == "dense" and number is not None and 1 <= number <= MAX_HEAD_UNITS:
+            layers.append(("dense", int(number)))
+        elif name == "dropout" and number is not None and 0 <= number < 1:
+            layers.append(("dropout", number))
+        else:
+            raise CnnlabError(f"--head {spec!r}: cannot read {item!r}; items are gap or flatten (first), "
+                              f"dense=UNITS (1..{MAX_HEAD_UNITS}) and dropout=RATE (0 <= RATE < 1); {fix}")
+    return layers if layers[0][0] in ("gap", "flatten") else [("gap", 0), *layers]
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

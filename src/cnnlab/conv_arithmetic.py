@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from cnnlab.errors import CnnlabError
 from cnnlab.models.layers import Conv2D, MaxPooling2D, conv_output_size, same_padding
 
-__all__ = ["SEED_IMAGE", "SEED_FILTER", "manual_convolution", "torch_convolution", "output_size",
+__all__ = ["SEED_IMAGE", "SEED_FILTER", "manual_convolution", "torch_convolution", "output_size", "size_case",
            "conv_arithmetic_report"]
 
 SEED_IMAGE = np.array([  # seed 003's 5x5 grayscale image
@@ -126,13 +126,38 @@ def output_size(size: int, kernel: int, stride: int = 1, padding: str = "valid")
 
 
 def _measured_size(layer: str, size: int, window: int, stride: int, padding: str) -> int:
-    """Run a real cnnlab layer on a zero image and read the output height."""
-    if layer == "conv":
-        module: torch.nn.Module = Conv2D(1, window, strides=stride, padding=padding)
-    else:
-        module = MaxPooling2D(window, strides=stride, padding=padding)
-    with torch.no_grad():
+    """Run a real cnnlab layer on a zero image and read the output height. On the meta device, where
+    tensors have shapes but no memory, so a user's --size 100000 costs nothing; the shape rules are torch's own."""
+    with torch.device("meta"), torch.no_grad():
+        if layer == "conv":
+            module: torch.nn.Module = Conv2D(1, window, strides=stride, padding=padding)
+        else:
+            module = MaxPooling2D(window, strides=stride, padding=padding)
         return int(module(torch.zeros(1, 1, size, size)).shape[2])
+
+
+def size_case(layer: str, size: int, window: int, stride: int = 1, padding: str = "valid") -> dict[str, Any]:
+    """One layer's output size on a size x size input: by the formula (written out) and measured on a real
+    cnnlab Conv2D or MaxPooling2D, e.g. seed 001's "10x10 input with a 3x3 kernel".
+
+    >>> case = size_case("conv", 10, 3)
+    >>> case["formula"], case["measured"], case["worked"]
+    (8, 8, 'floor((10 - 3) / 1) + 1 = 8')
+    >>> size_case("pool", 7, 2, 2, "same")["worked"]
+    'ceil(7 / 2) = 4, after 1 zero(s) of padding: 0 before, 1 after'
+    """
+    if layer not in ("conv", "pool"):
+        raise CnnlabError(f"size_case: layer must be 'conv' or 'pool', got {layer!r}")
+    formula = output_size(size, window, stride, padding)
+    if padding == "valid":
+        worked = f"floor(({size} - {window}) / {stride}) + 1 = {formula}"
+    else:
+        before, after = same_padding(size, window, stride)
+        worked = (f"ceil({size} / {stride}) = {formula}, after {before + after} zero(s) of padding: "
+                  f"{before} before, {after} after")
+    measured = _measured_size(layer, size, window, stride, padding)
+    return {"layer": layer, "size": size, "window": window, "stride": stride, "padding": padding,
+            "formula": formula, "measured": measured, "matches": formula == measured, "worked": worked}
 
 
 def conv_arithmetic_report() -> dict[str, Any]:
@@ -143,12 +168,7 @@ def conv_arithmetic_report() -> dict[str, Any]:
     (1, True, True)
     """
     manual = manual_convolution(SEED_IMAGE, SEED_FILTER)
-    sizes = []
-    for layer, size, window, stride, padding in SIZE_CASES:
-        formula = output_size(size, window, stride, padding)
-        measured = _measured_size(layer, size, window, stride, padding)
-        sizes.append({"layer": layer, "size": size, "window": window, "stride": stride, "padding": padding,
-                      "formula": formula, "measured": measured, "matches": formula == measured})
+    sizes = [size_case(layer, size, window, stride, padding) for layer, size, window, stride, padding in SIZE_CASES]
     return {
         "image": SEED_IMAGE.tolist(),
         "filter": SEED_FILTER.tolist(),

@@ -10,7 +10,6 @@ reused, so a mistake never costs a previous run.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -23,32 +22,32 @@ from typing import Any
 import torch
 from torch import nn
 
-from cnnlab.config import TrainConfig
+from cnnlab.config import DEFAULT_HEAD, TrainConfig
 from cnnlab.data import (
     ArrayDataset, Augmenter, AugmentSpec, archive_stem, class_weights, dataset_names, is_archive, load_dataset,
     parse_augment, stratified_split,
 )
 from cnnlab.data import ImageDataset as Dataset
 from cnnlab.errors import CnnlabError
-from cnnlab.fileio import atomic_write
 from cnnlab.evaluation import EvaluationResult, evaluate_predictions, write_report
 from cnnlab.models.files import ModelCard, load_model, read_card, resolve_model_path, save_model
 from cnnlab.models.sequential import Sequential
 from cnnlab.models.summary import count_parameters
 from cnnlab.models.transfer import BACKBONES, TransferModel, backbone_preprocessing, transfer_model
 from cnnlab.models.zoo import build_model
+from cnnlab.rundir import LOCK_NAME, RunLock, claim_run_dir, read_json, write_file, write_json, writing
 from cnnlab.training.checkpoint import (
     CHECKPOINT_JSON, Checkpointer, TrainingInterrupted, check_writable, remove_checkpoint,
 )
-from cnnlab.training.devices import Runtime, resolve_runtime, use_deterministic
-from cnnlab.training.distributed import check_batch, from_main, is_main, world_size
+from cnnlab.training.devices import Runtime, resolve_runtime, runtime_line, use_deterministic
+from cnnlab.training.distributed import check_batch, from_main, is_main, place, world_size
 from cnnlab.training.tensorboard import tensorboard_callbacks
 from cnnlab.training.speedrun import SpeedrunCheckpoints, SpeedrunConfig, evaluate_tta, train_speedrun, tta_logits
 from cnnlab.recipes import RECIPES
 from cnnlab.resume import config_digest, open_checkpoint
 from cnnlab.models.speedrun import SpeedrunNet
 from cnnlab.training import (
-    Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, evaluate, fit, predict_proba,
+    Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, TrainingHints, evaluate, fit, predict_proba,
 )
 from cnnlab.training.loop import Scores
 from cnnlab.versions import versions
@@ -83,7 +82,9 @@ def new_run_dir(config: TrainConfig) -> Path:
     """The run directory to create: the given one (which must not exist yet) or a fresh name."""
     if config.run_dir:
         path = Path(config.run_dir)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        # (a lock or temporary file alone is what a run killed before writing anything leaves: claim_run_dir takes it)
+        if path.exists() and (not path.is_dir() or any(p.name != LOCK_NAME and not p.name.endswith(".tmp")
+                                                       for p in path.iterdir())):
             raise CnnlabError(f"run directory {path} already exists and is not empty; cnnlab never overwrites a run. "
                               f"Choose another --run-dir or delete that one")
         return path
@@ -179,18 +180,21 @@ def _build(config: TrainConfig, train: Dataset) -> nn.Module:
                               f"classes use --weights {config.init_from} --freeze")
         return model.train()
     if not _uses_transfer(config):
+        if config.head != DEFAULT_HEAD:
+            raise CnnlabError(f"--head {config.head!r} shapes the new head of a transfer model; add --pretrained, "
+                              f"--freeze or --weights, or drop --head")
         options = {"widths": list(config.widths)} if config.widths else {}
         return build_model(config.model, train.input_shape, train.num_classes, **options)
     if _is_model_file(config.weights):
         backbone, _ = load_model(str(config.weights))
         if not isinstance(backbone, Sequential):
             raise CnnlabError(f"--weights {config.weights}: only cnnlab Sequential models can serve as a backbone")
-        return transfer_model(backbone, train.num_classes, train.input_shape)
+        return transfer_model(backbone, train.num_classes, train.input_shape, head=config.head)
     if config.model not in BACKBONES:
         raise CnnlabError(f"--pretrained/--freeze need a backbone: one of {', '.join(BACKBONES)} "
                           f"(got --model {config.model!r}), or --weights a cnnlab model file")
     return transfer_model(config.model, train.num_classes, train.input_shape, config.pretrained or bool(config.weights),
-                          config.weights)
+                          config.weights, head=config.head)
 
 
 @dataclass
@@ -223,6 +227,10 @@ def _apply_phase(model: nn.Module, phase: Phase) -> None:
         else:
             model.freeze(phase.unfreeze_top)
     _, phase.trainable, phase.non_trainable = count_parameters(model)
+
+
+def _has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def _callbacks(config: TrainConfig, run_dir: Path, save: Any, has_validation: bool) -> list[Callback]:
@@ -269,7 +277,35 @@ def _speedrun_config(config: TrainConfig, data: _Data, model: nn.Module) -> Spee
 
 
 def _write_json(path: Path, data: Any) -> None:
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))
+    write_json(path, data, after=lambda: _resume_hint(path.parent))
+
+
+def _resume_hint(run_dir: Path) -> str:
+    """What a failed write keeps, for its one-line error."""
+    if (run_dir / CHECKPOINT_JSON).is_file():
+        return f"; the last checkpoint is kept, then resume with: cnnlab train --resume {run_dir}"
+    return ""
+
+
+def _claim(config: TrainConfig, run_dir: Path, resume: bool) -> tuple[Path, RunLock | None]:
+    """Rank 0 claims the run directory for this run (cnnlab.rundir); every rank gets its final name.
+
+    A name cnnlab chose gets the next free suffix if another run took it meanwhile; a --run-dir
+    given, or resumed, is refused while another process holds it.
+    """
+    locks: list[RunLock] = []
+
+    def claim() -> str:
+        locks.append(claim_run_dir(run_dir, new=not resume, numbered=not resume and not config.run_dir))
+        return str(locks[0].path)
+
+    return Path(from_main(claim)), (locks[0] if locks else None)
+
+
+def _runtime(config: TrainConfig, epochs: int, images: int, speedrun: bool = False) -> Runtime:
+    """The runtime of a phase of `epochs` over `images` (its steps decide compile=auto)."""
+    per_epoch = images // config.batch_size if speedrun else math.ceil(images / config.batch_size)
+    return resolve_runtime(config.device, config.precision, config.compile, steps=epochs * per_epoch)
 
 
 def _start(config: TrainConfig, resume: bool = False) -> tuple[Path, _Data, nn.Module, list[Phase], Augmenter]:
@@ -296,11 +332,15 @@ def _start(config: TrainConfig, resume: bool = False) -> tuple[Path, _Data, nn.M
     return run_dir, data, model, phases, Augmenter(parse_augment(config.augment))
 
 
-def train_run(config: TrainConfig, verbose: int = 1, resume: bool = False) -> RunResult:
+def train_run(config: TrainConfig, verbose: int = 1, resume: bool = False,
+              print_fn: Callable[[str], None] | None = None) -> RunResult:
     """Load data, build the model, train (in one or two phases), test once, write the run directory.
 
     Checkpoints go into the run directory at every epoch end (and every `checkpoint_every` steps);
     `resume` continues the stopped run `config.run_dir` from its checkpoint (see cnnlab.resume).
+    The run directory is this process's alone while it runs (cnnlab.rundir.claim_run_dir), and a
+    write that fails there (a full disk) is one CnnlabError naming the file. `print_fn` (e.g. print)
+    gets the runtime chosen and the class weights of class_weights="auto", as config.json records them.
 
     >>> import tempfile
     >>> r = train_run(TrainConfig(epochs=1, run_dir=tempfile.mkdtemp() + "/run"), verbose=0)
@@ -308,31 +348,61 @@ def train_run(config: TrainConfig, verbose: int = 1, resume: bool = False) -> Ru
     ['best.json', 'best.safetensors', 'config.json']
     """
     run_dir, data, model, phases, augment = _start(config, resume)
+    run_dir, lock = _claim(config, run_dir, resume)  # after every input check: a refused run leaves nothing
+    try:  # any other write into the run (history.csv, TensorBoard) that fails: one line too
+        with writing(run_dir, after=lambda: _resume_hint(run_dir), within=True):
+            return _train(config, verbose, resume, print_fn, run_dir, data, model, phases, augment)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _record(config: TrainConfig, run_dir: Path, data: _Data, phases: list[Phase], weights: torch.Tensor | None,
+            print_fn: Callable[[str], None] | None) -> None:
+    """config.json (the settings, the data's shape, the runtime chosen, class weights), versions.json, split.json."""
+    train, speedrun = data.train, RECIPES.get(config.recipe).trainer == "speedrun"
+    runtime = place(_runtime(config, phases[0].epochs if phases and not speedrun else config.epochs, len(train),
+                             speedrun))
+    extra = {"runtime": {**runtime.record(), "processes": world_size()}}
+    if weights is not None:
+        extra["class_weight_values"] = dict(zip(train.class_names, weights.tolist(), strict=True))
+    check_writable(run_dir)  # an unwritable directory or a full disk fails here, not after an epoch of training
+    _write_json(run_dir / "config.json", {**config.to_dict(), "class_names": train.class_names, "input_shape":
+                                          list(train.input_shape), "train_size": len(train), "test_size":
+                                          len(data.test) if data.test else 0, "phases": [vars(p) for p in phases],
+                                          "processes": world_size(), **extra})
+    _write_json(run_dir / "versions.json", versions())
+    if data.split is not None:
+        _write_json(run_dir / "split.json", data.split)
+    if print_fn is not None:
+        print_fn(runtime_line(extra["runtime"], world_size()))
+        if weights is not None:
+            shown = ", ".join(f"{n} {w:.3g}" for n, w in list(extra["class_weight_values"].items())[:10])
+            more = f", ... ({len(train.class_names)} in config.json)" if len(train.class_names) > 10 else ""
+            print_fn(f"class weights (auto, inverse class frequency): {shown}{more}")
+
+
+def _train(config: TrainConfig, verbose: int, resume: bool, print_fn: Callable[[str], None] | None, run_dir: Path,
+           data: _Data, model: nn.Module, phases: list[Phase], augment: Augmenter) -> RunResult:
     saved = open_checkpoint(run_dir, config, len(phases)) if resume else None
     train, classes, shape = data.train, data.train.class_names, data.train.input_shape
+    weights = class_weights(train.labels, train.num_classes) if config.class_weights == "auto" else None
     if is_main():  # distributed: rank 0 alone writes the run directory
-        check_writable(run_dir)  # an unwritable directory or a full disk fails here, not after an epoch of training
-        _write_json(run_dir / "config.json", {**config.to_dict(), "class_names": classes, "input_shape": list(shape),
-                                              "train_size": len(train), "test_size": len(data.test) if data.test
-                                              else 0, "phases": [vars(p) for p in phases], "processes": world_size()})
-        _write_json(run_dir / "versions.json", versions())
-        if data.split is not None:
-            _write_json(run_dir / "split.json", data.split)
+        _record(config, run_dir, data, phases, weights, print_fn)
 
     tta: dict[str, Any] = {}  # a speed-run's test-time augmentation, filled in below: the model file records it
 
     def save(m: nn.Module, path: Path, metrics: dict[str, float] | None = None) -> Path:
-        return save_model(m, path, classes, shape, metrics, tta)
+        with writing(path, after=lambda: _resume_hint(run_dir)):
+            return save_model(m, path, classes, shape, metrics, tta)
 
-    weights = class_weights(train.labels, train.num_classes) if config.class_weights == "auto" else None
     # earlier phases' history (a speed-run's own is in its checkpoint: train_speedrun puts it back)
     history: dict[str, list[float]] = saved.run.get("history", {}) if saved else {}
     epoch_seconds: list[float] = saved.run.get("epoch_seconds", []) if saved else []
     start = time.perf_counter() - (saved.run["seconds"] if saved else 0.0)
     test_metrics = None
     if RECIPES.get(config.recipe).trainer == "speedrun":
-        runtime = resolve_runtime(config.device, config.precision, config.compile,
-                                  steps=config.epochs * (len(train) // config.batch_size))
+        runtime = _runtime(config, config.epochs, len(train), speedrun=True)
         settings = _speedrun_config(config, data, model)
         fit_on, validation = train, data.validation
         if validation is None and config.validation_split:
@@ -362,6 +432,8 @@ def train_run(config: TrainConfig, verbose: int = 1, resume: bool = False) -> Ru
         callbacks = _callbacks(config, run_dir, save, config.validation_split > 0 or data.validation is not None) \
             + tensorboard_callbacks(config.tensorboard, run_dir, data.validation if data.validation is not None
                                     else train, len(epoch_seconds))
+        say = print_fn if print_fn is not None and is_main() else (lambda line: None)
+        callbacks.append(TrainingHints(train.num_classes, phase.learning_rate, _has_batchnorm(model), say))
         if not is_main():  # files are rank 0's; placeholders keep the callback list (and checkpoints) aligned
             callbacks = [cb if isinstance(cb, (EarlyStopping, ReduceLROnPlateau)) else Callback() for cb in callbacks]
         h = fit(model, train, epochs=phase.epochs, batch_size=config.batch_size, learning_rate=phase.learning_rate,
@@ -370,8 +442,7 @@ def train_run(config: TrainConfig, verbose: int = 1, resume: bool = False) -> Ru
                 callbacks=callbacks, sync_bn=config.sync_bn,
                 augment=augment, class_weights=weights, workers=config.workers, schedule=config.schedule,
                 label_smoothing=config.label_smoothing,
-                runtime=resolve_runtime(config.device, config.precision, config.compile,
-                                        steps=phase.epochs * math.ceil(len(train) / config.batch_size)))
+                runtime=_runtime(config, phase.epochs, len(train)))
         restored = _restored_epoch(callbacks, len(history.get("loss", [])), len(h.history["loss"]))
         for key, values in h.history.items():
             history.setdefault(key, []).extend(values)
@@ -397,12 +468,15 @@ def _finish(run_dir: Path, model: nn.Module, save: Any, data: _Data, history: di
     save(model, run_dir / "model.safetensors", metrics)
     _write_json(run_dir / "history.json", {"history": history, "epoch_seconds": epoch_seconds})
     skipped = sorted(set(getattr(data.train, "skipped", [])) | set(getattr(data.train, "skipped_during_training", [])))
-    _write_json(run_dir / "metrics.json", {**metrics, "train_seconds": seconds, "skipped_files": len(skipped)})
     if skipped:
         # backslashreplace: a name that is not UTF-8 is written as the CLI prints it (b"\xff" -> "\udcff")
-        atomic_write(run_dir / "skipped_files.txt",
-                     lambda tmp: tmp.write_text("\n".join(skipped) + "\n", errors="backslashreplace"))
-    plot_history(history, run_dir / "curves.png", title=f"{config.model} on {Path(config.dataset).name}")
+        write_file(run_dir / "skipped_files.txt", lambda tmp: tmp.write_text("\n".join(skipped) + "\n",
+                                                                              errors="backslashreplace"),
+                   after=lambda: _resume_hint(run_dir))
+    with writing(run_dir / "curves.png", after=lambda: _resume_hint(run_dir)):
+        plot_history(history, run_dir / "curves.png", title=f"{config.model} on {Path(config.dataset).name}")
+    # last: metrics.json marks the run finished, so a write that failed before it leaves a run --resume completes
+    _write_json(run_dir / "metrics.json", {**metrics, "train_seconds": seconds, "skipped_files": len(skipped)})
     return RunResult(run_dir, history, dict(test_metrics) if test_metrics else None, seconds, epoch_seconds, skipped,
                      restored)
 
@@ -423,10 +497,13 @@ def evaluation_data(source: str | Path, dataset: str | None = None, split: str =
         if not config_path.is_file():
             raise CnnlabError(f"which dataset? {source} is not a run directory with a config.json; "
                               f"pass --dataset NAME_OR_FOLDER")
-        run_config = json.loads(config_path.read_text())
-        dataset = str(run_config["dataset"])
+        fix = "pass --dataset NAME_OR_FOLDER, or restore the file"
+        run_config = read_json(config_path, fix=fix)
+        if not isinstance(run_config.get("dataset"), str):
+            raise CnnlabError(f"{config_path} names no dataset (\"dataset\": {run_config.get('dataset')!r}); {fix}")
+        dataset = run_config["dataset"]
         data_dir = data_dir if data_dir is not None else run_config.get("data_dir")
-        recorded = json.loads(run_split.read_text()) if run_split.is_file() else {}
+        recorded = read_json(run_split, fix=fix) if run_split.is_file() else {}
         if split in recorded and split != "train":
             data = load_dataset(dataset, "train", data_dir, download, image_size=(h, w)).subset(recorded[split])
             return model, card, _checked(card, data, dataset, split), dataset

@@ -17,6 +17,7 @@ from typing import Any
 from cnnlab.config import TrainConfig
 from cnnlab.errors import CnnlabError
 from cnnlab.recipes import RECIPES
+from cnnlab.rundir import read_json
 from cnnlab.training.checkpoint import Checkpoint, read_checkpoint
 
 __all__ = ["resume_config", "open_checkpoint", "config_digest"]
@@ -43,11 +44,7 @@ def resume_config(run_dir: str | Path, given: dict[str, Any]) -> TrainConfig:
     if not config_path.is_file():
         raise CnnlabError(f"--resume {run_dir}: not a run directory (no config.json); give a directory "
                           f"that `cnnlab train` wrote")
-    try:
-        recorded = json.loads(config_path.read_text())
-    except ValueError as exc:
-        raise CnnlabError(f"--resume {run_dir}: {config_path} is not valid JSON ({exc}); the run cannot be "
-                          f"resumed") from None
+    recorded = read_json(config_path, fix="the run cannot be resumed; restore the file or start the run again")
     if (path / "metrics.json").is_file():
         raise CnnlabError(f"--resume {run_dir}: that run already finished (metrics.json is written); nothing to "
                           f"resume. To train on from its weights, start a new run with --init-from {run_dir}")

@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 
 from cnnlab.data.download import one_line
 from cnnlab.data.folders import SPLIT_FOLDERS
-from cnnlab.data.images import IMAGE_EXTENSIONS, link_loop
+from cnnlab.data.images import IMAGE_EXTENSIONS, ImageTooLarge, foreign_format, link_loop, open_image
 from cnnlab.data.archives import extract_archive, is_archive
 from cnnlab.data.cache import resolve_data_dir
 from cnnlab.errors import CnnlabError
@@ -108,8 +108,15 @@ class DataReport:
 
     def to_text(self) -> str:
         """A readable multi-line report: a verdict, a table per split, then errors and problems."""
-        verdict = "OK" if self.ok else f"{len(self.errors)} error(s): training would fail"
-        lines = [f"Dataset check of {self.root}: {verdict}, {len(self.problems)} problem(s)"]
+        # "OK, 7 problem(s)" read as a contradiction: say whether training runs, then what is left to look at
+        if not self.ok:
+            verdict = f"{len(self.errors)} error(s): training would fail"
+            verdict += f"; {len(self.problems)} other problem(s)" if self.problems else ""
+        elif self.problems:
+            verdict = f"training would run, but {len(self.problems)} problem(s) need a look (listed below)"
+        else:
+            verdict = "OK, no problems found"
+        lines = [f"Dataset check of {self.root}: {verdict}"]
         for split, classes in self.splits.items():
             total = sum(s.images for s in classes.values())
             ratio = self.imbalance.get(split)
@@ -264,12 +271,16 @@ def _inspect(root: Path, file: _File) -> _File:
         file.reason = "empty file (0 bytes)"
         return file
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with open_image(io.BytesIO(data)) as image:  # allowed formats only, within the decode budget
             file.mode, file.size = image.mode, image.size
             image.load()  # open() reads only the header; load() decodes every pixel
     except UnidentifiedImageError:
-        file.reason = "not an image (Pillow cannot identify its format)"
-    except Image.DecompressionBombError as error:  # refused from the header, before any pixel is allocated
+        foreign = foreign_format(root / file.path)  # a TIFF or PostScript file: name it, its decoder never runs
+        file.reason = (f"a {foreign} file, which cnnlab does not decode (convert it to PNG or JPEG)" if foreign
+                       else "not an image (Pillow cannot identify its format)")
+    except ImageTooLarge as error:  # refused from the header, before any pixel is allocated
+        file.reason = f"{error}; downscale it or raise the limit with --max-image-pixels"
+    except Image.DecompressionBombError as error:  # over Pillow's own limit, also refused from the header
         file.reason = f"too large ({one_line(error)}); downscale it"
     # Pillow reports damaged pixel data as OSError, SyntaxError, ValueError, struct.error and others.
     except Exception as error:

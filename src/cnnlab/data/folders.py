@@ -20,7 +20,16 @@ import torch
 
 from cnnlab.data.arrays import ArrayDataset
 from cnnlab.data.cache import decoded_cache_path, folder_cache_key, read_decoded, resolve_data_dir, write_decoded
-from cnnlab.data.images import GRAYSCALE_MODES, IMAGE_EXTENSIONS, link_loop, list_images, probe_image, read_image
+from cnnlab.data.images import (
+    GRAYSCALE_MODES,
+    IMAGE_EXTENSIONS,
+    MAX_IMAGE_PIXELS,
+    link_loop,
+    list_images,
+    max_image_pixels,
+    probe_image,
+    read_image,
+)
 from cnnlab.data.streaming import FolderDataset
 from cnnlab.errors import CnnlabError
 
@@ -43,7 +52,7 @@ def load_image_folder(path: str | Path, split: str = "train", image_size: tuple[
                       data_dir: str | Path | None = None) -> ArrayDataset | FolderDataset:
     """Read a folder of class subfolders (or its `train/` / `test/` subfolder), skipping undecodable files.
 
-    Channels are 1 when every image is grayscale, else 3. Images are resized to `image_size`
+    Channels are 1 when every decodable image is grayscale, else 3. Images are resized to `image_size`
     (H, W) if given, else to the size most of them have (ties: the largest). `in_memory`: True
     decodes everything now (`ArrayDataset`), False streams (`FolderDataset`), None decides by
     MEMORY_BUDGET_BYTES. Streaming reads only file headers now, so a file whose pixel data is
@@ -69,15 +78,15 @@ def load_image_folder(path: str | Path, split: str = "train", image_size: tuple[
     listed = [(label, file) for label, name in enumerate(class_names) for file in _class_images(folder, name)]
     cache_path = None
     if cache and in_memory is not False:
-        key = folder_cache_key(folder, [file for _, file in listed], split, image_size)
+        key = folder_cache_key(folder, [file for _, file in listed], split, image_size, _budget_key())
         cache_path = decoded_cache_path(resolve_data_dir(data_dir), key)
         cached = read_decoded(cache_path, root.name)
         # A cache written by a forced in_memory=True load may exceed the budget that None applies.
         if cached is not None and (in_memory or cached.images.numel() <= MEMORY_BUDGET_BYTES):
             return cached
     samples, modes, sizes, skipped = _probe_all(listed)
+    channels = _decide_channels(samples, modes, sizes, skipped)
     _check_every_class_left(folder, class_names, samples, skipped)
-    channels = 1 if all(mode in GRAYSCALE_MODES for mode in modes) else 3
     size = (int(image_size[0]), int(image_size[1])) if image_size is not None else _common_size(sizes)
     if in_memory is None:
         in_memory = len(samples) * channels * size[0] * size[1] <= MEMORY_BUDGET_BYTES
@@ -115,7 +124,7 @@ def load_image_files(root: str | Path, files: list[Path], labels: list[int], cla
     folder = Path(root).expanduser().resolve()
     listed = [(int(label), Path(file)) for label, file in zip(labels, files, strict=True)]
     cache_path = None
-    key_options = [channels, interpolation, crop_to_aspect_ratio, list(class_names), *options]
+    key_options = [channels, interpolation, crop_to_aspect_ratio, list(class_names), *options, *_budget_key()]
     if cache and in_memory is not False:
         key = folder_cache_key(folder, [file for _, file in listed], "files", size, key_options)
         cache_path = decoded_cache_path(resolve_data_dir(data_dir), key)
@@ -139,6 +148,14 @@ def load_image_files(root: str | Path, files: list[Path], labels: list[int], cla
     return data
 
 
+def _budget_key() -> list[str]:
+    """The decode budget as part of a cache key: which files were skipped as too large depends on it, so a
+    load after `--max-image-pixels` must not reuse a cache that left those files out. Empty at the default,
+    which keeps the keys of existing caches."""
+    limit = max_image_pixels()
+    return [] if limit == MAX_IMAGE_PIXELS else [f"max_image_pixels={limit}"]
+
+
 def _probe_all(listed: list[Sample]) -> tuple[list[Sample], list[str], list[tuple[int, int]], list[str]]:
     """Each readable file's (label, file), mode and (H, W), and the files whose header is unreadable."""
     samples, modes, sizes, skipped = [], [], [], []
@@ -152,6 +169,29 @@ def _probe_all(listed: list[Sample]) -> tuple[list[Sample], list[str], list[tupl
         modes.append(mode)
         sizes.append(image_hw)
     return samples, modes, sizes, skipped
+
+
+def _decide_channels(samples: list[Sample], modes: list[str], sizes: list[tuple[int, int]],
+                     skipped: list[str]) -> int:
+    """1 when every image is grayscale, else 3, decided only by images that decode.
+
+    A colour header is not enough: one damaged colour file among grayscale ones would make the
+    whole folder (and the model trained on it) 3-channel and then be skipped. So colour files are
+    fully decoded in order until one succeeds; those that fail are moved to `skipped` here (with
+    their mode and size, which then decide nothing either). A colour folder costs one extra decode.
+    """
+    index = 0
+    while index < len(samples):
+        if modes[index] not in GRAYSCALE_MODES:
+            try:
+                read_image(samples[index][1], channels=3, size=(1, 1))  # every pixel decoded, little kept
+                return 3
+            except CnnlabError:  # a readable header over damaged pixel data
+                skipped.append(str(samples[index][1]))
+                del samples[index], modes[index], sizes[index]
+                continue
+        index += 1
+    return 1
 
 
 def _decode_all(folder: Path, name: str, class_names: list[str], samples: list[Sample], channels: int,

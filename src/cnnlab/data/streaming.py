@@ -27,7 +27,7 @@ from cnnlab.data.batching import (
     check_workers,
     split_point,
 )
-from cnnlab.data.images import read_image
+from cnnlab.data.images import max_image_pixels, read_image
 from cnnlab.errors import CnnlabError
 
 __all__ = ["FolderDataset", "DecodedFiles", "collate_decodable"]
@@ -164,6 +164,9 @@ class DecodedFiles(Dataset[Decoded]):
         self.labels = labels.numpy().copy()
         self.channels, self.size, self.augment = channels, size, augment
         self.interpolation, self.crop_to_aspect_ratio = interpolation, crop_to_aspect_ratio
+        # The decode budget is this process's setting; workers started by spawn or forkserver would
+        # not see a setting made after import, so it travels with the dataset.
+        self.max_pixels = max_image_pixels()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -173,7 +176,7 @@ class DecodedFiles(Dataset[Decoded]):
         label = int(self.labels[i])
         try:
             image = read_image(path, self.channels, self.size, self.interpolation,
-                               self.crop_to_aspect_ratio)  # (C, H, W)
+                               self.crop_to_aspect_ratio, self.max_pixels)  # (C, H, W)
         except CnnlabError:  # read_image's one error for a file that cannot be decoded
             return None, label, path
         if self.augment is not None:

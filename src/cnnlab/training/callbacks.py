@@ -22,8 +22,10 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.fileio import atomic_write
 
-__all__ = ["TrainState", "Callback", "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint", "CSVLogger"]
+__all__ = ["TrainState", "Callback", "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint", "CSVLogger",
+           "TrainingHints"]
 
 
 @dataclass
@@ -220,11 +222,15 @@ class CSVLogger(Callback):
         new = self.fields is None
         if self.fields is None:
             self.fields = ["epoch", *logs]
-        with self.path.open("w" if new else "a", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.fields)
-            if new:
-                writer.writeheader()
-            writer.writerow({"epoch": epoch, **logs})
+        try:
+            with self.path.open("w" if new else "a", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.fields)
+                if new:
+                    writer.writeheader()
+                writer.writerow({"epoch": epoch, **logs})
+        except OSError as exc:  # a full disk fails in write(), whose error names no file: name it for the caller
+            exc.filename = exc.filename or str(self.path)
+            raise
         self.rows += 1
 
     def state_dict(self) -> dict[str, Any]:
@@ -235,4 +241,53 @@ class CSVLogger(Callback):
         self.fields, self.rows = state["fields"], state["rows"]
         if self.fields is not None and self.path.is_file():
             lines = self.path.read_text().splitlines(keepends=True)
-            self.path.write_text("".join(lines[:self.rows + 1]))  # header + rows
+            kept = "".join(lines[:self.rows + 1])  # header + rows
+            atomic_write(self.path, lambda tmp: tmp.write_text(kept))  # a kill here must not lose the rows
+
+
+CHANCE_MARGIN = 0.05  # accuracy within 5 points of chance (0.15 for 10 classes, 0.55 for 2) counts as "at chance"
+TRAIN_VAL_GAP = 0.3  # training accuracy 30 points above a validation accuracy at chance: the BatchNorm case
+
+
+class TrainingHints(Callback):
+    """One-line hints for the two ways a run fails silently, told once each through `say` (e.g. print).
+
+    - The first epoch ends at chance (accuracy < chance + CHANCE_MARGIN): the learning rate is the
+      usual cause (AlexNet and VGG16 from scratch stay at chance with adam 1e-3; 1e-4 trains them).
+    - Training accuracy is high but validation accuracy sits near chance: with BatchNorm after few
+      steps, the moving statistics that evaluation uses still hold their initial values.
+
+    >>> said = []
+    >>> hints = TrainingHints(10, learning_rate=1e-3, has_batchnorm=False, say=said.append)
+    >>> hints.on_epoch_end(0, {"loss": 2.30, "accuracy": 0.10}, TrainState(torch.nn.Linear(1, 1), 1e-3))
+    >>> said[0][:56]
+    'hint: accuracy 0.100 after epoch 1 is chance for 10 clas'
+    """
+
+    def __init__(self, num_classes: int, learning_rate: float, has_batchnorm: bool,
+                 say: Callable[[str], None]) -> None:
+        self.chance, self.learning_rate, self.has_batchnorm, self.say = 1.0 / num_classes, learning_rate, \
+            has_batchnorm, say
+        self.on_train_begin(None)
+
+    def on_train_begin(self, state: TrainState | None) -> None:
+        self.told: set[str] = set()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float], state: TrainState) -> None:
+        accuracy, val_accuracy = logs.get("accuracy"), logs.get("val_accuracy")
+        if epoch == 0 and accuracy is not None and accuracy < self.chance + CHANCE_MARGIN:
+            self._tell("chance", f"hint: accuracy {accuracy:.3f} after epoch 1 is chance for "
+                       f"{round(1 / self.chance)} classes; if it stays there, the learning rate "
+                       f"{self.learning_rate:g} is the usual cause: try --lr {self.learning_rate / 10:g} (too high "
+                       f"stalls a network, as 1e-3 does AlexNet and VGG16) or --lr {self.learning_rate * 10:g} "
+                       f"(too low barely moves it)")
+        if (self.has_batchnorm and accuracy is not None and val_accuracy is not None
+                and val_accuracy < self.chance + CHANCE_MARGIN and accuracy > val_accuracy + TRAIN_VAL_GAP):
+            self._tell("batchnorm", f"hint: training accuracy {accuracy:.3f} but validation {val_accuracy:.3f} "
+                       f"(epoch {epoch + 1}): BatchNorm's moving statistics, which evaluation uses, have not "
+                       f"settled yet after few steps; train more epochs")
+
+    def _tell(self, key: str, line: str) -> None:
+        if key not in self.told:
+            self.told.add(key)
+            self.say(line)

@@ -5,7 +5,9 @@ A checkpoint is two files in the run directory: `checkpoint-E<epoch>-S<step>-<id
 `checkpoint.json` (everything else, plus that file's name and sha256). Both are written to a
 temporary file, fsynced and renamed; the JSON goes last and is the commit point, so a run killed
 or out of disk at any moment keeps its previous complete checkpoint. Loading reads safetensors and
-JSON only: nothing is unpickled, and a changed byte fails the sha256 check.
+JSON only: nothing is unpickled, and a changed byte fails a sha256 check: the JSON records the
+tensor file's digest and its own (`manifest_sha256`, over its other entries), so a hand-edited
+checkpoint.json is refused in one line instead of failing somewhere inside the restore.
 
 Exactness: the epoch's data order is a function of (seed, epoch) (`epoch_order`), so a resumed
 epoch skips the batches it already trained on; augmentation and dropout draw from torch's global
@@ -40,12 +42,14 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError, first_line
 from cnnlab.fileio import atomic_write
+from cnnlab.rundir import read_json
 from cnnlab.training.callbacks import Callback, TrainState
 from cnnlab.training.distributed import all_reduce_sums, gather_objects, is_main, rank, seed_ranks, world_size
 
 __all__ = ["Position", "LoopParts", "Checkpoint", "Checkpointer", "TrainingInterrupted", "catch_sigint", "epoch_order",
            "gather_checkpoint", "write_checkpoint", "read_checkpoint", "remove_checkpoint", "check_writable",
-           "pack", "unpack", "pack_optimizer", "load_optimizer", "CHECKPOINT_JSON", "FORMAT"]
+           "pack", "unpack", "pack_optimizer", "load_optimizer", "manifest_digest",
+           "CHECKPOINT_JSON", "FORMAT"]
 
 FORMAT = "cnnlab-checkpoint/1"
 CHECKPOINT_JSON = "checkpoint.json"
@@ -276,6 +280,7 @@ def write_checkpoint(directory: Path, checkpoint: Checkpoint) -> Path:
         blob = save_tensors(checkpoint.tensors, metadata={"format": FORMAT})
         atomic_write(target, lambda tmp: tmp.write_bytes(blob), fsync=True)
         meta = {**checkpoint.meta, "tensors": {"file": name, "sha256": hashlib.sha256(blob).hexdigest()}}
+        meta["manifest_sha256"] = manifest_digest(meta)
         atomic_write(manifest, lambda tmp: tmp.write_text(json.dumps(meta, indent=1) + "\n"), fsync=True)
     except OSError as exc:
         with contextlib.suppress(OSError):
@@ -291,18 +296,31 @@ def write_checkpoint(directory: Path, checkpoint: Checkpoint) -> Path:
     return target
 
 
+def manifest_digest(meta: dict[str, Any]) -> str:
+    """sha256 of a checkpoint.json's entries other than `manifest_sha256` (key order and spacing do not count).
+
+    >>> manifest_digest({"a": 1, "b": [2]}) == manifest_digest({"b": [2], "a": 1, "manifest_sha256": "x"})
+    True
+    """
+    entries = {k: v for k, v in meta.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
+
+
 def read_checkpoint(directory: Path) -> Checkpoint:
-    """The checkpoint in `directory`, checked (format, sha256) and loaded without unpickling anything."""
+    """The checkpoint in `directory`, checked (format, both sha256) and loaded without unpickling anything."""
     manifest = Path(directory) / CHECKPOINT_JSON
     if not manifest.is_file():
         raise CnnlabError(f"{directory} has no {CHECKPOINT_JSON}: the run stopped before its first checkpoint "
                           f"(written at each epoch end and every --checkpoint-every steps); start it again")
     damaged = f"checkpoint {manifest} is damaged"
+    meta = read_json(manifest, fix="the run cannot be resumed, start it again")
+    if "manifest_sha256" in meta and meta["manifest_sha256"] != manifest_digest(meta):
+        raise CnnlabError(f"{manifest} was changed since it was written (its manifest_sha256 differs); a checkpoint "
+                          f"cannot be edited by hand: put the original back, or start the run again")
     try:
-        meta = json.loads(manifest.read_text())
-        tensor_file = Path(directory) / str(meta["tensors"]["file"])
+        tensor_file = Path(directory) / Path(str(meta["tensors"]["file"])).name  # never a path out of the run
         expected, format_ = meta["tensors"]["sha256"], meta["format"]
-    except (ValueError, KeyError, TypeError) as exc:
+    except (KeyError, TypeError) as exc:
         raise CnnlabError(f"{damaged} (cannot read it: {exc!r}); the run cannot be resumed, start it again") from None
     if format_ != FORMAT:
         raise CnnlabError(f"{damaged}: format {format_!r}, expected {FORMAT!r}; resume with the cnnlab that wrote it")
@@ -355,8 +373,16 @@ class Checkpointer:
     def restore(self, parts: LoopParts) -> Position:
         if self.resume is None:
             return Position()
-        self.global_step = int(self.resume.meta["global_step"])
-        position = restore_checkpoint(self.resume, parts)
+        try:
+            self.global_step = int(self.resume.meta["global_step"])
+            position = restore_checkpoint(self.resume, parts)
+        except CnnlabError as exc:  # name the file: the user may have more than one run to look at
+            raise CnnlabError(f"{self.directory / CHECKPOINT_JSON}: {exc}") from None
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            # a checkpoint.json from before manifest_sha256, edited by hand: one line, not a traceback
+            raise CnnlabError(f"{self.directory / CHECKPOINT_JSON} does not describe this run's state "
+                              f"({type(exc).__name__}: {first_line(exc)}); was it edited? Start the run "
+                              f"again") from None
         if not is_main():  # distributed: rank 0 carries the saved sums, so the epoch's all-reduce counts them once
             position = replace(position, seen=0, loss_sum=torch.zeros_like(position.loss_sum),
                                correct=torch.zeros_like(position.correct))

@@ -22,7 +22,7 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 
 __all__ = ["DEVICE_CHOICES", "PRECISION_CHOICES", "COMPILE_CHOICES", "Runtime", "resolve_runtime",
-           "resolve_device", "resolve_precision", "cpu_has_native_bf16", "use_deterministic"]
+           "resolve_device", "resolve_precision", "cpu_has_native_bf16", "use_deterministic", "runtime_line"]
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # also "cuda:N"
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
@@ -140,6 +140,32 @@ class Runtime:
     def describe(self) -> str:
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type
         return f"{name}, {self.precision}{', compiled' if self.compile else ''}"
+
+    def record(self) -> dict[str, object]:
+        """What was chosen, for a run's config.json: device, its name, precision, memory layout, CPU threads, compile.
+
+        >>> Runtime(torch.device("cpu"), "fp32", False).record()["channels_last"]
+        True
+        """
+        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type
+        return {"device": str(self.device), "device_name": name, "precision": self.precision,
+                "channels_last": self.channels_last, "threads": torch.get_num_threads(), "compile": self.compile}
+
+
+def runtime_line(record: dict[str, object], processes: int = 1) -> str:
+    """One line on a run's `Runtime.record()`, for the CLI to print as training starts.
+
+    >>> runtime_line(Runtime(torch.device("cpu"), "fp32", False).record() | {"threads": 2})
+    'runtime: cpu (2 threads), fp32, channels_last, not compiled, 1 process'
+    """
+    device = record["device_name"] if record["device_name"] == record["device"] else \
+        f"{record['device_name']} ({record['device']})"
+    count = record["threads"]
+    threads = f" ({count} thread{'s' if count != 1 else ''})" if str(record["device"]).startswith("cpu") else ""
+    layout = "channels_last" if record["channels_last"] else "contiguous (NCHW)"
+    compiled = "torch.compile" if record["compile"] else "not compiled"
+    return f"runtime: {device}{threads}, {record['precision']}, {layout}, {compiled}, " \
+           f"{processes} process{'es' if processes > 1 else ''}"
 
 
 def resolve_runtime(device: str = "auto", precision: str = "auto", compile: str = "auto",

@@ -16,12 +16,24 @@ CUDA GPUs, one GPU per process: cuda:LOCAL_RANK), and `fit` then:
 - lets rank 0 alone write files and print (`is_main`).
 
 Without torchrun's variables nothing here does anything: `world_size()` is 1 and `fit` runs as before.
+
+Failures end the whole job, each in one line: every worker dies with its launcher, however the
+launcher ends (`die_with_launcher`: a SIGKILLed launcher once left its workers training to the
+end); a rank that loses contact with a dead peer stops with one line from rank 0 instead of a
+gloo/NCCL traceback per rank; Ctrl-C of the launcher reaches the workers through torchrun and
+ends as `interrupted`; the launcher reports a failed rank's exit status or signal.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import logging
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar, cast
@@ -31,15 +43,18 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, first_line
 from cnnlab.training.devices import Runtime, resolve_device
 
 __all__ = ["session", "world_size", "rank", "is_main", "shard", "loss_share", "all_reduce_sums", "sync_buffers",
            "barrier", "from_main", "gather_objects", "seed_ranks", "wrap", "unwrap_sync_batchnorm", "place",
-           "check_batch", "launch", "launch_command"]
+           "check_batch", "launch", "launch_command", "die_with_launcher", "LAUNCHER_PID_ENV"]
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT_S = 600  # a rank that waits this long for the others fails instead of hanging (torch: 30 min)
+LAUNCHER_PID_ENV = "CNNLAB_LAUNCHER_PID"  # set by `launch` for its workers: the process they must not outlive
+PR_SET_PDEATHSIG = 1  # linux/prctl.h: the signal a process gets when the thread that started it ends
+WATCHDOG_INTERVAL_S = 1.0  # elsewhere: how often a worker checks that its launcher still lives
 
 
 def world_size() -> int:
@@ -104,12 +119,50 @@ def session(device: str = "auto") -> Iterator[int]:
                           f"not {resolved.type}; use --device cpu or cuda")
     from datetime import timedelta
 
+    die_with_launcher()
     dist.init_process_group("nccl" if resolved.type == "cuda" else "gloo",
                             timeout=timedelta(seconds=DEFAULT_TIMEOUT_S))
     try:
         yield world_size()
+    except RuntimeError as exc:
+        if not _lost_peer(exc):
+            raise
+        if rank() != 0:  # one line for the job, not one per surviving rank
+            raise SystemExit(1) from None
+        raise CnnlabError(f"rank 0 lost contact with another process of this run ({first_line(exc, 240)}): that "
+                          f"process stopped first, see its error above; --resume the run directory once it is "
+                          f"fixed") from None
     finally:
         dist.destroy_process_group()
+
+
+def _lost_peer(exc: BaseException) -> bool:
+    """A collective that failed because another rank went away (gloo/NCCL transport errors)."""
+    text = str(exc)
+    return isinstance(exc, getattr(dist, "DistError", ())) or any(
+        marker in text for marker in ("gloo", "NCCL", "Connection reset", "Connection closed", "Broken pipe"))
+
+
+def die_with_launcher() -> None:
+    """End this worker (SIGTERM) when the process that started it ends, even by SIGKILL.
+
+    On Linux the kernel sends the signal (prctl PR_SET_PDEATHSIG); elsewhere a daemon thread checks
+    every WATCHDOG_INTERVAL_S that the parent is still the same. A launcher that died before this
+    ran is caught by comparing the parent with $CNNLAB_LAUNCHER_PID, which `launch` sets.
+    """
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+    else:
+        def watch() -> None:
+            while os.getppid() == parent:
+                time.sleep(WATCHDOG_INTERVAL_S)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=watch, name="cnnlab-launcher-watchdog", daemon=True).start()
+    launcher = os.environ.get(LAUNCHER_PID_ENV, "")
+    if launcher.isdigit() and int(launcher) != parent:  # gone already: our parent is a reaper now
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def place(runtime: Runtime) -> Runtime:
@@ -295,13 +348,19 @@ def launch_command(nproc: int, argv: Sequence[str]) -> list[str]:
 
 def _torchrun(arguments: list[str]) -> int:
     """`python -m torch.distributed.run ARGUMENTS`, in this process (one interpreter less to start); its exit status."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
 
+    # torchrun's own log lines (closing signals, a failure table) repeat what the one error line says
+    for name in [n for n in logging.root.manager.loggerDict if n.startswith("torch.distributed.elastic")]:
+        logging.getLogger(name).setLevel(logging.CRITICAL)  # (torch sets each module's logger's level itself)
     try:
         torchrun(arguments)
     except ChildFailedError as exc:
         return int(exc.get_first_failure()[1].exitcode) or 1
+    except SignalException as exc:  # Ctrl-C (or SIGTERM): torchrun passed it on to the workers and stopped them
+        raise KeyboardInterrupt(str(exc)) from None
     return 0
 
 
@@ -318,8 +377,11 @@ def launch(nproc: int, argv: Sequence[str], device: str = "auto") -> None:
     if resolved.type not in ("cpu", "cuda"):
         raise CnnlabError(f"--nproc runs on CPUs (gloo) or CUDA GPUs (NCCL), not {resolved.type}; use --device cpu")
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))  # the workers inherit it
+    os.environ[LAUNCHER_PID_ENV] = str(os.getpid())
     code = _torchrun(launch_command(nproc, argv))
     if code != 0:
-        raise CnnlabError(f"distributed training with --nproc {nproc} failed: a process exited with status {code} "
-                          f"(its error is printed above; torchrun stopped the others); fix it and run again, or "
+        how = f"was killed by {signal.Signals(-code).name}" if -code in signal.valid_signals() else \
+            f"exited with status {code}"
+        raise CnnlabError(f"distributed training with --nproc {nproc} failed: a process {how} (its error, if it "
+                          f"could print one, is above; torchrun stopped the others); fix it and run again, or "
                           f"--resume the run directory if a checkpoint was written")

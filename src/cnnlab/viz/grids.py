@@ -10,6 +10,7 @@ import matplotlib
 import numpy as np
 import torch
 
+from cnnlab.config import check_seed
 from cnnlab.errors import CnnlabError
 
 matplotlib.use("Agg")  # files only: no display on servers and CI
@@ -17,10 +18,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from cnnlab.viz.figures import save_figure  # noqa: E402
 
-__all__ = ["plot_image_grid", "augment_preview"]
+__all__ = ["plot_image_grid", "augment_preview", "preview_size", "PREVIEW_SIDE", "MAX_PREVIEW_IMAGES"]
 
 CELL_INCHES = 2.0  # width per image; at 100 dpi a 28x28 digit is drawn 7x larger, so it stays legible
 TITLE_INCHES = 0.3  # room above each image for one line of a 10-point title
+# augment_preview shrinks larger images to this longest side (pixels) before augmenting: twice the 200-pixel
+# cell, so the PNG loses no visible detail, while 10 augmented copies of a 40-megapixel photo would take
+# 5 GB as float32 (a 169-megapixel image reached 21.5 GB before this bound).
+PREVIEW_SIDE = 400
+# At most 50 augmented images: 11 rows of 5, about 5 s on a 2-core machine (100 took 14 s; 100,000 ran
+# for over 300 s). Seed 003 shows 9; more stop being a picture anyone looks at.
+MAX_PREVIEW_IMAGES = 50
 
 
 def plot_image_grid(images: torch.Tensor, titles: Sequence[str] | None, path: str | Path, columns: int = 5) -> Path:
@@ -67,8 +75,10 @@ def augment_preview(image: torch.Tensor, augmenter: Callable[[torch.Tensor], tor
                     path: str | Path, seed: int = 0, columns: int = 5) -> Path:
     """Write the original (C, H, W) image and `n` augmented versions of it as one grid PNG (seed 003's picture).
 
-    The augmentations are drawn with torch seeded by `seed`, so the same seed gives the same
-    picture; the caller's random state is left as it was.
+    The augmentations are drawn with torch seeded by `seed` (0..2**32 - 1), so the same seed gives
+    the same picture; the caller's random state is left as it was. An image larger than
+    PREVIEW_SIDE is shrunk to it first (so `crop` and `cutout` count pixels of the shrunk image),
+    and `n` is at most MAX_PREVIEW_IMAGES: memory and time stay bounded whatever the input.
 
     >>> import tempfile
     >>> from cnnlab.data.augment import Augmenter, parse_augment
@@ -83,14 +93,35 @@ def augment_preview(image: torch.Tensor, augmenter: Callable[[torch.Tensor], tor
         got = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
         raise CnnlabError(f"augment_preview: image must be one (C, H, W) tensor, got {got}; "
                           f"for a batch pick one image, e.g. images[0]")
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise CnnlabError(f"augment_preview: n must be a positive integer, got {n!r}; e.g. n=9 as in seed 003")
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_PREVIEW_IMAGES:
+        raise CnnlabError(f"augment_preview: n (-n) must be a whole number in 1..{MAX_PREVIEW_IMAGES} (a picture "
+                          f"to look at, not a dataset), got {n!r}; e.g. n=9 as in seed 003")
+    check_seed(seed, "augment_preview: seed (--seed)")
+    image = _shrink(image, preview_size(image.shape[1], image.shape[2]))
     copies = image.unsqueeze(0).expand(n, *image.shape).contiguous()  # (n, C, H, W)
     with torch.random.fork_rng(devices=[]):  # leave the caller's random state alone
         torch.manual_seed(seed)
         augmented = augmenter(copies)
     titles = ["Original"] + [f"Augmented {i}" for i in range(1, n + 1)]
     return plot_image_grid(torch.cat([image.unsqueeze(0), augmented.to(image.dtype)]), titles, path, columns)
+
+
+def preview_size(height: int, width: int) -> tuple[int, int]:
+    """(H, W) an image is shown at in augment_preview: its own, or shrunk to PREVIEW_SIDE on its longest side.
+
+    >>> preview_size(28, 28), preview_size(13000, 13000), preview_size(1, 100_000_000)
+    ((28, 28), (400, 400), (1, 400))
+    """
+    scale = min(1.0, PREVIEW_SIDE / max(height, width))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _shrink(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(C, H, W) resized to `size` with antialiasing (a plain bilinear shrink aliases), same dtype."""
+    if tuple(image.shape[1:]) == size:
+        return image
+    shrunk = torch.nn.functional.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True)[0]
+    return shrunk.round().clamp(0, 255).to(image.dtype) if image.dtype == torch.uint8 else shrunk.to(image.dtype)
 
 
 def _as_pictures(images: torch.Tensor) -> list[np.ndarray]:

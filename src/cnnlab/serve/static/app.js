@@ -5,8 +5,13 @@ const $ = (id) => document.getElementById(id);
 const state = { model: null, needsKey: false, busy: false, camTimer: null, stream: null };
 
 // ---------- talking to the server ----------
+function keyHeaders() { // the key guards /predict and /model alike (not /health)
+  const key = $("api-key").value.trim();
+  return key ? { "X-API-Key": key } : {};
+}
+
 async function getJSON(url) {
-  const response = await fetch(url);
+  const response = await fetch(url, { headers: keyHeaders() });
   if (!response.ok) throw new Error(`${url}: HTTP ${response.status}`);
   return response.json();
 }
@@ -14,9 +19,7 @@ async function getJSON(url) {
 async function predict(items) { // items: [{blob, name, url}]
   const form = new FormData();
   for (const item of items) form.append("files", item.blob, item.name);
-  const headers = {};
-  const key = $("api-key").value.trim();
-  if (key) headers["X-API-Key"] = key;
+  const headers = keyHeaders();
   const started = performance.now();
   const response = await fetch("/predict", { method: "POST", body: form, headers });
   const body = await response.json().catch(() => ({ detail: `HTTP ${response.status}` }));
@@ -276,9 +279,23 @@ async function main() {
   $("cam-start").addEventListener("click", startCamera);
   $("cam-stop").addEventListener("click", stopCamera);
   try {
-    const [health, model] = await Promise.all([getJSON("/health"), getJSON("/model")]);
+    const health = await getJSON("/health");
     $("key-row").hidden = !health.api_key_required;
-    renderModel(model);
+    if (health.api_key_required) {
+      showError("This server needs an API key: enter it below.");
+      $("api-key").addEventListener("change", loadModel);
+    } else {
+      await loadModel();
+    }
+  } catch (error) {
+    showError(`Could not reach the server: ${error.message}`);
+  }
+}
+
+async function loadModel() {
+  try {
+    renderModel(await getJSON("/model"));
+    showError("");
     document.body.dataset.ready = "true";
   } catch (error) {
     showError(`Could not load the model: ${error.message}`);

@@ -9,7 +9,13 @@ function el(tag, className, text) {
 }
 
 async function main() {
-  const schema = await (await fetch("/openapi.json")).json();
+  const response = await fetch("/openapi.json");
+  if (!response.ok) { // a server with an API key guards its schema too
+    document.getElementById("api-title").textContent = `/openapi.json: HTTP ${response.status}; ` +
+      "this server requires an API key (GET it with the header X-API-Key).";
+    return;
+  }
+  const schema = await response.json();
   document.getElementById("api-title").textContent = `${schema.info.title} ${schema.info.version} · ${schema.info.description || ""}`;
   const docs = document.getElementById("docs");
   for (const [path, operations] of Object.entries(schema.paths)) {
