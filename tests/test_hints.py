@@ -87,3 +87,37 @@ def test_a_run_at_chance_prints_the_hint_once_from_the_cli(tmp_path, capsys) -> 
     assert main(["train", "--dataset", "digits", "--epochs", "2", "--quiet", "--seed", "0",
                  "--run-dir", str(tmp_path / "ok")]) == 0
     assert "hint:" not in capsys.readouterr().out
+
+
+def test_a_model_written_in_python_trains_from_the_cli_under_its_own_name(tmp_path, capsys) -> None:
+    # The issue: `--model custom.safetensors` was "unknown model", and --init-from runs were labelled seed-mnist.
+    from cnnlab import Conv2D, Dense, Flatten, MaxPooling2D, Sequential, load_model, save_model
+    from cnnlab.cli import main
+
+    torch.manual_seed(0)
+    custom = Sequential([Conv2D(8, 3, activation="relu", input_shape=(28, 28, 1)), MaxPooling2D(2), Flatten(),
+                         Dense(10, activation="softmax")])
+    path = save_model(custom, tmp_path / "custom.safetensors", [str(i) for i in range(10)], (28, 28, 1))
+    assert main(["train", "--dataset", "digits", "--model", str(path), "--epochs", "3", "--quiet", "--seed", "0",
+                 "--runs-root", str(tmp_path / "runs")]) == 0
+    out = capsys.readouterr().out
+    [run] = (tmp_path / "runs").iterdir()
+    assert run.name.startswith("digits-custom-"), run.name
+    trained, card = load_model(run)
+    assert [type(m).__name__ for m in trained] == ["Conv2D", "MaxPooling2D", "Flatten", "Dense"]
+    assert float(out.split("test accuracy: ")[1].split()[0]) > 0.8  # it trained (chance is 0.1)
+    from cnnlab.models.files import build_from_file
+
+    saved, fresh = load_model(path)[0].state_dict(), build_from_file(path)[0].state_dict()
+    kernels = [k for k in saved if saved[k].ndim > 1]  # (biases start at zero either way)
+    assert saved.keys() == fresh.keys() and not any(torch.equal(saved[k], fresh[k]) for k in kernels)  # fresh
+    assert main(["train", "--dataset", "digits", "--init-from", str(run), "--epochs", "1", "--quiet", "--seed", "0",
+                 "--runs-root", str(tmp_path / "more")]) == 0
+    [again] = (tmp_path / "more").iterdir()
+    assert again.name.startswith(f"digits-{run.name}-"), again.name
+    capsys.readouterr()
+    three = save_model(Sequential([Flatten(input_shape=(28, 28, 1)), Dense(3, activation="softmax")]),
+                       tmp_path / "three.safetensors", ["a", "b", "c"], (28, 28, 1))
+    assert main(["train", "--dataset", "digits", "--model", str(three), "--run-dir", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "has 3 classes but the data has 10" in err and not (tmp_path / "x").exists()

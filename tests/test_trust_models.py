@@ -225,6 +225,21 @@ def test_model_files_get_the_permissions_of_any_new_file(umask: int, mode: int, 
     assert [p.stat().st_mode & 0o777 for p in (path, path.with_suffix(".json"))] == [mode, mode]
 
 
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)])
+def test_every_file_a_run_writes_gets_the_permissions_of_any_new_file(umask: int, mode: int, tmp_path: Path) -> None:
+    from cnnlab.config import TrainConfig
+    from cnnlab.jobs import train_run
+
+    previous = os.umask(umask)
+    try:
+        run = train_run(TrainConfig(epochs=1, run_dir=str(tmp_path / "run"), seed=0), verbose=0).run_dir
+    finally:
+        os.umask(previous)
+    files = {p.name: p.stat().st_mode & 0o777 for p in run.iterdir() if p.is_file() and not p.name.startswith(".")}
+    assert {"config.json", "model.safetensors", "best.safetensors", "metrics.json"} <= set(files)
+    assert files == dict.fromkeys(files, mode)
+
+
 # ---------------------------------------------------------------- output paths (cause 8)
 
 # command -> argv with OUT where the output goes; `folder`: the argument names a folder to create

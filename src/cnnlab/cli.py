@@ -82,7 +82,8 @@ def _decode_budget(args: argparse.Namespace) -> Iterator[None]:
 def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("data", nargs="?", help="dataset name or image folder (same as --dataset)")
     p.add_argument("--dataset", help="digits (built in, offline), mnist, fashion-mnist, cifar10, or a folder")
-    p.add_argument("--model", help="registry name, see `cnnlab models` (default seed-mnist)")
+    p.add_argument("--model", help="registry name, see `cnnlab models` (default seed-mnist), or a model file "
+                                   "saved from Python: its architecture, trained from fresh weights")
     p.add_argument("--epochs", type=_positive_int)
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float)

@@ -149,7 +149,7 @@ def _cmd_curves(args: argparse.Namespace) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> None:
-    from cnnlab.jobs import evaluate_model, report_model, tta_level
+    from cnnlab.evaluate_jobs import evaluate_model, report_model, tta_level
     from cnnlab.models.files import read_card, resolve_model_path
 
     report = output_path(args.report, "--report", folder=True) if args.report else None

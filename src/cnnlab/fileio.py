@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "new_file_mode"]
 
 
 def atomic_write(path: Path, write: Callable[[Path], Any], *, fsync: bool = False) -> None:
@@ -16,6 +16,7 @@ def atomic_write(path: Path, write: Callable[[Path], Any], *, fsync: bool = Fals
 
     The temporary file sits in the same folder (a rename across file systems is not atomic) and is
     removed when `write` fails, so a killed or failed write leaves the previous `path` untouched.
+    The file gets the permissions a new file gets (`new_file_mode`), not mkstemp's 0600.
     `fsync` also flushes the file to disk before the rename and the folder after it, so a power
     cut cannot leave the new name pointing at unwritten blocks (checkpoints use it).
 
@@ -28,6 +29,7 @@ def atomic_write(path: Path, write: Callable[[Path], Any], *, fsync: bool = Fals
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, new_file_mode())  # mkstemp makes 0600; a server or colleague running as another user reads it
         if fsync:
             _fsync(Path(tmp))
         os.replace(tmp, path)
@@ -36,6 +38,21 @@ def atomic_write(path: Path, write: Callable[[Path], Any], *, fsync: bool = Fals
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def new_file_mode() -> int:
+    """0o666 less the process's umask: the permissions open() gives a new file (0o644 under umask 022).
+
+    >>> oct(new_file_mode() & 0o600)
+    '0o600'
+    """
+    try:  # Linux says it without changing it; os.umask() can only read it by setting it (racy in threads)
+        with open("/proc/self/status", encoding="ascii") as status:
+            umask = next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _fsync(path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Whole jobs behind the CLI: a training run with its run directory, and evaluation of a saved model.
+"""The training job behind the CLI: a run with its run directory (evaluating one: cnnlab.evaluate_jobs).
 
 A run directory holds: config.json (resolved settings, including the seed actually used),
 versions.json, history.csv (written as epochs finish), history.json, model.safetensors +
@@ -29,31 +29,30 @@ from cnnlab.data import (
 )
 from cnnlab.data import ImageDataset as Dataset
 from cnnlab.errors import CnnlabError
-from cnnlab.evaluation import EvaluationResult, evaluate_predictions, write_report
-from cnnlab.models.files import ModelCard, load_model, read_card, resolve_model_path, save_model
+from cnnlab.models.files import build_from_file, load_model, read_card, resolve_model_path, save_model
 from cnnlab.models.sequential import Sequential
 from cnnlab.models.summary import count_parameters
 from cnnlab.models.transfer import BACKBONES, TransferModel, backbone_preprocessing, transfer_model
 from cnnlab.models.zoo import build_model
-from cnnlab.rundir import LOCK_NAME, RunLock, claim_run_dir, read_json, write_file, write_json, writing
+from cnnlab.rundir import LOCK_NAME, RunLock, claim_run_dir, write_file, write_json, writing
 from cnnlab.training.checkpoint import (
     CHECKPOINT_JSON, Checkpointer, TrainingInterrupted, check_writable, remove_checkpoint,
 )
 from cnnlab.training.devices import Runtime, resolve_runtime, runtime_line, use_deterministic
 from cnnlab.training.distributed import check_batch, from_main, is_main, place, world_size
 from cnnlab.training.tensorboard import tensorboard_callbacks
-from cnnlab.training.speedrun import SpeedrunCheckpoints, SpeedrunConfig, evaluate_tta, train_speedrun, tta_logits
+from cnnlab.training.speedrun import SpeedrunCheckpoints, SpeedrunConfig, evaluate_tta, train_speedrun
 from cnnlab.recipes import RECIPES
 from cnnlab.resume import config_digest, open_checkpoint
 from cnnlab.models.speedrun import SpeedrunNet
 from cnnlab.training import (
-    Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, TrainingHints, evaluate, fit, predict_proba,
+    Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, TrainingHints, evaluate, fit,
 )
 from cnnlab.training.loop import Scores
 from cnnlab.versions import versions
 from cnnlab.viz import plot_history
 
-__all__ = ["RunResult", "Phase", "train_run", "evaluate_model", "evaluation_data", "report_model", "new_run_dir"]
+__all__ = ["RunResult", "Phase", "train_run", "new_run_dir"]
 
 
 @dataclass
@@ -90,12 +89,21 @@ def new_run_dir(config: TrainConfig) -> Path:
         return path
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     dataset = archive_stem(config.dataset) if _is_folder(config) else config.dataset
-    base = Path(config.runs_root) / f"{dataset}-{config.model}-{stamp}"
+    base = Path(config.runs_root) / f"{dataset}-{_model_label(config)}-{stamp}"
     path, n = base, 1
     while path.exists():
         n += 1
         path = base.with_name(f"{base.name}-{n}")
     return path
+
+
+def _model_label(config: TrainConfig) -> str:
+    """What the run trains, for its directory name: the registry name, or the model file or run it comes from."""
+    source = config.init_from or (config.model if _is_model_file(config.model) else None)
+    if source is None:
+        return config.model
+    path = Path(source)
+    return (path.name if path.is_dir() else path.stem) or "model"
 
 
 def _is_folder(config: TrainConfig) -> bool:
@@ -113,8 +121,9 @@ def _image_size(config: TrainConfig) -> tuple[int, int] | None:
     """--image-size, else the size a pretrained torchvision backbone was trained at (224), else native."""
     if config.image_size:
         return (int(config.image_size[0]), int(config.image_size[1]))
-    if config.init_from:  # continue at the size the model was trained at
-        h, w, _ = read_card(resolve_model_path(config.init_from)).input_shape
+    source = config.init_from or (config.model if _is_model_file(config.model) else None)
+    if source:  # continue (or start afresh) at the size the model file was made for
+        h, w, _ = read_card(resolve_model_path(source)).input_shape
         return (h, w)
     if _uses_transfer(config) and config.model in BACKBONES and not _is_model_file(config.weights):
         size = backbone_preprocessing(config.model)["size"]
@@ -179,6 +188,8 @@ def _build(config: TrainConfig, train: Dataset) -> nn.Module:
                               f"not this dataset's {train.class_names[:5]}...; to reuse its features on new "
                               f"classes use --weights {config.init_from} --freeze")
         return model.train()
+    if _is_model_file(config.model) and not _uses_transfer(config):
+        return _model_from_file(config.model, train)
     if not _uses_transfer(config):
         if config.head != DEFAULT_HEAD:
             raise CnnlabError(f"--head {config.head!r} shapes the new head of a transfer model; add --pretrained, "
@@ -195,6 +206,20 @@ def _build(config: TrainConfig, train: Dataset) -> nn.Module:
                           f"(got --model {config.model!r}), or --weights a cnnlab model file")
     return transfer_model(config.model, train.num_classes, train.input_shape, config.pretrained or bool(config.weights),
                           config.weights, head=config.head)
+
+
+def _model_from_file(source: str, train: Dataset) -> nn.Module:
+    """--model FILE: the file's architecture with fresh weights, when it fits the data's images and classes."""
+    model, card = build_from_file(source)
+    classes, channels = len(card.class_names), card.input_shape[2]
+    if classes != train.num_classes:
+        raise CnnlabError(f"--model {source} has {classes} classes but the data has {train.num_classes}; build it "
+                          f"with {train.num_classes} outputs, or reuse its features on these classes with "
+                          f"--weights {source} --freeze")
+    if channels != train.input_shape[2]:
+        raise CnnlabError(f"--model {source} takes {channels}-channel images but the data has "
+                          f"{train.input_shape[2]}; build it for {train.input_shape[2]} channels")
+    return model
 
 
 @dataclass
@@ -474,100 +499,8 @@ def _finish(run_dir: Path, model: nn.Module, save: Any, data: _Data, history: di
                                                                               errors="backslashreplace"),
                    after=lambda: _resume_hint(run_dir))
     with writing(run_dir / "curves.png", after=lambda: _resume_hint(run_dir)):
-        plot_history(history, run_dir / "curves.png", title=f"{config.model} on {Path(config.dataset).name}")
+        plot_history(history, run_dir / "curves.png", title=f"{_model_label(config)} on {Path(config.dataset).name}")
     # last: metrics.json marks the run finished, so a write that failed before it leaves a run --resume completes
     _write_json(run_dir / "metrics.json", {**metrics, "train_seconds": seconds, "skipped_files": len(skipped)})
     return RunResult(run_dir, history, dict(test_metrics) if test_metrics else None, seconds, epoch_seconds, skipped,
                      restored)
-
-
-def evaluation_data(source: str | Path, dataset: str | None = None, split: str = "test",
-                    data_dir: str | None = None, download: bool = True) -> tuple[nn.Module, ModelCard, Dataset, str]:
-    """The model of a run or model file and the data to judge it on: (model, card, data, dataset name).
-
-    Without `dataset`, a run is judged on its own dataset's test split, found where the run found it
-    (its --data-dir, unless `data_dir` is given); for an image folder, on the run's own test part
-    recorded in split.json (never on images it trained on).
-    """
-    model, card = load_model(source)
-    h, w, c = card.input_shape
-    run_split = Path(source) / "split.json"
-    if dataset is None:
-        config_path = Path(source) / "config.json"
-        if not config_path.is_file():
-            raise CnnlabError(f"which dataset? {source} is not a run directory with a config.json; "
-                              f"pass --dataset NAME_OR_FOLDER")
-        fix = "pass --dataset NAME_OR_FOLDER, or restore the file"
-        run_config = read_json(config_path, fix=fix)
-        if not isinstance(run_config.get("dataset"), str):
-            raise CnnlabError(f"{config_path} names no dataset (\"dataset\": {run_config.get('dataset')!r}); {fix}")
-        dataset = run_config["dataset"]
-        data_dir = data_dir if data_dir is not None else run_config.get("data_dir")
-        recorded = read_json(run_split, fix=fix) if run_split.is_file() else {}
-        if split in recorded and split != "train":
-            data = load_dataset(dataset, "train", data_dir, download, image_size=(h, w)).subset(recorded[split])
-            return model, card, _checked(card, data, dataset, split), dataset
-    data = load_dataset(dataset, split=split, data_dir=data_dir, download=download)
-    if data.input_shape[:2] != (h, w) and data.input_shape[2] == c:
-        data = load_dataset(dataset, split=split, data_dir=data_dir, download=download, image_size=(h, w))
-    return model, card, _checked(card, data, dataset, split), dataset
-
-
-def evaluate_model(source: str | Path, dataset: str | None = None, split: str = "test",
-                   data_dir: str | None = None, download: bool = True, batch_size: int = 256,
-                   tta: int | None = None) -> tuple[Scores, ModelCard, str, int]:
-    """Evaluate a run directory or model file on a dataset split: (metrics, card, dataset name, n).
-
-    With the test-time augmentation the model file records (speed-runs: the number the run reported),
-    or at level `tta` (0: none); see `tta_level`. In fp32, where the model is.
-    """
-    model, card, data, name = evaluation_data(source, dataset, split, data_dir, download)
-    return evaluate(model, data, batch_size, forward=_tta_forward(model, card, tta)), card, name, len(data)
-
-
-def tta_level(card: ModelCard, tta: int | None = None) -> int:
-    """The test-time augmentation level to evaluate with: `tta` when given (0, 1 or 2), else the model's own.
-
-    >>> tta_level(ModelCard({"name": "speedrun"}, ["a"], [8, 8, 1], test_time_augmentation={"level": 2, "flip": False}))
-    2
-    """
-    if tta is None:
-        return int(card.test_time_augmentation.get("level", 0))
-    if tta not in (0, 1, 2) or isinstance(tta, bool):
-        raise CnnlabError(f"--tta must be 0 (none), 1 (+ mirror) or 2 (+ mirror and shifts), got {tta!r}")
-    return tta
-
-
-def _tta_forward(model: nn.Module, card: ModelCard, tta: int | None) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    """The model's outputs averaged over the test-time views of `tta_level(card, tta)`; None for level 0."""
-    level, flip = tta_level(card, tta), card.test_time_augmentation.get("flip", True)
-    return (lambda images: tta_logits(model, images, level, flip)) if level else None
-
-
-def _checked(card: ModelCard, data: Dataset, dataset: str, split: str) -> Dataset:
-    if data.class_names != card.class_names:
-        raise CnnlabError(f"{dataset} ({split}) has classes {data.class_names[:5]}... but the model was trained on "
-                          f"{card.class_names[:5]}...; evaluate it on the dataset it was trained for")
-    return data
-
-
-def report_model(source: str | Path, directory: str | Path, dataset: str | None = None, split: str = "test",
-                 data_dir: str | None = None, download: bool = True, batch_size: int = 256,
-                 tta: int | None = None) -> tuple[EvaluationResult, dict[str, Path], str]:
-    """Full evaluation report of a run or model file: metrics, confusion, top losses, HTML page (with the
-    model's test-time augmentation, or level `tta`, as `evaluate_model`)."""
-    model, card, data, name = evaluation_data(source, dataset, split, data_dir, download)
-    target = Path(directory)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise CnnlabError(f"report directory {target} already exists and is not empty; choose another --report DIR")
-    images, labels = [], []
-    for batch, batch_labels in data.batches(batch_size):  # one pass: pictures for the report too
-        images.append(batch)
-        labels.append(batch_labels)
-    pixels = torch.cat(images)
-    probabilities = predict_proba(model, pixels, batch_size, _tta_forward(model, card, tta))
-    result = evaluate_predictions(probabilities, torch.cat(labels), card.class_names)
-    if pixels.dtype != torch.uint8:  # float datasets: back to 8-bit for the pictures
-        pixels = (pixels.clamp(0, 1) * 255).round().to(torch.uint8)
-    files = write_report(result, pixels, target, title=f"{Path(str(source)).name} on {name} ({split})")
-    return result, files, name

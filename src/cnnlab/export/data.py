@@ -1,7 +1,7 @@
 """The real images an export is checked on: the run's own test images, and training images for int8.
 
 A run directory knows its dataset (config.json) and, for an image folder, which images were
-test images (split.json); `cnnlab.jobs.evaluation_data` finds them exactly as `cnnlab evaluate`
+test images (split.json); `cnnlab.evaluate_jobs.evaluation_data` finds them exactly as `cnnlab evaluate`
 does. When they cannot be read (a model file outside a run, a dataset that is not on this
 machine), the caller's images are used, else the export falls back and says so in its notes.
 """
@@ -82,7 +82,7 @@ def _from_run(source: str | Path, card: ModelCard, found: RealImages, n_parity: 
 def dataset_pixels(source: str | Path, card: ModelCard, split: str,
                    data_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor, str]:
     """(uint8 images, labels, dataset name) of a run's test split, or of the images it trained on."""
-    from cnnlab.jobs import evaluation_data
+    from cnnlab.evaluate_jobs import evaluation_data
 
     _, _, data, name = evaluation_data(source, None, split, data_dir, download=False)
     recorded = Path(source) / "split.json"

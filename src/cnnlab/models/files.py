@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
@@ -38,7 +37,7 @@ from cnnlab.models.transfer import TransferModel
 from cnnlab.models.zoo import MODELS, build_model, output_kind
 from cnnlab.versions import versions
 
-__all__ = ["parse_card", "ModelCard", "save_model", "load_model", "read_card", "resolve_model_path",
+__all__ = ["build_from_file", "parse_card", "ModelCard", "save_model", "load_model", "read_card", "resolve_model_path",
            "weights_sha256", "ACTIVATION_LIMIT_BYTES"]
 
 METADATA_KEY = "cnnlab"
@@ -108,26 +107,16 @@ def save_model(model: nn.Module, path: str | Path, class_names: list[str], input
     note = (f"A copy of the description stored inside {path.name}, for people and scripts. cnnlab reads the one "
             f"inside {path.name}, so editing this copy changes nothing.")
     copy = json.dumps({COPY_NOTE_KEY: note, **asdict(card)}, indent=2)
-    mode = _new_file_mode()
 
     def weights(tmp: Path) -> None:
         save_file(tensors, str(tmp), metadata={METADATA_KEY: text})
-        tmp.chmod(mode)
 
     def description(tmp: Path) -> None:
         tmp.write_text(copy + "\n")
-        tmp.chmod(mode)
 
     atomic_write(path, weights)
     atomic_write(path.with_suffix(".json"), description)
     return path
-
-
-def _new_file_mode() -> int:
-    """0o666 less the umask: what open() gives a new file (atomic_write's temporary files are 0o600)."""
-    umask = os.umask(0o022)  # reading the umask means setting it; for that instant, set the usual value
-    os.umask(umask)
-    return 0o666 & ~umask
 
 
 def resolve_model_path(source: str | Path) -> Path:
@@ -297,6 +286,26 @@ def _forward_problem(model: nn.Module, card: ModelCard) -> str:
         return (f"the model scores {out.shape[1]} classes but its description names {len(card.class_names)} "
                 f"({', '.join(card.class_names[:5])}...)")
     return ""
+
+
+def build_from_file(source: str | Path) -> tuple[nn.Module, ModelCard]:
+    """The architecture a model file (or run) describes, with fresh weights, and its card.
+
+    The file is checked as `load_model` checks it; its weights are not used: a network written in
+    Python and saved (trained or not) trains from scratch under `cnnlab train --model FILE`.
+
+    >>> import tempfile; from cnnlab.models.zoo import build_model
+    >>> p = save_model(build_model("seed-mnist"), Path(tempfile.mkdtemp()) / "m.safetensors",
+    ...                [str(i) for i in range(10)], (28, 28, 1))
+    >>> type(build_from_file(p)[0]).__name__
+    'Sequential'
+    """
+    path = resolve_model_path(source)
+    _, card = load_model(path)
+    model = _build(path, card)
+    if card.architecture.get("name") not in ("sequential", "transfer", "functional"):
+        model.cnnlab_name = card.architecture["name"]  # type: ignore[assignment]
+    return model.train(), card
 
 
 def load_model(source: str | Path) -> tuple[nn.Module, ModelCard]:

@@ -1,0 +1,117 @@
+"""Evaluation jobs behind the CLI: a run or model file judged on its data, as numbers or as a full report.
+
+`cnnlab evaluate` and `cnnlab export`'s parity check find a run's test data here, exactly where the
+run found it (split.json for image folders), so a run is never judged on images it trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from cnnlab.data import ImageDataset as Dataset
+from cnnlab.data import load_dataset
+from cnnlab.errors import CnnlabError
+from cnnlab.evaluation import EvaluationResult, evaluate_predictions, write_report
+from cnnlab.models.files import ModelCard, load_model
+from cnnlab.rundir import read_json
+from cnnlab.training import evaluate, predict_proba
+from cnnlab.training.loop import Scores
+from cnnlab.training.speedrun import tta_logits
+
+__all__ = ["evaluation_data", "evaluate_model", "tta_level", "report_model"]
+
+
+def evaluation_data(source: str | Path, dataset: str | None = None, split: str = "test",
+                    data_dir: str | None = None, download: bool = True) -> tuple[nn.Module, ModelCard, Dataset, str]:
+    """The model of a run or model file and the data to judge it on: (model, card, data, dataset name).
+
+    Without `dataset`, a run is judged on its own dataset's test split, found where the run found it
+    (its --data-dir, unless `data_dir` is given); for an image folder, on the run's own test part
+    recorded in split.json (never on images it trained on).
+    """
+    model, card = load_model(source)
+    h, w, c = card.input_shape
+    run_split = Path(source) / "split.json"
+    if dataset is None:
+        config_path = Path(source) / "config.json"
+        if not config_path.is_file():
+            raise CnnlabError(f"which dataset? {source} is not a run directory with a config.json; "
+                              f"pass --dataset NAME_OR_FOLDER")
+        fix = "pass --dataset NAME_OR_FOLDER, or restore the file"
+        run_config = read_json(config_path, fix=fix)
+        if not isinstance(run_config.get("dataset"), str):
+            raise CnnlabError(f"{config_path} names no dataset (\"dataset\": {run_config.get('dataset')!r}); {fix}")
+        dataset = run_config["dataset"]
+        data_dir = data_dir if data_dir is not None else run_config.get("data_dir")
+        recorded = read_json(run_split, fix=fix) if run_split.is_file() else {}
+        if split in recorded and split != "train":
+            data = load_dataset(dataset, "train", data_dir, download, image_size=(h, w)).subset(recorded[split])
+            return model, card, _checked(card, data, dataset, split), dataset
+    data = load_dataset(dataset, split=split, data_dir=data_dir, download=download)
+    if data.input_shape[:2] != (h, w) and data.input_shape[2] == c:
+        data = load_dataset(dataset, split=split, data_dir=data_dir, download=download, image_size=(h, w))
+    return model, card, _checked(card, data, dataset, split), dataset
+
+
+def evaluate_model(source: str | Path, dataset: str | None = None, split: str = "test",
+                   data_dir: str | None = None, download: bool = True, batch_size: int = 256,
+                   tta: int | None = None) -> tuple[Scores, ModelCard, str, int]:
+    """Evaluate a run directory or model file on a dataset split: (metrics, card, dataset name, n).
+
+    With the test-time augmentation the model file records (speed-runs: the number the run reported),
+    or at level `tta` (0: none); see `tta_level`. In fp32, where the model is.
+    """
+    model, card, data, name = evaluation_data(source, dataset, split, data_dir, download)
+    return evaluate(model, data, batch_size, forward=_tta_forward(model, card, tta)), card, name, len(data)
+
+
+def tta_level(card: ModelCard, tta: int | None = None) -> int:
+    """The test-time augmentation level to evaluate with: `tta` when given (0, 1 or 2), else the model's own.
+
+    >>> tta_level(ModelCard({"name": "speedrun"}, ["a"], [8, 8, 1], test_time_augmentation={"level": 2, "flip": False}))
+    2
+    """
+    if tta is None:
+        return int(card.test_time_augmentation.get("level", 0))
+    if tta not in (0, 1, 2) or isinstance(tta, bool):
+        raise CnnlabError(f"--tta must be 0 (none), 1 (+ mirror) or 2 (+ mirror and shifts), got {tta!r}")
+    return tta
+
+
+def _tta_forward(model: nn.Module, card: ModelCard, tta: int | None) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """The model's outputs averaged over the test-time views of `tta_level(card, tta)`; None for level 0."""
+    level, flip = tta_level(card, tta), card.test_time_augmentation.get("flip", True)
+    return (lambda images: tta_logits(model, images, level, flip)) if level else None
+
+
+def _checked(card: ModelCard, data: Dataset, dataset: str, split: str) -> Dataset:
+    if data.class_names != card.class_names:
+        raise CnnlabError(f"{dataset} ({split}) has classes {data.class_names[:5]}... but the model was trained on "
+                          f"{card.class_names[:5]}...; evaluate it on the dataset it was trained for")
+    return data
+
+
+def report_model(source: str | Path, directory: str | Path, dataset: str | None = None, split: str = "test",
+                 data_dir: str | None = None, download: bool = True, batch_size: int = 256,
+                 tta: int | None = None) -> tuple[EvaluationResult, dict[str, Path], str]:
+    """Full evaluation report of a run or model file: metrics, confusion, top losses, HTML page (with the
+    model's test-time augmentation, or level `tta`, as `evaluate_model`)."""
+    model, card, data, name = evaluation_data(source, dataset, split, data_dir, download)
+    target = Path(directory)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise CnnlabError(f"report directory {target} already exists and is not empty; choose another --report DIR")
+    images, labels = [], []
+    for batch, batch_labels in data.batches(batch_size):  # one pass: pictures for the report too
+        images.append(batch)
+        labels.append(batch_labels)
+    pixels = torch.cat(images)
+    probabilities = predict_proba(model, pixels, batch_size, _tta_forward(model, card, tta))
+    result = evaluate_predictions(probabilities, torch.cat(labels), card.class_names)
+    if pixels.dtype != torch.uint8:  # float datasets: back to 8-bit for the pictures
+        pixels = (pixels.clamp(0, 1) * 255).round().to(torch.uint8)
+    files = write_report(result, pixels, target, title=f"{Path(str(source)).name} on {name} ({split})")
+    return result, files, name
