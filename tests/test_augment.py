@@ -96,7 +96,7 @@ def test_spec_round_trips_through_text_and_json() -> None:
     ("shear=60", ["shear=60.0", "0..45"]),
     ("brightness=2", ["brightness=2.0", "0..1"]),
     ("crop=2.5", ["crop='2.5' is not a whole number"]),
-    ("crop=-1", ["crop=-1", ">= 0"]),
+    ("crop=-1", ["crop=-1", "in 0..4096"]),
     ("cutout=2.5", ["cutout='2.5' is not a whole number", "e.g. cutout=8"]),
     ("cutout=-3", ["cutout=-3", "side of the square"]),
     ("strandard", ["unknown augmentation preset 'strandard'", "Did you mean 'standard'", "rotate=20"]),
@@ -516,3 +516,11 @@ def test_augment_preview_draws_original_plus_n_and_is_seeded(tmp_path: Path) -> 
     other = augment_preview(image, augment, 9, tmp_path / "d.png", seed=2)
     assert np.array_equal(read_png(first), read_png(again))
     assert not np.array_equal(read_png(first), read_png(other))
+
+
+@pytest.mark.parametrize("text", ["crop=100000", "cutout=100000", "crop=4097"])
+def test_pixel_counts_are_bounded_by_the_largest_image_side(text):
+    # crop=100000 padded every image by 100000 pixels a side before cropping: gigabytes per image
+    with pytest.raises(CnnlabError, match=r"in 0\.\.4096"):
+        parse_augment(text)
+    assert parse_augment(text.split("=")[0] + "=4096").to_text() == text.split("=")[0] + "=4096"

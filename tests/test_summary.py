@@ -90,3 +90,14 @@ def test_print_fn_and_cli_print_the_table(capsys):
     assert "Total params: 816,938" in out and "Non-trainable params: 1,408" in out
     assert main(["summary", "seed-mnist", "--input-shape", "32", "32", "3"]) == 0
     assert "(None, 30, 30, 32)" in capsys.readouterr().out
+
+
+def test_a_huge_input_is_summarized_without_allocating_the_model(capsys):
+    # seed-mnist at 4000x4000: flatten 998 * 998 * 64, so the first Dense holds 4.08 billion weights (16 GB).
+    # Hand count: 320 + 18,496 + (63,744,256 * 64 + 64) + 650 = 4,079,651,914. Before: a 16 GB allocation.
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert main(["summary", "seed-mnist", "--input-shape", "4000", "4000", "1"]) == 0
+    assert "Total params: 4,079,651,914" in capsys.readouterr().out
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 1_000_000  # KB: under 1 GB more

@@ -12,6 +12,7 @@ Every file is generated here in tmp_path.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 import subprocess
@@ -352,3 +353,28 @@ def test_augment_preview_augments_a_large_image_at_display_size(tmp_path: Path) 
     assert seen == [(3, 3, PREVIEW_SIDE, PREVIEW_SIDE // 2)]
     with pytest.raises(CnnlabError, match=r"n \(-n\) must be a whole number in 1\.\.50"):
         augment_preview(image, augmenter, 51, tmp_path / "q.png")
+
+
+def test_a_runs_budget_is_recorded_and_resumed_with_it(tmp_path: Path) -> None:
+    from cnnlab.jobs import train_run
+    from cnnlab.resume import config_digest, resume_config
+
+    root = two_classes(tmp_path / "photos")
+    wide = gray(root / "a" / "wide.png", side=64)  # 4,096 pixels: over a budget of 1,000, under the default
+    result = train_run(TrainConfig(dataset=str(root), epochs=1, batch_size=4, seed=0, max_image_pixels=1000,
+                                   run_dir=str(tmp_path / "run")), verbose=0)
+    assert result.skipped == [str(wide)] and max_image_pixels() == MAX_IMAGE_PIXELS  # applied, then restored
+    recorded = json.loads((result.run_dir / "config.json").read_text())
+    assert recorded["max_image_pixels"] == 1000
+    stopped = tmp_path / "stopped"  # the same run as if stopped before its end: resume reads the budget back
+    stopped.mkdir()
+    (stopped / "config.json").write_text(json.dumps(recorded))
+    assert resume_config(stopped, {}).max_image_pixels == 1000
+    # a run checkpointed before the setting existed (no "head", no "max_image_pixels") keeps its digest
+    old = {k: v for k, v in TrainConfig(epochs=1).to_dict().items()
+           if k not in ("epochs", "run_dir", "runs_root", "evaluate_test", "head", "max_image_pixels")}
+    assert config_digest(TrainConfig(epochs=1)) == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()
+    assert config_digest(TrainConfig(epochs=1, max_image_pixels=1000)) != config_digest(TrainConfig(epochs=1))
+    with pytest.raises(CnnlabError, match="--max-image-pixels must be a whole number of pixels"):
+        train_run(TrainConfig(dataset=str(root), max_image_pixels=10**12, run_dir=str(tmp_path / "no")), verbose=0)
+    assert not (tmp_path / "no").exists()

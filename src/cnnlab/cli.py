@@ -286,6 +286,8 @@ def _cmd_models(args: argparse.Namespace) -> None:
 
 
 def _cmd_summary(args: argparse.Namespace) -> None:
+    import torch
+
     from cnnlab.models import build_model, load_model, model_summary
 
     if args.input_shape is not None:  # bounded before any model is built for it
@@ -293,10 +295,12 @@ def _cmd_summary(args: argparse.Namespace) -> None:
     if Path(args.model).exists():
         model, card = load_model(args.model)
         shape = args.input_shape or card.input_shape
-    else:
-        model = build_model(args.model, args.input_shape, args.num_classes)
-        shape = args.input_shape or getattr(model, "image_shape", None) or (224, 224, 3)
-    summary = model_summary(model, shape)
+        summary = model_summary(model, shape)
+    else:  # on the meta device: shapes and counts without memory (seed-mnist at 4000x4000 has a 16 GB Dense)
+        with torch.device("meta"):
+            model = build_model(args.model, args.input_shape, args.num_classes)
+            shape = args.input_shape or getattr(model, "image_shape", None) or (224, 224, 3)
+            summary = model_summary(model, shape)
     if args.json:
         print(json.dumps({"rows": [vars(r) for r in summary.rows], "total": summary.total,
                           "trainable": summary.trainable, "non_trainable": summary.non_trainable}, indent=2))

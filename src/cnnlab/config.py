@@ -101,6 +101,7 @@ class TrainConfig:
     weights: str | None = None         # local weights: a torchvision state_dict or a cnnlab model file to build on
     freeze: bool = False               # train only the new head on a frozen backbone (transfer phase 1)
     head: str = DEFAULT_HEAD           # transfer head before the class Dense: "gap,dense=256,dropout=0.5" (parse_head)
+    max_image_pixels: int | None = None  # decode budget per image, in pixels; None: 40 MP (cnnlab.data.images)
     unfreeze_top: int | None = None    # then fine-tune the top N backbone blocks (transfer phase 2)
     fine_tune_epochs: int = 5          # epochs of phase 2
     fine_tune_lr: float = 1e-5         # phase 2 learning rate: 10-100x below phase 1 so pretrained features survive

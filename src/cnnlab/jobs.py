@@ -28,6 +28,7 @@ from cnnlab.data import (
     parse_augment, stratified_split,
 )
 from cnnlab.data import ImageDataset as Dataset
+from cnnlab.data.images import set_max_image_pixels
 from cnnlab.errors import CnnlabError
 from cnnlab.models.files import build_from_file, load_model, read_card, resolve_model_path, save_model
 from cnnlab.models.sequential import Sequential
@@ -372,14 +373,19 @@ def train_run(config: TrainConfig, verbose: int = 1, resume: bool = False,
     >>> sorted(p.name for p in r.run_dir.iterdir())[:3]
     ['best.json', 'best.safetensors', 'config.json']
     """
-    run_dir, data, model, phases, augment = _start(config, resume)
-    run_dir, lock = _claim(config, run_dir, resume)  # after every input check: a refused run leaves nothing
-    try:  # any other write into the run (history.csv, TensorBoard) that fails: one line too
-        with writing(run_dir, after=lambda: _resume_hint(run_dir), within=True):
-            return _train(config, verbose, resume, print_fn, run_dir, data, model, phases, augment)
+    # the run's decode budget (recorded in config.json, so --resume and fine-tune read the same images)
+    previous_budget = set_max_image_pixels(config.max_image_pixels, "--max-image-pixels")
+    try:
+        run_dir, data, model, phases, augment = _start(config, resume)
+        run_dir, lock = _claim(config, run_dir, resume)  # after every input check: a refused run leaves nothing
+        try:  # any other write into the run (history.csv, TensorBoard) that fails: one line too
+            with writing(run_dir, after=lambda: _resume_hint(run_dir), within=True):
+                return _train(config, verbose, resume, print_fn, run_dir, data, model, phases, augment)
+        finally:
+            if lock is not None:
+                lock.release()
     finally:
-        if lock is not None:
-            lock.release()
+        set_max_image_pixels(previous_budget)
 
 
 def _record(config: TrainConfig, run_dir: Path, data: _Data, phases: list[Phase], weights: torch.Tensor | None,

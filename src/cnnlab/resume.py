@@ -14,7 +14,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from cnnlab.config import TrainConfig
+from cnnlab.config import DEFAULT_HEAD, TrainConfig
 from cnnlab.errors import CnnlabError
 from cnnlab.recipes import RECIPES
 from cnnlab.rundir import read_json
@@ -25,6 +25,9 @@ __all__ = ["resume_config", "open_checkpoint", "config_digest"]
 MAY_CHANGE = ("epochs",)
 # left out of the digest: they say where, how long and what is reported, not what is computed
 NOT_COMPUTED = ("epochs", "run_dir", "runs_root", "evaluate_test")
+# Settings added after runs were first checkpointed (2026-12-07), with their defaults: they count in the
+# digest only when set otherwise, so a run stopped before they existed still resumes.
+ADDED_LATER = {"head": DEFAULT_HEAD, "max_image_pixels": None}
 
 
 def config_digest(config: TrainConfig) -> str:
@@ -33,7 +36,8 @@ def config_digest(config: TrainConfig) -> str:
     >>> config_digest(TrainConfig(epochs=1)) == config_digest(TrainConfig(epochs=5, run_dir="x"))
     True
     """
-    settings = {k: v for k, v in config.to_dict().items() if k not in NOT_COMPUTED}
+    settings = {k: v for k, v in config.to_dict().items()
+                if k not in NOT_COMPUTED and not (k in ADDED_LATER and v == ADDED_LATER[k])}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
 
 

@@ -19,12 +19,12 @@ torch.Size([8, 1, 28, 28])
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
 
+from cnnlab.config import MAX_IMAGE_SIDE
 from cnnlab.errors import CnnlabError, did_you_mean
 
 __all__ = ["AugmentSpec", "PRESETS", "parse_augment", "Augmenter", "random_flip", "random_crop", "random_cutout",
@@ -58,8 +58,9 @@ _RANGES: dict[str, tuple[float, bool, str]] = {
     # Up to 1 so that the factor range [1 - b, 1 + b] never goes below 0.
     "brightness": (1.0, True, "a fraction in 0..1 (factor drawn from [1 - b, 1 + b])"),
     "contrast": (1.0, True, "a fraction in 0..1 (factor drawn from [1 - c, 1 + c])"),
-    "crop": (math.inf, False, "a whole number of padding pixels >= 0"),
-    "cutout": (math.inf, False, "a whole number of pixels >= 0 (side of the square set to 0)"),
+    # Pixels, at most an image side cnnlab takes (MAX_IMAGE_SIDE): crop=100000 padded every image by 100000.
+    "crop": (MAX_IMAGE_SIDE, True, f"a whole number of padding pixels in 0..{MAX_IMAGE_SIDE}"),
+    "cutout": (MAX_IMAGE_SIDE, True, f"a whole number of pixels in 0..{MAX_IMAGE_SIDE} (side of the square set to 0)"),
 }
 _WHOLE_NUMBERS = ("crop", "cutout")  # knobs counted in pixels
 _EXAMPLES = {"rotate": "20", "shift": "0.1", "zoom": "0.2", "shear": "15", "brightness": "0.2",

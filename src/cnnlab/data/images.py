@@ -36,8 +36,8 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", "
 # programs (EPS -> Ghostscript) or parse rarely audited formats; none of them may run on a file named .png.
 IMAGE_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "GIF")
 
-# The decode budget: pixels per image, read from the header and checked before decoding. 40 megapixels is
-# the server's MAX_PIXELS: a 48 MP phone's default 12 MP photo with room to spare, and 120 MB as RGB
+# The decode budget: pixels per image, read from the header and checked before decoding (the server's too). 40 MP:
+# a 48 MP phone's default 12 MP photo with room to spare, and 120 MB as RGB
 # (about 0.6 GB at the peak of a 16-bit image's conversion). A 1-bit PNG of 20 KB can claim 169 MP; decoded
 # and augmented that reached 21.5 GB. `--max-image-pixels` (or `set_max_image_pixels`) raises it.
 MAX_IMAGE_PIXELS = 40_000_000

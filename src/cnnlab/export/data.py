@@ -8,7 +8,6 @@ machine), the caller's images are used, else the export falls back and says so i
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.models.files import ModelCard
+from cnnlab.rundir import read_json
 
 __all__ = ["RealImages", "real_images", "dataset_pixels", "random_pixels"]
 
@@ -65,7 +65,7 @@ def _from_run(source: str | Path, card: ModelCard, found: RealImages, n_parity: 
         found.notes.append(f"{source} is not a run directory, so its dataset is unknown: "
                            "export a run directory to check on its real images")
         return
-    config = json.loads(config_path.read_text())
+    config = read_json(config_path, fix="export the model file instead, or restore the run's config.json")
     data_dir = data_dir or config.get("data_dir")
     try:
         if need_test:
@@ -87,7 +87,10 @@ def dataset_pixels(source: str | Path, card: ModelCard, split: str,
     _, _, data, name = evaluation_data(source, None, split, data_dir, download=False)
     recorded = Path(source) / "split.json"
     if split == "train" and recorded.is_file():  # an image folder split by the run: its own training part only
-        data = data.subset(json.loads(recorded.read_text())["train"])
+        split_record = read_json(recorded, fix="restore the run's split.json")
+        if not isinstance(split_record.get("train"), list):
+            raise CnnlabError(f"{recorded} lists no training images (\"train\": [...]); restore the run's split.json")
+        data = data.subset(split_record["train"])
     images, labels = [], []
     for batch, batch_labels in data.batches(256):
         images.append(batch)

@@ -18,6 +18,7 @@ import functools
 import hmac
 import ipaddress
 import logging
+import os
 import socket
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,7 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.requests import ClientDisconnect
 
+from cnnlab.data.images import MAX_IMAGE_PIXELS
 from cnnlab.errors import CnnlabError
 from cnnlab.serve.batching import MicroBatcher
 from cnnlab.serve.budget import Budget, return_large_blocks, trim_memory
@@ -49,22 +51,25 @@ API_KEY_ENV = "CNNLAB_API_KEY"
 STATIC = resources.files("cnnlab.serve") / "static"
 
 # Limits per request. 16 files: a page's multi-select or a client's batch; more is a bulk job
-# for `cnnlab predict`. 20 MB: 16 phone JPEGs of ~1.2 MB. 40 megapixels: a 48 MP phone's default
-# 12 MP photos with room to spare, while one decoded image stays under 120 MB of RGB.
+# for `cnnlab predict`. 20 MB: 16 phone JPEGs of ~1.2 MB. Pixels: the same budget as every other
+# reader (cnnlab.data.images.MAX_IMAGE_PIXELS, 40 megapixels).
 MAX_FILES = 16
 MAX_BYTES = 20 * 1024 * 1024
-MAX_PIXELS = 40_000_000
+MAX_PIXELS = MAX_IMAGE_PIXELS
 TOP_K = 5
 # Limits across all requests at once (budget.py). Decoding costs ~5 bytes per pixel at its peak (a
 # palette PNG: 1 byte per pixel decoded, 3 as RGB, plus the resize), so 80 megapixels, two images
-# at the per-image limit (one per core on a 2-core machine), bound decoding to ~0.4 GB. Bodies:
+# at the per-image limit, bound decoding to ~0.4 GB. With 2 cores or fewer, 40 megapixels: one core
+# stays for the event loop and the model (with two large decodes at once on 2 cores, a decode flood
+# beside 1,100 slow clients starved the good clients: 16 requests in 52 s, 2026-12-07). Bodies:
 # 128 MB is six requests at the 20 MB limit, hundreds of ordinary ones; each is held about three
 # times while parsed. 5 s: long enough to ride out a burst, short enough that a client retries.
-DECODE_BUDGET = 2 * MAX_PIXELS
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+DECODE_BUDGET = (1 if CORES <= 2 else 2) * MAX_PIXELS
 BODY_BUDGET = 128 * 1024 * 1024
 BUDGET_WAIT_S = 5.0
-# Decoding threads: two for images at the pixel limit (DECODE_BUDGET allows two at once) and two
-# more so that small images are not queued behind them.
+# Decoding threads: two for images at the pixel limit (DECODE_BUDGET allows at most two at once) and
+# two more so that small images are not queued behind them.
 DECODE_THREADS = 4
 TRIM_AFTER_PIXELS = 10_000_000  # return freed heap to the system after this much decoding, once idle
 
