@@ -253,7 +253,8 @@ def main() -> None:
         shift = round_ % len(args.backends)
         for program in args.programs:
             for backend in args.backends[shift:] + args.backends[:shift]:
-                run = {**run_one(program, backend, seed, args.smoke, home), "timed": not args.shared_machine}
+                run = {**run_one(program, backend, seed, args.smoke, home), "timed": not args.shared_machine,
+                       "date": time.strftime("%Y-%m-%d")}
                 print(f"{program} {backend} seed {seed}: fit {run['fit_seconds']:.2f} s, wall {run['wall_seconds']:.2f}"
                       f" s, {run['epochs_run']} epochs, test accuracy {run['test_accuracy']:.4f}", flush=True)
                 record["runs"].append(run)

@@ -89,7 +89,13 @@ def keras_rows() -> None:
                             for o in ("tf", "keras3-torch"))
             print(f"| {what} | {data} | {name} | {len(mine)} | {100 * mean:.2f}% ± {100 * spread:.2f} | "
                   f"{'/'.join(str(r['epochs_run']) for r in mine)} | {fit_time(medians.get(backend), mine)} | "
-                  f"{vs_tf} | {vs_k3} | {report['machine']['date'][:10]} |")
+                  f"{vs_tf} | {vs_k3} | {dates(mine, report['machine']['date'][:10])} |")
+
+
+def dates(runs: list[dict], default: str) -> str:
+    """The days the runs ran on (a run without its own date ran on the report's day)."""
+    days = sorted({r.get("date", default) for r in runs})
+    return days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
 
 
 def fit_time(median: float | None, runs: list[dict]) -> str:
