@@ -22,11 +22,13 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError, one_line
 from cnnlab.keras.h5 import load_h5_weights
+from cnnlab.models.conv_layers import GlobalMaxPooling2D
+from cnnlab.models.layers import GlobalAveragePooling2D
 from cnnlab.models.symbolic import KerasTensor
 from cnnlab.network import socket_timeout
 
 __all__ = ["input_shape_for", "keras_cache", "fetch_weights", "load_application_weights", "load_h5_weights",
-           "caffe_preprocess", "tf_preprocess", "decode_predictions", "check_arguments"]
+           "caffe_preprocess", "tf_preprocess", "decode_predictions", "check_arguments", "pool_features"]
 
 DOWNLOAD_TIMEOUT_S = 30.0  # weight files are 14-550 MB: allow a slow start, but fail offline in seconds
 CLASS_INDEX_URL = "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json"
@@ -41,6 +43,22 @@ def check_arguments(weights: Any, include_top: bool, classes: int, pooling: Any,
                           f"Use include_top=False and add your own head, or weights=None")
     if pooling not in (None, "avg", "max"):
         raise CnnlabError(f"{where}: pooling must be None, 'avg' or 'max'; got {pooling!r}")
+
+
+def pool_features(x: Any, pooling: str | None, named: bool = False) -> Any:
+    """Keras's `pooling` option of a network without its top: 'avg' or 'max' global pooling, or the maps.
+
+    `named`: the layer names 'avg_pool' / 'max_pool' (ResNet50, EfficientNet), else Keras's automatic ones.
+
+    >>> from cnnlab.keras import Input
+    >>> maps = Input((7, 7, 8)); pool_features(maps, "max").shape, pool_features(maps, None) is maps
+    ((None, 8), True)
+    """
+    if pooling == "avg":
+        return GlobalAveragePooling2D(name="avg_pool" if named else None)(x)
+    if pooling == "max":
+        return GlobalMaxPooling2D(name="max_pool" if named else None)(x)
+    return x
 
 
 def input_shape_for(input_shape: Sequence[int | None] | None, default: int, minimum: int, include_top: bool,

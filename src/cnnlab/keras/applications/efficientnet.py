@@ -14,9 +14,10 @@ from typing import Any
 
 from cnnlab.keras.applications.common import (
     check_arguments, decode_predictions, input_shape_for, load_application_weights,
+    pool_features,
 )
 from cnnlab.keras.applications.mobilenet_v2 import correct_pad
-from cnnlab.models.conv_layers import DepthwiseConv2D, GlobalMaxPooling2D, Reshape, ZeroPadding2D
+from cnnlab.models.conv_layers import DepthwiseConv2D, Reshape, ZeroPadding2D
 from cnnlab.models.layers import (
     Activation, BatchNormalization, Conv2D, Dense, Dropout, GlobalAveragePooling2D, InputLayer,
 )
@@ -98,10 +99,8 @@ def EfficientNetB0(include_top: bool = True, weights: Any = "imagenet", input_te
         x = GlobalAveragePooling2D(name="avg_pool")(x)
         x = Dropout(0.2, name="top_dropout")(x)
         x = Dense(classes, activation=classifier_activation, name="predictions")(x)
-    elif pooling == "avg":
-        x = GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = GlobalMaxPooling2D(name="max_pool")(x)
+    else:
+        x = pool_features(x, pooling, named=True)
     model = Model(inputs, x, name=name)
     load_application_weights(model, weights, WEIGHTS[include_top], WEIGHTS_URL + WEIGHTS[include_top],
                              "EfficientNetB0")

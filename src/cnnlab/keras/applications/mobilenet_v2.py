@@ -21,9 +21,10 @@ from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.keras.applications.common import (
-    check_arguments, decode_predictions, input_shape_for, load_application_weights, tf_preprocess,
+    check_arguments, decode_predictions, input_shape_for, load_application_weights,
+    pool_features, tf_preprocess,
 )
-from cnnlab.models.conv_layers import DepthwiseConv2D, GlobalMaxPooling2D, ReLU, ZeroPadding2D
+from cnnlab.models.conv_layers import DepthwiseConv2D, ReLU, ZeroPadding2D
 from cnnlab.models.layers import BatchNormalization, Conv2D, Dense, GlobalAveragePooling2D, InputLayer
 from cnnlab.models.merge_layers import Add
 from cnnlab.models.summary import layer_modules
@@ -104,10 +105,8 @@ def MobileNetV2(input_shape: Sequence[int | None] | None = None, alpha: float = 
     if include_top:
         x = GlobalAveragePooling2D()(x)
         x = Dense(classes, activation=classifier_activation, name="predictions")(x)
-    elif pooling == "avg":
-        x = GlobalAveragePooling2D()(x)
-    elif pooling == "max":
-        x = GlobalMaxPooling2D()(x)
+    else:
+        x = pool_features(x, pooling)
     rows = shape[0]
     model = Model(inputs, x, name=name or f"mobilenetv2_{alpha:0.2f}_{rows}")
     size = rows if rows in ROWS else 224  # Keras loads the 224 weights for other sizes too

@@ -10,8 +10,9 @@ from typing import Any
 
 from cnnlab.keras.applications.common import (
     caffe_preprocess, check_arguments, decode_predictions, input_shape_for, load_application_weights,
+    pool_features,
 )
-from cnnlab.models.conv_layers import GlobalMaxPooling2D, ZeroPadding2D
+from cnnlab.models.conv_layers import ZeroPadding2D
 from cnnlab.models.layers import (
     Activation, BatchNormalization, Conv2D, Dense, GlobalAveragePooling2D, InputLayer, MaxPooling2D,
 )
@@ -67,10 +68,8 @@ def ResNet50(include_top: bool = True, weights: Any = "imagenet", input_tensor: 
     if include_top:
         x = GlobalAveragePooling2D(name="avg_pool")(x)
         x = Dense(classes, activation=classifier_activation, name="predictions")(x)
-    elif pooling == "avg":
-        x = GlobalAveragePooling2D(name="avg_pool")(x)
-    elif pooling == "max":
-        x = GlobalMaxPooling2D(name="max_pool")(x)
+    else:
+        x = pool_features(x, pooling, named=True)
     model = Model(inputs, x, name=name)
     load_application_weights(model, weights, WEIGHTS[include_top], WEIGHTS_URL + WEIGHTS[include_top], "ResNet50")
     return model

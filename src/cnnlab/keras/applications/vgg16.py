@@ -10,9 +10,9 @@ from typing import Any
 
 from cnnlab.keras.applications.common import (
     caffe_preprocess, check_arguments, decode_predictions, input_shape_for, load_application_weights,
+    pool_features,
 )
-from cnnlab.models.conv_layers import GlobalMaxPooling2D
-from cnnlab.models.layers import Conv2D, Dense, Flatten, GlobalAveragePooling2D, InputLayer, MaxPooling2D
+from cnnlab.models.layers import Conv2D, Dense, Flatten, InputLayer, MaxPooling2D
 
 __all__ = ["VGG16", "preprocess_input", "decode_predictions"]
 
@@ -41,10 +41,8 @@ def VGG16(include_top: bool = True, weights: Any = "imagenet", input_tensor: Any
         x = Dense(4096, activation="relu", name="fc1")(x)
         x = Dense(4096, activation="relu", name="fc2")(x)
         x = Dense(classes, activation=classifier_activation, name="predictions")(x)
-    elif pooling == "avg":
-        x = GlobalAveragePooling2D()(x)
-    elif pooling == "max":
-        x = GlobalMaxPooling2D()(x)
+    else:
+        x = pool_features(x, pooling)
     model = Model(inputs, x, name=name)
     load_application_weights(model, weights, WEIGHTS[include_top], WEIGHTS_URL + WEIGHTS[include_top], "VGG16")
     return model
