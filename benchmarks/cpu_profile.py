@@ -3,8 +3,9 @@
 For each recipe's model: the FLOPs of one training step of cnnlab's `fit` (forward, backward,
 adam; counted by torch.utils.flop_counter) per image, the time per step of `fit` itself on random
 uint8 data at the recipe's batch size and precision, the achieved GFLOP/s, and that as a share
-of this machine's measured matmul peak in the same precision. Then the operator profile of the
-seed recipe's `fit`.
+of this machine's measured matmul peak in the same precision (the machine record's, machine.py: the
+best 2048x2048 torch.mm; reports before 2026-12-07 used the mean over 2 s). Then the operator
+profile of the seed recipe's `fit`.
 
     .venv/bin/python benchmarks/cpu_profile.py --json benchmarks/results/cpu-profile.json
 """
@@ -12,7 +13,6 @@ seed recipe's `fit`.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -25,8 +25,8 @@ from cnnlab.models.zoo import build_model
 from cnnlab.training import fit
 from cnnlab.training.devices import Runtime
 
-MATMUL_SIZE = 2048      # square matmul for the peak: large enough that packing and threading overheads vanish
-PEAK_SECONDS = 2.0      # time spent measuring each peak
+import report
+
 STEPS = 300             # timed training steps per case (one epoch of fit), after a WARMUP run
 WARMUP = 30
 CASES = [  # (label, model, input (C, H, W), batch size)
@@ -34,17 +34,6 @@ CASES = [  # (label, model, input (C, H, W), batch size)
     ("fast recipe: fast-cnn", "fast-cnn", (1, 28, 28), 64),
     ("seed recipe: seed-cifar10", "seed-cifar10", (3, 32, 32), 32),
 ]
-
-
-def matmul_peak(dtype: torch.dtype) -> float:
-    """GFLOP/s of a large square matmul in `dtype` on all of torch's threads."""
-    a, b = torch.randn(MATMUL_SIZE, MATMUL_SIZE, dtype=dtype), torch.randn(MATMUL_SIZE, MATMUL_SIZE, dtype=dtype)
-    torch.mm(a, b)
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < PEAK_SECONDS:
-        torch.mm(a, b)
-        count += 1
-    return 2 * MATMUL_SIZE**3 * count / (time.perf_counter() - start) / 1e9
 
 
 def random_data(shape: tuple[int, int, int], images: int) -> ArrayDataset:
@@ -74,9 +63,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    machine = report.machine(thread_policy=f"torch's default, {torch.get_num_threads()} threads, in this process")
+    peaks = {p: machine["matmul_peak"][p]["gflops"] for p in ("fp32", "bf16")}
     print(f"threads {torch.get_num_threads()}; matmul peak {peaks['fp32']:.0f} GFLOP/s fp32, "
-          f"{peaks['bf16']:.0f} GFLOP/s bf16 ({MATMUL_SIZE}x{MATMUL_SIZE})")
+          f"{peaks['bf16']:.0f} GFLOP/s bf16 ({machine['matmul_peak']['fp32']['size']} square)")
     rows = []
     for label, name, shape, batch in CASES:
         flops = flops_per_image(name, shape, batch)
@@ -95,8 +85,7 @@ def main() -> None:
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
     print("seed recipe, seed-mnist, fp32, 100 steps: where the time goes\n" + table)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"peaks_gflops": peaks, "rows": rows, "profile": table}, indent=1) + "\n")
+        report.write_json(args.json, {"machine": machine, "peaks_gflops": peaks, "rows": rows, "profile": table})
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from datetime import date
@@ -26,6 +25,8 @@ from cnnlab.export.data import dataset_pixels
 from cnnlab.jobs import train_run
 from cnnlab.models import load_model
 from cnnlab.training import predict_proba
+
+import report
 
 ROOT = Path(__file__).resolve().parent
 BATCHES = (1, 64)
@@ -82,6 +83,8 @@ def main() -> None:
     parser.add_argument("--runs", nargs="*", help="existing run directories instead of training")
     parser.add_argument("--output", default=str(ROOT / "results" / "export-int8.json"))
     args = parser.parse_args()
+    machine = report.machine(thread_policy="latency: 1 thread and torch's default, as each row says; training: "
+                                            "cnnlab train's own")
     runs = [Path(r) for r in args.runs or []]
     if not runs:
         root = Path(tempfile.mkdtemp(prefix="cnnlab-export-bench-"))
@@ -89,10 +92,7 @@ def main() -> None:
                 train(str(Path(args.data_dir) / "cifar10-jpg" / "cifar10-jpg.tar.gz"), "seed-cifar10", 2,
                       args.data_dir, root)]
     rows = [measure(run, args.data_dir) for run in runs]
-    result = {"date": str(date.today()), "machine": f"{platform.processor() or platform.machine()}, "
-              f"{torch.get_num_threads()} torch threads", "rows": rows}
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    report.write_json(Path(args.output), {"date": str(date.today()), "machine": machine, "rows": rows})
     for r in rows:
         lat = r["latency_ms_per_image"]
         print(f"{r['model']} on {r['dataset']}: size {r['size_bytes']['fp32'] / 1e6:.2f} -> "

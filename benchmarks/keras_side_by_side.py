@@ -247,8 +247,9 @@ def main() -> None:
     home = args.home.resolve()
     out = args.out or (home / "runs" / "smoke.json" if args.smoke else HERE / "results" / "keras-side-by-side.json")
     prepare_data(home, args.shared, args.programs)
-    kept = json.loads(out.read_text())["runs"] if args.append and out.is_file() else []
-    record = {"machine": {**report.machine(), "versions": versions(args.backends)}, "runs": kept}
+    kept = report.earlier_runs(out) if args.append else []
+    machine = report.machine(thread_policy="each engine in its own process at its own default")
+    record = {"machine": {**machine, "versions": versions(args.backends)}, "runs": kept}
     for round_, seed in enumerate(args.seeds):
         shift = round_ % len(args.backends)
         for program in args.programs:

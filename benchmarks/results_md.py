@@ -1,6 +1,9 @@
 """Print the markdown rows of docs/results.md from the JSON files the benchmark runs wrote.
 
-The numbers in docs/results.md are pasted from this script's output, never typed by hand.
+The numbers in docs/results.md are pasted from this script's output, never typed by hand. Each row
+names its machine by a letter, and a line under the table says what each letter was, from the
+machine record of the row's sitting (benchmarks/machine.py); a report written before such records
+existed gives "measured on another machine" with the date and whatever it did keep.
 
     .venv/bin/python benchmarks/results_md.py
 """
@@ -28,6 +31,63 @@ COMPARES = {  # file: (program, what the row is, data, epochs (None: each run to
 }
 
 
+class Machines:
+    """The machines of one table's rows: a letter each, in order of first use, and a legend line."""
+
+    def __init__(self) -> None:
+        self.labels: list[str] = []
+
+    def letters(self, report: dict, runs: list[dict] | None = None) -> str:
+        """The letters of the machines `runs` of `report` ran on (no runs: the report's own machine)."""
+        labels = dict.fromkeys(machine_label(m) for m in run_machines(report, runs))
+        for label in labels:
+            if label not in self.labels:
+                self.labels.append(label)
+        return ", ".join(chr(ord("a") + self.labels.index(label)) for label in labels)
+
+    def legend(self) -> str:
+        """One paragraph under the table: `Machines: (a) ...; (b) ...`."""
+        return "\nMachines: " + "; ".join(f"({chr(ord('a') + i)}) {label}" for i, label in enumerate(self.labels))
+
+
+def run_machines(report: dict, runs: list[dict] | None) -> list[object]:
+    """The machine of each run: its sitting's record (report["machines"]); a run of a report written before
+    sittings were tagged, the report's own "machine"; no runs, the report's own "machine"."""
+    if not runs:
+        return [report["machine"] if "machine" in report else {"date": report.get("date")}]
+    sittings = report.get("machines", {})
+    return [report.get("machine") if "sitting" not in run else sittings.get(run["sitting"], {"date": run.get("date")})
+            for run in runs]
+
+
+def machine_label(machine: object) -> str:
+    """One line on a machine: a record (benchmarks/machine.py) in its own terms; what older reports kept, as
+    "measured on another machine, DATE, ..." (they cannot say more, so they are labelled so).
+
+    >>> machine_label({"platform": "Linux-x86_64", "processor": "x86_64", "cores": 2, "date": "2026-11-23"})
+    'measured on another machine, 2026-11-23, platform Linux-x86_64, processor x86_64, cores 2'
+    """
+    if isinstance(machine, dict) and "cpu_model" in machine:
+        seen, peak = machine["cores_seen"], machine.get("matmul_peak")
+        quota = f", cgroup quota {seen['cgroup_quota']:g}" if seen.get("cgroup_quota") else ""
+        peaks = (f", matmul peak fp32 {peak['fp32']['gflops']:.0f} / bf16 {peak['bf16']['gflops']:.0f} GFLOP/s at "
+                 f"{peak['threads']} threads" if peak else "")
+        load = f", load average {_load(machine.get('load_before'))} before, {_load(machine.get('load_after'))} after"
+        flags = f" ({' '.join(machine['cpu_flags'])})" if machine["cpu_flags"] else ""
+        return (f"{machine['cpu_model']}{flags}, {seen['affinity'] or machine['cores']} cores{quota}{peaks}{load}, "
+                f"{machine['utc'][:16].replace('T', ' ')} UTC, host {machine['hostname']}")
+    if isinstance(machine, dict):
+        date = machine.get("date") or "date not recorded"
+        said = ", ".join(f"{key} {value}" for key, value in machine.items()
+                         if key not in ("date", "versions") and value is not None)
+        return f"measured on another machine, {date}, {said or 'no machine recorded'}"
+    return f"measured on another machine, date not recorded, {machine or 'no machine recorded'}"
+
+
+def _load(average: list[float] | None) -> str:
+    return "/".join(f"{v:g}" for v in average) if average else "?"
+
+
 def read_report(name: str) -> dict | None:
     """The JSON report RESULTS/name, or None when that benchmark has not been run."""
     path = RESULTS / name
@@ -41,8 +101,9 @@ def accuracy(row: dict) -> str:
 
 def side_by_side() -> None:
     print("| program | data | epochs | side | runs | test accuracy (mean ± max dev.) | fit time (median) | "
-          "speed vs tf.keras | date | command |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "speed vs tf.keras | date | machine | command |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    machines = Machines()
     for name, (program, what, data, epochs, command) in COMPARES.items():
         report = read_report(name)
         if report is None:
@@ -54,7 +115,9 @@ def side_by_side() -> None:
             ran = epochs if epochs is not None else "early stop at " + "/".join(str(r["epochs"]) for r in runs)
             speed = f"{row['speedup_vs_tf']:.2f}x" if row["speedup_vs_tf"] else "-"
             print(f"| {what} | {data} | {ran} | {row['side']} | {row['runs']} | {accuracy(row)} | "
-                  f"{row['median_seconds']:.1f} s | {speed} | {report['machine']['date']} | `{command}` |")
+                  f"{row['median_seconds']:.1f} s | {speed} | {report['machine']['date']} | "
+                  f"{machines.letters(report, runs)} | `{command}` |")
+    print(machines.legend())
 
 
 KERAS_PROGRAMS = {"seed000": ("seed 000 MNIST CNN, as written", "Fashion-MNIST (60k/10k)"),
@@ -68,9 +131,10 @@ def keras_rows() -> None:
     if report is None:
         return
     print("| program | data | engine | runs | test accuracy (mean ± max dev.) | epochs | fit time (median) | "
-          "speed vs tf.keras | speed vs Keras 3 (torch) | date |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "speed vs tf.keras | speed vs Keras 3 (torch) | date | machine |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     runs = [r for r in report["runs"] if not r.get("smoke")]
+    machines = Machines()
     for program, (what, data) in KERAS_PROGRAMS.items():
         medians = {}
         for backend in KERAS_BACKENDS:
@@ -89,7 +153,9 @@ def keras_rows() -> None:
                             for o in ("tf", "keras3-torch"))
             print(f"| {what} | {data} | {name} | {len(mine)} | {100 * mean:.2f}% ± {100 * spread:.2f} | "
                   f"{'/'.join(str(r['epochs_run']) for r in mine)} | {fit_time(medians.get(backend), mine)} | "
-                  f"{vs_tf} | {vs_k3} | {dates(mine, report['machine']['date'][:10])} |")
+                  f"{vs_tf} | {vs_k3} | {dates(mine, report['machine']['date'][:10])} | "
+                  f"{machines.letters(report, mine)} |")
+    print(machines.legend())
 
 
 def dates(runs: list[dict], default: str) -> str:
@@ -110,21 +176,25 @@ def cnnlab_rows() -> None:
     if report is None:
         return
     print("\n| row | data | recipe | seeds | test accuracy (mean ± max dev.) | training time (median) | epochs | "
-          "date | command |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "date | machine | command |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    machines = Machines()
     for row in report["table"]:
         epochs = sorted(set(row["epochs_run"]))
+        runs = [r for r in report["runs"] if r["row"] == row["row"]]
         print(f"| {row['row']} | {row['data']} | {row['what']} | {row['seeds']} | {accuracy(row)} | "
               f"{row['train_seconds_median']:.0f} s | {'/'.join(map(str, epochs))} | {report['machine']['date']} | "
-              f"`{row['command']}` |")
+              f"{machines.letters(report, runs)} | `{row['command']}` |")
+    print(machines.legend())
 
 
 def transfer_rows() -> None:
     report = read_report("transfer-row.json")
     if report is None:
         return
-    print("\n| task | data | arm | seeds | test accuracy per seed (mean) | training time per seed | budget |")
-    print("|---|---|---|---|---|---|---|")
+    print("\n| task | data | arm | seeds | test accuracy per seed (mean) | training time per seed | budget | machine |")
+    print("|---|---|---|---|---|---|---|---|")
+    machines = Machines()
     for task in dict.fromkeys(r["task"] for r in report["rows"]):
         for arm in ("pretrained", "scratch"):
             runs = [r for r in report["rows"] if r["task"] == task and r["arm"] == arm]
@@ -132,18 +202,21 @@ def transfer_rows() -> None:
             seconds = " / ".join(f"{r['train_s']:.0f}" for r in runs)
             print(f"| {task} | {report['data'][task]} | {arm} | {len(runs)} | "
                   f"{' / '.join(f'{a:.3f}' for a in accuracies)} ({sum(accuracies) / len(accuracies):.3f}) | "
-                  f"{seconds} s | {runs[0]['budget_s']:.0f} s |")
+                  f"{seconds} s | {runs[0]['budget_s']:.0f} s | {machines.letters(report)} |")
+    print(machines.legend())
 
 
 def load_rows() -> None:
     report = read_report("data-load.json")
     if report is None:
         return
-    print("\n| load of CIFAR-10 JPEG q75 (train + test) | seconds | images | date | command |")
-    print("|---|---|---|---|---|")
+    print("\n| load of CIFAR-10 JPEG q75 (train + test) | seconds | images | date | machine | command |")
+    print("|---|---|---|---|---|---|")
+    machines = Machines()
     for what, r in report["loads"].items():
         print(f"| {what} | {r['seconds']:.2f} | {r['images']:,} | {report['machine']['date']} | "
-              f"`python benchmarks/data_load.py` |")
+              f"{machines.letters(report)} | `python benchmarks/data_load.py` |")
+    print(machines.legend())
 
 
 if __name__ == "__main__":

@@ -139,7 +139,8 @@ def main() -> None:
                      f"(--validation-split 0); tune the row with a validation part instead")
     path = args.json or HERE / "results" / ("tuning.json" if args.tune else "results-table.json")
     key = "val_accuracy" if args.tune else "test_accuracy"
-    previous = json.loads(path.read_text())["runs"] if path.is_file() else []
+    report.machine(thread_policy="cnnlab train's own (--threads auto: measured in the first steps)")
+    previous = report.earlier_runs(path)
     results = [r for r in previous if r["row"] not in args.rows]
     for name in args.rows:
         for seed in range(args.seeds):

@@ -24,8 +24,6 @@ import asyncio
 import collections
 import io
 import json
-import os
-import platform
 import resource
 import socket
 import statistics
@@ -38,6 +36,8 @@ from pathlib import Path
 
 import httpx
 from PIL import Image
+
+import report
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serve-load.json"
 
@@ -201,6 +201,7 @@ def main() -> None:
     parser.add_argument("--log", help="keep the server's log here")
     parser.add_argument("--output", default=str(RESULTS))
     args = parser.parse_args()
+    machine = report.machine(thread_policy="the server process at cnnlab serve's default; clients in this process")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, args.slow + 512)), hard))  # the clients' own
     with tempfile.TemporaryDirectory() as tmp:
@@ -248,11 +249,9 @@ def main() -> None:
               "server_log": {"lines": log_text.count("\n"), "bytes": len(log_text.encode()),
                              "tracebacks": log_text.count("Traceback")},
               "model_calls": batches, "server_fd_limit": 1024,
-              "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores, "
-                         f"{platform.processor() or 'cpu'}", "date": time.strftime("%Y-%m-%d"),
+              "machine": machine, "date": time.strftime("%Y-%m-%d"),
               "model": "seed-mnist (28x28x1), one 28x28 PNG per good request"}
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    report.write_json(Path(args.output), result)
     print(json.dumps(result, indent=2))
 
 

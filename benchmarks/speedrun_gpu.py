@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import statistics
 import sys
 import time
@@ -36,6 +35,8 @@ from cnnlab.models.speedrun import SpeedrunNet
 from cnnlab.training.devices import Runtime, resolve_runtime
 from cnnlab.training.speedrun import SpeedrunConfig, evaluate_tta, time_training_steps, train_speedrun
 from cnnlab.versions import versions
+
+import report
 
 GOAL_ACCURACY = 0.94        # the Fashion-MNIST goal: mean test accuracy over the runs
 # Fashion-MNIST: airbench94's recipe with 16 epochs instead of ~10. Measured on a CPU (bf16, seed 0):
@@ -171,6 +172,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    machine = report.machine(thread_policy=f"torch's default, {torch.get_num_threads()} CPU threads")
     try:
         if not args.throughput:
             print(f"{'seed':>4}  {'acc TTA':>8}  {'acc':>8}  {'train s':>8}  {'eval s':>7}")
@@ -178,10 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     except CnnlabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    result["versions"] = versions()
+    result["versions"], result["machine"] = versions(), machine
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        report.write_json(args.json, result)
         print(f"wrote {args.json}")
     return 0
 

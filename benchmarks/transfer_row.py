@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -38,6 +37,8 @@ from cnnlab.data.arrays import resize_images
 from cnnlab.models.transfer import transfer_model
 from cnnlab.training import Callback, fit
 from cnnlab.training.callbacks import TrainState
+
+import report
 
 ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpg" / "cifar10-jpg.tar.gz"
 CIFAR_TRAIN_PER_CLASS, CIFAR_TEST_PER_CLASS = 100, 100
@@ -157,10 +158,9 @@ def write(path: Path, rows: list[dict]) -> dict:
                        "lfw": "skimage lfw_subset faces vs non-faces, 50+50 train / 50+50 test, 25 -> 64 px grey"},
               "settings": {"budget_s": BUDGET_S, "head_share": HEAD_SHARE, "unfreeze_top": UNFREEZE_TOP,
                            "learning_rate": LEARNING_RATE, "fine_tune_lr": FINE_TUNE_LR, "batch_size": BATCH_SIZE},
-              "cli": CLI, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, shared",
-              "torch": torch.__version__, "rows": rows, "summary": summarize(rows)}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2) + "\n")
+              "cli": CLI, "machine": report.machine(), "torch": torch.__version__, "rows": rows,
+              "summary": summarize(rows)}
+    report.write_json(path, result)
     return result
 
 
@@ -171,6 +171,7 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=["lfw", "cifar10"], choices=sorted(BUDGET_S))
     parser.add_argument("--json", type=Path, help="write the rows and the summary here")
     args = parser.parse_args()
+    report.machine(thread_policy=f"torch's default, {torch.get_num_threads()} threads, in this process")
     rows: list[dict] = []
     cifar = cifar10(args.data_dir, CIFAR_SIZE) if "cifar10" in args.tasks else None
     for task in args.tasks:

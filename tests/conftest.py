@@ -4,6 +4,7 @@ import pytest
 
 from cnnlab.config import TrainConfig
 from cnnlab.data.cache import DATA_DIR_ENV
+from cnnlab.inference import CACHE_DIR_ENV
 
 
 @pytest.fixture(scope="session")
@@ -14,6 +15,7 @@ def private_data_dir(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def _private_cache(private_data_dir, monkeypatch):
     monkeypatch.setenv(DATA_DIR_ENV, str(private_data_dir))
+    monkeypatch.setenv(CACHE_DIR_ENV, str(private_data_dir / "cache"))  # ONNX twins (cnnlab.inference)
 
 
 @pytest.fixture(scope="session")

@@ -62,18 +62,20 @@ def test_the_batchnorm_hint_needs_batchnorm_a_gap_and_validation_at_chance(
     ([], 1e-3),
 ])
 def test_the_seed_recipe_takes_the_registry_rate_unless_told_otherwise(argv: list[str], rate: float) -> None:
-    from cnnlab.cli import _train_config, build_parser
+    from cnnlab.cli import build_parser
+    from cnnlab.cli_checks import train_config
 
     args = build_parser().parse_args(["train", "--dataset", "digits", *argv])
-    assert _train_config(args).learning_rate == rate
+    assert train_config(args).learning_rate == rate
 
 
 def test_a_config_file_rate_wins_over_the_registry(tmp_path) -> None:
-    from cnnlab.cli import _train_config, build_parser
+    from cnnlab.cli import build_parser
+    from cnnlab.cli_checks import train_config
 
     (tmp_path / "c.json").write_text('{"learning_rate": 0.003}')
     args = build_parser().parse_args(["train", "--model", "alexnet", "--config", str(tmp_path / "c.json")])
-    assert _train_config(args).learning_rate == 0.003
+    assert train_config(args).learning_rate == 0.003
 
 
 def test_a_run_at_chance_prints_the_hint_once_from_the_cli(tmp_path, capsys) -> None:

@@ -354,7 +354,8 @@ def test_ctrl_c_while_torch_imports_is_a_quiet_exit_130() -> None:
     if importing < 0.6:
         pytest.skip(f"torch imports in {importing:.2f} s here: too fast to interrupt it on purpose")
     for delay in (0.25, importing / 2):  # Python's own start takes about 0.05 s, then cnnlab's 0.1 s
-        process = _cnnlab("models", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # (summary imports torch; `models` no longer does, and is done within 0.2 s)
+        process = _cnnlab("summary", "seed-mnist", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         time.sleep(delay)
         process.send_signal(signal.SIGINT)
         out, err = process.communicate(timeout=60)
@@ -414,11 +415,14 @@ def test_predict_and_evaluate_say_what_an_onnx_file_is_for(tmp_path: Path, digit
                                                            capsys: pytest.CaptureFixture[str]) -> None:
     onnx = tmp_path / "model.onnx"
     onnx.write_bytes(b"not read: the name says what it is")
-    for argv in (["predict", str(onnx), str(digit)], ["evaluate", str(onnx)]):
-        line = refused(capsys, *argv)
-        assert line == (f"error: {onnx} is an ONNX export: `cnnlab serve {onnx}` serves it, and onnxruntime runs "
-                        f"it; this command reads cnnlab model files: give the run directory or the .safetensors "
-                        f"file it was exported from")
+    line = refused(capsys, "evaluate", str(onnx))
+    assert line == (f"error: {onnx} is an ONNX export: `cnnlab serve {onnx}` serves it, and onnxruntime runs "
+                    f"it; this command reads cnnlab model files: give the run directory or the .safetensors "
+                    f"file it was exported from")
+    line = refused(capsys, "predict", str(onnx), str(digit))  # predict runs ONNX files (cnnlab.inference)
+    assert line.startswith(f"error: {onnx} is not a valid ONNX model (") and "`cnnlab export RUN`" in line
+    line = refused(capsys, "predict", str(onnx), str(digit), "--runtime", "torch")
+    assert line.startswith(f"error: --runtime torch cannot run {onnx}, an ONNX file")
 
 
 # ---------------------------------------------------------------- conv-arithmetic, check-data

@@ -30,6 +30,7 @@ from cnnlab.cli import main
 from cnnlab.data import load_dataset
 from cnnlab.rundir import LOCK_NAME, claim_run_dir
 from cnnlab.training import checkpoint as ck
+from cnnlab.training.threads import available_cores
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -171,12 +172,12 @@ def full_disk_for(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_plot(history, path, **kwargs)
 
-    import cnnlab.jobs as jobs
+    import cnnlab.viz.curves as curves  # jobs imports plot_history from here when a run ends
 
-    real_plot = jobs.plot_history
+    real_plot = curves.plot_history
     monkeypatch.setattr(os, "replace", replace)
     monkeypatch.setattr(Path, "open", open_)
-    monkeypatch.setattr(jobs, "plot_history", plot)
+    monkeypatch.setattr(curves, "plot_history", plot)
     yield names
 
 
@@ -387,13 +388,13 @@ def test_the_runtime_and_class_weights_are_printed_and_recorded(tmp_path, capsys
     run_dir = tmp_path / "run"
     code, out, _ = run(capsys, "train", *TINY, "--epochs", "1", "--class-weights", "auto", "--run-dir", str(run_dir))
     assert code == 0
-    threads = torch.get_num_threads()
+    threads, cores = torch.get_num_threads(), available_cores()[1]
+    policy = f"{threads} thread{'s' if threads > 1 else ''}: {cores}; a run of 6 steps is too short to measure"
     first, second = out.splitlines()[:2]
-    assert first == f"runtime: cpu ({threads} thread{'s' if threads > 1 else ''}), fp32, channels_last, " \
-                    f"not compiled, 1 process"
+    assert first == f"runtime: cpu ({policy}), fp32, channels_last, not compiled, 1 process"
     config = json.loads((run_dir / "config.json").read_text())
     assert config["runtime"] == {"device": "cpu", "device_name": "cpu", "precision": "fp32", "channels_last": True,
-                                 "threads": threads, "compile": False, "processes": 1}
+                                 "threads": threads, "thread_policy": policy, "compile": False, "processes": 1}
     # inverse class frequency, by hand: n / (classes * count) over the training split
     labels = load_dataset("digits").labels
     counts = torch.bincount(labels, minlength=10).double()

@@ -15,17 +15,24 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator, Sequence
-from dataclasses import fields, replace
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, NoReturn
 
-# Only standard-library modules here: torch is imported by the command that needs it, inside main's
-# handlers, so a Ctrl-C during its 3 s import is a quiet exit, not a traceback (tests/test_trust_models.py).
+# Only standard-library modules here: torch is imported by main after the arguments are checked (cli_checks),
+# for the commands that need it, so a Ctrl-C during its 3 s import is a quiet exit, not a traceback
+# (tests/test_trust_models.py), and a user error is reported in 0.2 s, not 3 (tests/test_startup.py).
+from cnnlab.catalog import DATASET_NAMES, MODEL_RECORDS
+from cnnlab.cli_checks import (
+    TORCH_FREE, TORCH_WHEN_NEEDED, check_arguments, resume_settings, scratch_rate, train_config,
+)
 from cnnlab.cli_model import COMMANDS as MODEL_COMMANDS
-from cnnlab.config import SEED_LIMIT, TrainConfig, check_image_shape, check_seed, load_config_file
-from cnnlab.recipes import recipe_settings
+from cnnlab.config import SEED_LIMIT, TrainConfig, check_seed
 from cnnlab.errors import CnnlabError
+from cnnlab.inference import RUNTIMES, InferenceSettings
+from cnnlab.startup import process_started
 from cnnlab.versions import __version__
 
 __all__ = ["main", "build_parser"]
@@ -50,6 +57,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _threads(text: str) -> int | str:
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a positive number of threads or auto, got {text!r}") from None
+
+
 def _seed(text: str) -> int:
     """A --seed: a whole number that NumPy and torch both take (config.SEED_LIMIT says why)."""
     try:
@@ -57,6 +73,12 @@ def _seed(text: str) -> int:
     except (ValueError, CnnlabError):
         raise argparse.ArgumentTypeError(f"expected a whole number in 0..{SEED_LIMIT - 1} (NumPy's seed "
                                          f"range), got {text!r}") from None
+
+
+def _runtime_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runtime", choices=RUNTIMES, default=InferenceSettings().runtime,
+                   help="what runs the model: auto (onnxruntime through the model's cached ONNX twin when "
+                        "onnxruntime is installed and the model exports, else torch), torch or onnxruntime")
 
 
 def _image_args(p: argparse.ArgumentParser) -> None:
@@ -123,6 +145,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto (first GPU, else CPU), cpu, cuda, cuda:N, mps")
     p.add_argument("--precision", help="auto (bf16 where the hardware computes it natively), fp32, bf16, fp16")
     p.add_argument("--compile", help="torch.compile: auto (long GPU runs), on, off")
+    p.add_argument("--threads", type=_threads, metavar="N|auto",
+                   help="CPU threads: auto (time each count in the first steps, keep the fastest; again when "
+                        "steps slow down) or a fixed N")
     p.add_argument("--run-dir", help="directory for this run (must not exist)")
     p.add_argument("--runs-root", help="parent for automatically named runs (runs)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its checkpoint "
@@ -237,13 +262,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", type=int, choices=[0, 1, 2],
                    help="test-time augmentation: 0 none, 1 + mirror, 2 + mirror and shifts (default: what the model "
                         "file records, i.e. a speed-run's own level, else 0)")
+    _runtime_args(p)
     p.add_argument("--json", action="store_true")
     _data_args(p)
 
     p = sub.add_parser("predict", help="class names and probabilities for images")
-    p.add_argument("model", help="run directory or model file")
+    p.add_argument("model", help="run directory, model file or .onnx file")
     p.add_argument("inputs", nargs="+", help="image files or folders (a file given twice is predicted once)")
     p.add_argument("--top-k", type=_positive_int, default=3)
+    _runtime_args(p)
     _image_args(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--csv", metavar="PATH", help="also write a CSV file: path, then class_1, probability_1, ... "
@@ -269,20 +296,32 @@ def build_parser() -> argparse.ArgumentParser:
                                      "bind beyond loopback (prefer $CNNLAB_API_KEY: a flag shows in ps)")
     p.add_argument("--top-k", type=_positive_int, default=5, help="classes per image unless a request asks (5)")
     p.add_argument("--max-files", type=_positive_int, default=16, help="images per request (16)")
+    _runtime_args(p)
     return parser
 
 
 def _cmd_models(args: argparse.Namespace) -> None:
-    from cnnlab.models.zoo import MODELS
-
-    specs = [MODELS.get(n) for n in MODELS]
+    records = [MODEL_RECORDS.get(n) for n in MODEL_RECORDS]  # the registry's records (cnnlab.catalog): no torch
     if args.json:
-        print(json.dumps([{"name": s.name, "input_shape": s.default_input_shape, "source": s.source,
-                           "description": s.description} for s in specs], indent=2))
+        print(json.dumps([{"name": r.name, "input_shape": r.default_input_shape, "params": r.params,
+                           "source": r.source, "description": r.description} for r in records], indent=2))
         return
-    width = max(len(s.name) for s in specs)
-    for s in specs:
-        print(f"{s.name:<{width}}  {'x'.join(map(str, s.default_input_shape)):<12} {s.description}")
+    width = max(len(r.name) for r in records)
+    print(f"{'model':<{width}}  {'input':<11}  {'params':>11}  description")
+    for r in records:
+        print(f"{r.name:<{width}}  {'x'.join(map(str, r.default_input_shape)):<11}  {r.params:>11,}  {r.description}")
+    print("(params: at the input shown, for 10 classes; `cnnlab summary NAME --input-shape H W C --num-classes N` "
+          "counts others)")
+
+
+# `cnnlab summary NAME` builds a registry model with real weights at its default shape and 10 classes when
+# its record says it is small: built so, the small models take 0.05 s on 2 cores. Others, and any other
+# shape or class count, go on the meta device (shapes and counts without memory: seed-mnist at 4000x4000
+# has a 16 GB Dense), whose first use imports torch._dynamo (1.0-1.3 s). Not beyond 64x64 inputs: models
+# other than Sequential ones run one image through at build time, which took 3-4 s at 224x224 (MobileNetV2,
+# EfficientNet-Lite0); measured 2026-12-07 on a shared 2-core machine.
+SUMMARY_BUILD_PARAMS = 5_000_000   # 20 MB of float32 weights
+SUMMARY_BUILD_PIXELS = 64 * 64     # H x W of the default input
 
 
 def _cmd_summary(args: argparse.Namespace) -> None:
@@ -290,14 +329,16 @@ def _cmd_summary(args: argparse.Namespace) -> None:
 
     from cnnlab.models import build_model, load_model, model_summary
 
-    if args.input_shape is not None:  # bounded before any model is built for it
-        args.input_shape = check_image_shape(args.input_shape, "--input-shape")
-    if Path(args.model).exists():
+    if Path(args.model).exists():  # (--input-shape was bounded by cli_checks)
         model, card = load_model(args.model)
         shape = args.input_shape or card.input_shape
         summary = model_summary(model, shape)
-    else:  # on the meta device: shapes and counts without memory (seed-mnist at 4000x4000 has a 16 GB Dense)
-        with torch.device("meta"):
+    else:
+        record = MODEL_RECORDS.get(args.model)
+        h, w, _ = record.default_input_shape
+        small = args.input_shape in (None, record.default_input_shape) and args.num_classes == 10 \
+            and record.params <= SUMMARY_BUILD_PARAMS and h * w <= SUMMARY_BUILD_PIXELS
+        with contextlib.nullcontext() if small else torch.device("meta"):
             model = build_model(args.model, args.input_shape, args.num_classes)
             shape = args.input_shape or getattr(model, "image_shape", None) or (224, 224, 3)
             summary = model_summary(model, shape)
@@ -306,35 +347,6 @@ def _cmd_summary(args: argparse.Namespace) -> None:
                           "trainable": summary.trainable, "non_trainable": summary.non_trainable}, indent=2))
     else:
         print(summary)
-
-
-def _train_config(args: argparse.Namespace) -> TrainConfig:
-    from_file: dict[str, Any] = load_config_file(args.config) if args.config else {}
-    settings = recipe_settings(args.recipe or from_file.get("recipe", "seed"))
-    settings.update(from_file)
-    if args.data and args.dataset and args.data != args.dataset:
-        raise CnnlabError(f"two datasets given: {args.data!r} and --dataset {args.dataset!r}; give one")
-    for f in fields(TrainConfig):
-        value = getattr(args, f.name, None)
-        if value is not None:
-            settings[f.name] = value
-    if args.data:
-        settings["dataset"] = args.data
-    config = TrainConfig(**settings)
-    rate = _scratch_rate(config)
-    if rate is not None and "learning_rate" not in from_file and args.learning_rate is None:
-        config = replace(config, learning_rate=rate)
-    return config
-
-
-def _scratch_rate(config: TrainConfig) -> float | None:
-    """The registry's adam rate for training `config.model` from scratch with the seed recipe, if it has one."""
-    from cnnlab.models.zoo import MODELS
-
-    transfer = config.pretrained or config.weights or config.init_from or config.freeze
-    if config.recipe != "seed" or transfer or config.model not in MODELS:
-        return None
-    return MODELS.get(config.model).learning_rate
 
 
 def _cmd_train(args: argparse.Namespace) -> None:
@@ -376,19 +388,14 @@ def _train_here(args: argparse.Namespace, train_run: Any, main: bool) -> None:
     show = _print_result if main else (lambda result: None)
     say = print if main else None  # the runtime chosen, as training starts
     if args.resume:
-        from cnnlab.resume import resume_config
-
-        if args.config:
-            raise CnnlabError(f"--resume {args.resume} uses the run's own config.json; drop --config {args.config}")
-        given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
-        config = resume_config(args.resume, {**given, **({"dataset": args.data} if args.data else {})})
-        show(train_run(config, verbose=0 if args.quiet else 1, resume=True, print_fn=say))
+        config = resume_settings(args)
+        show(train_run(config, verbose=0 if args.quiet else 1, resume=True, print_fn=say, started=args.started))
         return
-    config = _train_config(args)
-    if main and config.learning_rate == _scratch_rate(config) and args.learning_rate is None:
+    config = train_config(args)
+    if main and config.learning_rate == scratch_rate(config) and args.learning_rate is None:
         print(f"learning rate {config.learning_rate:g}: {config.model}'s rate from scratch (Keras's 1e-3 barely "
               f"trains it); --lr sets another")
-    show(train_run(config, verbose=0 if args.quiet else 1, print_fn=say))
+    show(train_run(config, verbose=0 if args.quiet else 1, print_fn=say, started=args.started))
 
 
 def _print_result(result: Any) -> None:
@@ -418,9 +425,7 @@ def _print_result(result: Any) -> None:
 def _cmd_fine_tune(args: argparse.Namespace) -> None:
     from cnnlab.jobs import train_run
 
-    config_path = Path(args.run) / "config.json"
-    if not config_path.is_file():
-        raise CnnlabError(f"{args.run} is not a run directory (no config.json); give the run to fine-tune")
+    config_path = Path(args.run) / "config.json"  # there: cli_checks saw it
     from cnnlab.rundir import read_json
 
     previous = read_json(config_path, fix=f"give a run directory that `cnnlab train` wrote, or restore {config_path}")
@@ -430,7 +435,7 @@ def _cmd_fine_tune(args: argparse.Namespace) -> None:
     config = TrainConfig(**{**keep, "init_from": args.run, "unfreeze_top": args.unfreeze_top, "epochs": args.epochs,
                             "learning_rate": args.learning_rate, "run_dir": args.run_dir, "seed": args.seed,
                             "runs_root": root, "pretrained": False, "weights": None, "freeze": False})
-    _print_result(train_run(config, verbose=0 if args.quiet else 1, print_fn=print))
+    _print_result(train_run(config, verbose=0 if args.quiet else 1, print_fn=print, started=args.started))
 
 
 def _cmd_check_data(args: argparse.Namespace) -> int:
@@ -442,9 +447,7 @@ def _cmd_check_data(args: argparse.Namespace) -> int:
 
 
 def _cmd_datasets(args: argparse.Namespace) -> None:
-    from cnnlab.data import dataset_names
-
-    print("\n".join(dataset_names()))
+    print("\n".join(DATASET_NAMES))
 
 
 COMMANDS = {"models": _cmd_models, "summary": _cmd_summary, "train": _cmd_train, "fine-tune": _cmd_fine_tune,
@@ -458,6 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     Layer (type)...
     0
     """
+    started = process_started() if argv is None else time.perf_counter()  # the command's, or this call's start
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     for stream in (sys.stdout, sys.stderr):  # file names that are not UTF-8 print as "\udcff", never crash
@@ -466,8 +470,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         args.argv = argv  # `train --nproc N` runs the same command again through torchrun
-        with _interrupts_held():
-            importlib.import_module("torch")  # most of the start-up (2-3 s); see _interrupts_held
+        args.started = started  # a run's metrics.json counts its seconds_to_first_step from here
+        check_arguments(args)  # user errors first, without torch (cli_checks)
+        if args.command not in TORCH_FREE | TORCH_WHEN_NEEDED:
+            with _interrupts_held():
+                importlib.import_module("torch")  # most of the start-up (2-3 s); see _interrupts_held
         with _decode_budget(args):
             status = COMMANDS[args.command](args)
         sys.stdout.flush()  # a reader that left (`cnnlab models | head -1`) shows here, not at exit

@@ -95,11 +95,7 @@ def _cmd_gradcam(args: argparse.Namespace) -> None:
 def _cmd_conv_arithmetic(args: argparse.Namespace) -> None:
     from cnnlab.conv_arithmetic import conv_arithmetic_report, size_case
 
-    if (args.size is None) != (args.kernel is None):
-        given = "--size" if args.kernel is None else "--kernel"
-        raise CnnlabError(f"conv-arithmetic: {given} alone; --size and --kernel go together, "
-                          f"e.g. --size 10 --kernel 3 (a 10x10 input, a 3x3 kernel)")
-    if args.size is not None:
+    if args.size is not None:  # with --kernel: cli_checks refused one without the other
         case = size_case(args.layer, args.size, args.kernel, args.stride, args.padding)
         if args.json:
             print(json.dumps(case, indent=2))
@@ -128,12 +124,9 @@ def _cmd_curves(args: argparse.Namespace) -> None:
     from cnnlab.rundir import read_json
     from cnnlab.viz.curves import plot_history, plot_runs
 
-    output_path(args.output, "-o")  # before reading anything; checked again below, just before writing
-    histories = {}
+    histories = {}  # (cli_checks saw -o's folder and each run's history.json; -o is checked again before writing)
     for run in args.runs:
         path = Path(run) / "history.json"
-        if not path.is_file():
-            raise CnnlabError(f"{run} is not a run directory with a history.json (runs write one when they finish)")
         name = Path(run).name
         recorded = read_json(path, fix="restore it, or leave that run out")
         if not isinstance(recorded.get("history"), dict):
@@ -157,27 +150,37 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
     views = f", test-time augmentation level {level}" if level else ""
     if report is not None:
         with writing_to(report, "--report"):
-            result, files, dataset = report_model(args.model, report, args.dataset, args.split, args.data_dir,
-                                                  args.download is not False, args.batch_size, level)
+            result, files, dataset, ran = report_model(args.model, report, args.dataset, args.split,
+                                                       args.data_dir, args.download is not False, args.batch_size,
+                                                       level, args.runtime)
+        _say_notes(ran["notes"])
         if args.json:
-            print(json.dumps({"dataset": dataset, "split": args.split, "tta": level, **result.to_dict(),
-                              "files": {k: str(v) for k, v in files.items()}}))
+            print(json.dumps({"dataset": dataset, "split": args.split, "tta": level, "inference": ran,
+                              **result.to_dict(), "files": {k: str(v) for k, v in files.items()}}))
             return
-        print(f"{dataset} ({args.split}, {len(result.labels)} images{views}): loss {result.loss:.4f}  "
-              f"accuracy {result.accuracy:.4f}")
+        print(f"{dataset} ({args.split}, {len(result.labels)} images{views}, {ran['runtime']}): "
+              f"loss {result.loss:.4f}  accuracy {result.accuracy:.4f}")
         print(result.report.to_text())
         print("most confused (actual -> predicted: count): " + ", ".join(
             f"{a} -> {p}: {n}" for a, p, n in result.most_confused[:3]))
         print(f"report: {files['report']}")
         return
 
-    metrics, _, dataset, n = evaluate_model(args.model, args.dataset, args.split, args.data_dir,
-                                            args.download is not False, args.batch_size, level)
+    metrics, _, dataset, n, ran = evaluate_model(args.model, args.dataset, args.split, args.data_dir,
+                                                 args.download is not False, args.batch_size, level, args.runtime)
+    _say_notes(ran["notes"])
     if args.json:
-        print(json.dumps({"dataset": dataset, "split": args.split, "n": n, "tta": level, **metrics}))
+        print(json.dumps({"dataset": dataset, "split": args.split, "n": n, "tta": level, **metrics,
+                          "inference": ran}))
     else:
-        print(f"{dataset} ({args.split}, {n} images{views}): loss {metrics['loss']:.4f}  "
+        print(f"{dataset} ({args.split}, {n} images{views}, {ran['runtime']}): loss {metrics['loss']:.4f}  "
               f"accuracy {metrics['accuracy']:.4f}")
+
+
+def _say_notes(notes: list[str]) -> None:
+    """Lines about the runtime worth telling (a twin that failed its check just now), on stderr."""
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
 
 
 def _cmd_serve(args: argparse.Namespace) -> None:
@@ -192,16 +195,24 @@ def _cmd_serve(args: argparse.Namespace) -> None:
         print(f"warning: --api-key is visible to every user of this machine (ps, /proc); set ${API_KEY_ENV} "
               f"instead", file=sys.stderr)
     run_server(args.model, args.host, args.port, api_key, top_k=args.top_k, max_files=args.max_files,
+               runtime=args.runtime,
                ready=lambda url: print(f"serving {args.model} on {url} (Ctrl+C stops)", flush=True))
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
-    from cnnlab.predict import predict_files, predictions_csv
+    from cnnlab.inference import fast_inference, load_inference
+    from cnnlab.predict import predict_images, predictions_csv
 
     if args.csv == "-" and args.json:
         raise CnnlabError("--csv - and --json both write to stdout; give --csv a file path, or drop one of them")
     table = output_path(args.csv, "--csv") if args.csv not in (None, "-") else None
-    predictions = predict_files(args.model, args.inputs, args.top_k)
+    inference = fast_inference(args.model, args.runtime)  # a cached ONNX twin or a .onnx file: no torch at all
+    if inference is None:
+        _import_torch()
+        inference = load_inference(args.model, args.runtime)
+    found = predict_images(inference, args.inputs, args.top_k)
+    _say_notes(found.notes)
+    predictions = found.predictions
     if args.csv == "-":
         sys.stdout.write(predictions_csv(predictions))
         return
@@ -209,11 +220,21 @@ def _cmd_predict(args: argparse.Namespace) -> None:
         with writing_to(table, "--csv"):  # file names byte for byte, as the file system spells them
             table.write_text(predictions_csv(predictions), encoding="utf-8", errors="surrogateescape")
     if args.json:
-        print(json.dumps([{"path": p.path, "top": [{"class": c, "probability": v} for c, v in p.top]}
-                          for p in predictions], indent=2))
+        print(json.dumps([{"path": p.path, "top": [{"class": c, "probability": v} for c, v in p.top],
+                           "runtime": found.runtime} for p in predictions], indent=2))
         return
     for p in predictions:
         print(f"{p.path}: " + ", ".join(f"{c} {v:.3f}" for c, v in p.top))
+
+
+def _import_torch() -> None:
+    """Import torch as cli.main does for other commands: a Ctrl-C during its 3 s import is the quiet exit 130."""
+    import importlib
+
+    from cnnlab.cli import _interrupts_held  # cli imports this module, so only here, when it runs
+
+    with _interrupts_held():
+        importlib.import_module("torch")
 
 
 def _cmd_export(args: argparse.Namespace) -> None:

@@ -115,6 +115,7 @@ class TrainConfig:
     device: str = "auto"               # auto (first GPU, else CPU), cpu, cuda, cuda:N, mps
     precision: str = "auto"            # auto (bf16 where the hardware computes it natively), fp32, bf16, fp16
     compile: str = "auto"              # torch.compile: auto (long CUDA runs), on, off
+    threads: str | int = "auto"        # CPU threads: auto (measured in the first steps, training/threads.py) or N
     run_dir: str | None = None         # where this run's files go; None: runs/<dataset>-<model>-<time>
     runs_root: str = "runs"            # parent of automatically named run directories
     checkpoint_every: int | None = None  # optimizer steps between mid-epoch checkpoints; None: at epoch ends only
@@ -156,6 +157,10 @@ class TrainConfig:
         if self.seed is not None:
             check_seed(self.seed, "seed")
         RECIPES.get(self.recipe)
+        if not (self.threads == "auto" or (isinstance(self.threads, int) and not isinstance(self.threads, bool)
+                                           and self.threads > 0)):
+            raise CnnlabError(f"threads must be a positive integer or 'auto' (measured in the first steps); "
+                              f"got {self.threads!r}")
         every = self.checkpoint_every
         if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every <= 0):
             raise CnnlabError(f"checkpoint_every must be a positive number of steps or unset; got {every!r}")

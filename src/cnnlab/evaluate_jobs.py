@@ -2,12 +2,22 @@
 
 `cnnlab evaluate` and `cnnlab export`'s parity check find a run's test data here, exactly where the
 run found it (split.json for image folders), so a run is never judged on images it trained on.
+
+The forward passes run on torch or through the model's ONNX twin (`runtime`, see `cnnlab.inference`;
+the command's default is auto). Through the twin, only the forward passes change: the loss, the
+accuracy and the report are computed by the same code. The twin gave torch's top-1 class on every
+one of 256 check images when it was made (`check_parity`, as `cnnlab export` checks): drawn from the
+images evaluated when evaluation made it, else from the run's test split, as export draws them. Test-time
+augmentation runs on torch (the graph has no augmented views), and so does a dataset that
+normalizes its images itself (the graph takes pixels); the result records which ran, and why.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -16,13 +26,18 @@ from cnnlab.data import ImageDataset as Dataset
 from cnnlab.data import load_dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation import EvaluationResult, evaluate_predictions, write_report
-from cnnlab.models.files import ModelCard, load_model
+from cnnlab.fileio import atomic_write
+from cnnlab.inference import Inference, check_runtime, load_inference
+from cnnlab.models.files import ModelCard, load_model, resolve_model_path
 from cnnlab.rundir import read_json
 from cnnlab.training import evaluate, predict_proba
 from cnnlab.training.loop import Scores
 from cnnlab.training.speedrun import tta_logits
 
-__all__ = ["evaluation_data", "evaluate_model", "tta_level", "report_model"]
+if TYPE_CHECKING:
+    from cnnlab.export.runtime import OnnxClassifier
+
+__all__ = ["evaluation_data", "evaluate_model", "tta_level", "report_model", "evaluation_runtime"]
 
 
 def evaluation_data(source: str | Path, dataset: str | None = None, split: str = "test",
@@ -59,14 +74,45 @@ def evaluation_data(source: str | Path, dataset: str | None = None, split: str =
 
 def evaluate_model(source: str | Path, dataset: str | None = None, split: str = "test",
                    data_dir: str | None = None, download: bool = True, batch_size: int = 256,
-                   tta: int | None = None) -> tuple[Scores, ModelCard, str, int]:
-    """Evaluate a run directory or model file on a dataset split: (metrics, card, dataset name, n).
+                   tta: int | None = None, runtime: str = "torch"
+                   ) -> tuple[Scores, ModelCard, str, int, dict[str, Any]]:
+    """Evaluate a run directory or model file on a dataset split: (metrics, card, dataset name, n, what ran).
 
     With the test-time augmentation the model file records (speed-runs: the number the run reported),
-    or at level `tta` (0: none); see `tta_level`. In fp32, where the model is.
+    or at level `tta` (0: none); see `tta_level`. In fp32, where the model is, or through its ONNX
+    twin (`runtime` auto or onnxruntime); "what ran" is `Inference.describe()` (runtime, reason, twin, notes).
     """
     model, card, data, name = evaluation_data(source, dataset, split, data_dir, download)
-    return evaluate(model, data, batch_size, forward=_tta_forward(model, card, tta)), card, name, len(data)
+    ran = evaluation_runtime(source, model, card, data, runtime, tta_level(card, tta))
+    forward = _tta_forward(model, card, tta) if ran.onnx is None else _onnx_forward(ran.onnx)
+    return evaluate(model, data, batch_size, forward=forward), card, name, len(data), ran.describe()
+
+
+def evaluation_runtime(source: str | Path, model: nn.Module, card: ModelCard, data: Dataset, runtime: str,
+                       tta: int = 0) -> Inference:
+    """What runs an evaluation's forward passes: the model's ONNX twin when `runtime` allows and the
+    evaluation needs nothing the graph lacks, else torch (with the reason)."""
+    check_runtime(runtime)
+    file = resolve_model_path(source)
+    if runtime != "torch" and tta:
+        return Inference("torch", f"test-time augmentation (level {tta}) runs on torch: the ONNX graph has no "
+                         f"augmented views", card, file, model=model)
+    images = getattr(data, "images", None)
+    if runtime != "torch" and (getattr(data, "normalize", None) is not None
+                               or (images is not None and images.dtype != torch.uint8)):
+        return Inference("torch", "the dataset prepares its images itself; the ONNX graph takes uint8 pixels",
+                         card, file, model=model)
+    return load_inference(source, runtime, loaded=(model, card), probe=images)  # a new twin is checked on these
+
+
+def _onnx_forward(onnx: OnnxClassifier) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`evaluate`'s forward through the twin: its inputs (pixels / 255, float_images) back to the exact pixels."""
+
+    def forward(inputs: torch.Tensor) -> torch.Tensor:
+        pixels = (inputs * 255).round().to(torch.uint8)  # (N, C, H, W): float_images' x / 255, undone exactly
+        return torch.from_numpy(onnx.outputs(pixels))    # the model's own output, as model(inputs) gives it
+
+    return forward
 
 
 def tta_level(card: ModelCard, tta: int | None = None) -> int:
@@ -97,9 +143,11 @@ def _checked(card: ModelCard, data: Dataset, dataset: str, split: str) -> Datase
 
 def report_model(source: str | Path, directory: str | Path, dataset: str | None = None, split: str = "test",
                  data_dir: str | None = None, download: bool = True, batch_size: int = 256,
-                 tta: int | None = None) -> tuple[EvaluationResult, dict[str, Path], str]:
+                 tta: int | None = None, runtime: str = "torch"
+                 ) -> tuple[EvaluationResult, dict[str, Path], str, dict[str, Any]]:
     """Full evaluation report of a run or model file: metrics, confusion, top losses, HTML page (with the
-    model's test-time augmentation, or level `tta`, as `evaluate_model`)."""
+    model's test-time augmentation, or level `tta`, as `evaluate_model`); the last item says what ran,
+    and the report's metrics.json records it under "inference"."""
     model, card, data, name = evaluation_data(source, dataset, split, data_dir, download)
     target = Path(directory)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
@@ -109,9 +157,20 @@ def report_model(source: str | Path, directory: str | Path, dataset: str | None 
         images.append(batch)
         labels.append(batch_labels)
     pixels = torch.cat(images)
-    probabilities = predict_proba(model, pixels, batch_size, _tta_forward(model, card, tta))
+    ran = evaluation_runtime(source, model, card, data, runtime, tta_level(card, tta))
+    if ran.onnx is None:
+        probabilities = predict_proba(model, pixels, batch_size, _tta_forward(model, card, tta))
+    else:
+        probabilities = torch.from_numpy(ran.onnx.predict_proba(pixels))
     result = evaluate_predictions(probabilities, torch.cat(labels), card.class_names)
     if pixels.dtype != torch.uint8:  # float datasets: back to 8-bit for the pictures
         pixels = (pixels.clamp(0, 1) * 255).round().to(torch.uint8)
     files = write_report(result, pixels, target, title=f"{Path(str(source)).name} on {name} ({split})")
-    return result, files, name
+    _record_runtime(files["metrics"], ran.describe())
+    return result, files, name, ran.describe()
+
+
+def _record_runtime(metrics: Path, ran: dict[str, Any]) -> None:
+    """Add what ran (`Inference.describe()`) to the report's metrics.json, as "inference"."""
+    recorded = json.loads(metrics.read_text())
+    atomic_write(metrics, lambda tmp: tmp.write_text(json.dumps({**recorded, "inference": ran}, indent=2) + "\n"))

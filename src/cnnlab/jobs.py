@@ -36,10 +36,12 @@ from cnnlab.models.summary import count_parameters
 from cnnlab.models.transfer import BACKBONES, TransferModel, backbone_preprocessing, transfer_model
 from cnnlab.models.zoo import build_model
 from cnnlab.rundir import LOCK_NAME, RunLock, claim_run_dir, write_file, write_json, writing
+from cnnlab.startup import FirstStep, first_step_clock
 from cnnlab.training.checkpoint import (
     CHECKPOINT_JSON, Checkpointer, TrainingInterrupted, check_writable, remove_checkpoint,
 )
 from cnnlab.training.devices import Runtime, resolve_runtime, runtime_line, use_deterministic
+from cnnlab.training.threads import ThreadTuner
 from cnnlab.training.distributed import check_batch, from_main, is_main, place, world_size
 from cnnlab.training.tensorboard import tensorboard_callbacks
 from cnnlab.training.speedrun import SpeedrunCheckpoints, SpeedrunConfig, evaluate_tta, train_speedrun
@@ -51,7 +53,6 @@ from cnnlab.training import (
 )
 from cnnlab.training.loop import Scores
 from cnnlab.versions import versions
-from cnnlab.viz import plot_history
 
 __all__ = ["RunResult", "Phase", "train_run", "new_run_dir"]
 
@@ -331,7 +332,8 @@ def _claim(config: TrainConfig, run_dir: Path, resume: bool) -> tuple[Path, RunL
 def _runtime(config: TrainConfig, epochs: int, images: int, speedrun: bool = False) -> Runtime:
     """The runtime of a phase of `epochs` over `images` (its steps decide compile=auto)."""
     per_epoch = images // config.batch_size if speedrun else math.ceil(images / config.batch_size)
-    return resolve_runtime(config.device, config.precision, config.compile, steps=epochs * per_epoch)
+    return resolve_runtime(config.device, config.precision, config.compile, steps=epochs * per_epoch,
+                           threads=config.threads)
 
 
 def _start(config: TrainConfig, resume: bool = False) -> tuple[Path, _Data, nn.Module, list[Phase], Augmenter]:
@@ -359,7 +361,7 @@ def _start(config: TrainConfig, resume: bool = False) -> tuple[Path, _Data, nn.M
 
 
 def train_run(config: TrainConfig, verbose: int = 1, resume: bool = False,
-              print_fn: Callable[[str], None] | None = None) -> RunResult:
+              print_fn: Callable[[str], None] | None = None, started: float | None = None) -> RunResult:
     """Load data, build the model, train (in one or two phases), test once, write the run directory.
 
     Checkpoints go into the run directory at every epoch end (and every `checkpoint_every` steps);
@@ -367,6 +369,8 @@ def train_run(config: TrainConfig, verbose: int = 1, resume: bool = False,
     The run directory is this process's alone while it runs (cnnlab.rundir.claim_run_dir), and a
     write that fails there (a full disk) is one CnnlabError naming the file. `print_fn` (e.g. print)
     gets the runtime chosen and the class weights of class_weights="auto", as config.json records them.
+    metrics.json's seconds_to_first_step counts from `started` (a time.perf_counter() value: the CLI
+    passes its process's start) or else from this call, to the end of the first optimizer step.
 
     >>> import tempfile
     >>> r = train_run(TrainConfig(epochs=1, run_dir=tempfile.mkdtemp() + "/run"), verbose=0)
@@ -374,13 +378,15 @@ def train_run(config: TrainConfig, verbose: int = 1, resume: bool = False,
     ['best.json', 'best.safetensors', 'config.json']
     """
     # the run's decode budget (recorded in config.json, so --resume and fine-tune read the same images)
+    started = time.perf_counter() if started is None else started
     previous_budget = set_max_image_pixels(config.max_image_pixels, "--max-image-pixels")
     try:
         run_dir, data, model, phases, augment = _start(config, resume)
         run_dir, lock = _claim(config, run_dir, resume)  # after every input check: a refused run leaves nothing
         try:  # any other write into the run (history.csv, TensorBoard) that fails: one line too
-            with writing(run_dir, after=lambda: _resume_hint(run_dir), within=True):
-                return _train(config, verbose, resume, print_fn, run_dir, data, model, phases, augment)
+            with writing(run_dir, after=lambda: _resume_hint(run_dir), within=True), \
+                    first_step_clock(model, started) as clock:
+                return _train(config, verbose, resume, print_fn, run_dir, data, model, phases, augment, clock)
         finally:
             if lock is not None:
                 lock.release()
@@ -414,7 +420,8 @@ def _record(config: TrainConfig, run_dir: Path, data: _Data, phases: list[Phase]
 
 
 def _train(config: TrainConfig, verbose: int, resume: bool, print_fn: Callable[[str], None] | None, run_dir: Path,
-           data: _Data, model: nn.Module, phases: list[Phase], augment: Augmenter) -> RunResult:
+           data: _Data, model: nn.Module, phases: list[Phase], augment: Augmenter,
+           clock: FirstStep | None = None) -> RunResult:
     saved = open_checkpoint(run_dir, config, len(phases)) if resume else None
     train, classes, shape = data.train, data.train.class_names, data.train.input_shape
     weights = class_weights(train.labels, train.num_classes) if config.class_weights == "auto" else None
@@ -453,6 +460,7 @@ def _train(config: TrainConfig, verbose: int, resume: bool, print_fn: Callable[[
             test_metrics = evaluate_tta(model, data.test, Runtime(runtime.device, "fp32", compile=False),
                                         settings.tta_level, flip=settings.flip)
         phases, history, epoch_seconds = [], dict(h.history), list(h.epoch_seconds)
+    thread_records: list[dict[str, object]] = []  # each phase's CPU thread policy and decisions, for history.json
     for index, phase in enumerate(phases):
         if saved is not None and index < saved.run["phase"]:
             continue  # finished before the checkpoint: its history is in `history` already
@@ -464,6 +472,7 @@ def _train(config: TrainConfig, verbose: int, resume: bool, print_fn: Callable[[
             + tensorboard_callbacks(config.tensorboard, run_dir, data.validation if data.validation is not None
                                     else train, len(epoch_seconds))
         say = print_fn if print_fn is not None and is_main() else (lambda line: None)
+        runtime = _runtime(config, phase.epochs, len(train))
         callbacks.append(TrainingHints(train.num_classes, phase.learning_rate, _has_batchnorm(model), say))
         if not is_main():  # files are rank 0's; placeholders keep the callback list (and checkpoints) aligned
             callbacks = [cb if isinstance(cb, (EarlyStopping, ReduceLROnPlateau)) else Callback() for cb in callbacks]
@@ -472,8 +481,9 @@ def _train(config: TrainConfig, verbose: int, resume: bool, print_fn: Callable[[
                 validation_data=data.validation, seed=config.seed, verbose=verbose, checkpoint=keeper,
                 callbacks=callbacks, sync_bn=config.sync_bn,
                 augment=augment, class_weights=weights, workers=config.workers, schedule=config.schedule,
-                label_smoothing=config.label_smoothing,
-                runtime=_runtime(config, phase.epochs, len(train)))
+                label_smoothing=config.label_smoothing, runtime=runtime,
+                thread_tuner=ThreadTuner(runtime.thread_policy(), say=say))
+        thread_records.append(h.threads)
         restored = _restored_epoch(callbacks, len(history.get("loss", [])), len(h.history["loss"]))
         for key, values in h.history.items():
             history.setdefault(key, []).extend(values)
@@ -483,21 +493,23 @@ def _train(config: TrainConfig, verbose: int, resume: bool, print_fn: Callable[[
     if not is_main():  # distributed: rank 0 tests the model and writes the results
         return RunResult(run_dir, history, None, seconds, epoch_seconds, [])
     result = _finish(run_dir, model, save, data, history, epoch_seconds, seconds, config, test_metrics,
-                     restored if phases else None)
+                     restored if phases else None, thread_records, clock.seconds() if clock else None)
     remove_checkpoint(run_dir)  # the run is complete: model.safetensors and metrics.json replace it
     return result
 
 
 def _finish(run_dir: Path, model: nn.Module, save: Any, data: _Data, history: dict[str, list[float]],
             epoch_seconds: list[float], seconds: float, config: TrainConfig,
-            test_metrics: Scores | None = None, restored: int | None = None) -> RunResult:
+            test_metrics: Scores | None = None, restored: int | None = None,
+            threads: list[dict[str, object]] | None = None, first_step: float | None = None) -> RunResult:
     if test_metrics is None and data.test is not None and config.evaluate_test:
         test_metrics = evaluate(model, data.test)
     # the model's own epoch: the last, or the one EarlyStopping restored
     final = {k: v[-1 if restored is None else restored] for k, v in history.items() if k != "phase"}
     metrics = {**final, **({f"test_{k}": v for k, v in test_metrics.items()} if test_metrics else {})}
     save(model, run_dir / "model.safetensors", metrics)
-    _write_json(run_dir / "history.json", {"history": history, "epoch_seconds": epoch_seconds})
+    _write_json(run_dir / "history.json", {"history": history, "epoch_seconds": epoch_seconds,
+                                           **({"threads": threads} if threads else {})})
     skipped = sorted(set(getattr(data.train, "skipped", [])) | set(getattr(data.train, "skipped_during_training", [])))
     if skipped:
         # backslashreplace: a name that is not UTF-8 is written as the CLI prints it (b"\xff" -> "\udcff")
@@ -505,8 +517,11 @@ def _finish(run_dir: Path, model: nn.Module, save: Any, data: _Data, history: di
                                                                               errors="backslashreplace"),
                    after=lambda: _resume_hint(run_dir))
     with writing(run_dir / "curves.png", after=lambda: _resume_hint(run_dir)):
+        from cnnlab.viz.curves import plot_history  # here: matplotlib's import (0.4 s) would delay the first step
+
         plot_history(history, run_dir / "curves.png", title=f"{_model_label(config)} on {Path(config.dataset).name}")
     # last: metrics.json marks the run finished, so a write that failed before it leaves a run --resume completes
-    _write_json(run_dir / "metrics.json", {**metrics, "train_seconds": seconds, "skipped_files": len(skipped)})
+    _write_json(run_dir / "metrics.json", {**metrics, "train_seconds": seconds, "skipped_files": len(skipped),
+                                           **({"seconds_to_first_step": first_step} if first_step is not None else {})})
     return RunResult(run_dir, history, dict(test_metrics) if test_metrics else None, seconds, epoch_seconds, skipped,
                      restored)

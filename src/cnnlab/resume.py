@@ -12,19 +12,21 @@ import hashlib
 import json
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cnnlab.config import DEFAULT_HEAD, TrainConfig
 from cnnlab.errors import CnnlabError
 from cnnlab.recipes import RECIPES
 from cnnlab.rundir import read_json
-from cnnlab.training.checkpoint import Checkpoint, read_checkpoint
+
+if TYPE_CHECKING:  # resume_config imports no torch: the CLI checks --resume before torch loads (cli_checks.py)
+    from cnnlab.training.checkpoint import Checkpoint
 
 __all__ = ["resume_config", "open_checkpoint", "config_digest"]
 
-MAY_CHANGE = ("epochs",)
+MAY_CHANGE = ("epochs", "threads")  # threads: a resumed run may be on another machine, or beside other work
 # left out of the digest: they say where, how long and what is reported, not what is computed
-NOT_COMPUTED = ("epochs", "run_dir", "runs_root", "evaluate_test")
+NOT_COMPUTED = ("epochs", "run_dir", "runs_root", "evaluate_test", "threads")
 # Settings added after runs were first checkpointed (2026-12-07), with their defaults: they count in the
 # digest only when set otherwise, so a run stopped before they existed still resumes.
 ADDED_LATER = {"head": DEFAULT_HEAD, "max_image_pixels": None}
@@ -56,8 +58,8 @@ def resume_config(run_dir: str | Path, given: dict[str, Any]) -> TrainConfig:
     changed = [f"{k}={v!r} (the run has {settings.get(k)!r})" for k, v in given.items()
                if k not in MAY_CHANGE and v != settings.get(k)]
     if changed:
-        raise CnnlabError(f"--resume {run_dir} continues with the run's own settings and only --epochs may change; "
-                          f"got {', '.join(changed)}; drop those flags")
+        raise CnnlabError(f"--resume {run_dir} continues with the run's own settings and only --epochs and "
+                          f"--threads may change; got {', '.join(changed)}; drop those flags")
     epochs = given.get("epochs", settings.get("epochs", 1))
     if epochs != settings.get("epochs"):
         two_phases = settings.get("unfreeze_top") is not None and not settings.get("init_from")
@@ -66,11 +68,14 @@ def resume_config(run_dir: str | Path, given: dict[str, Any]) -> TrainConfig:
             raise CnnlabError(f"--resume {run_dir} --epochs {epochs}: the run was planned for {settings.get('epochs')}"
                               f" epochs; --epochs may only grow, and only for one-phase runs with the constant "
                               f"schedule; drop --epochs")
-    return TrainConfig(**{**settings, "epochs": epochs, "run_dir": str(path)})
+    threads = {"threads": given["threads"]} if "threads" in given else {}
+    return TrainConfig(**{**settings, "epochs": epochs, "run_dir": str(path), **threads})
 
 
 def open_checkpoint(run_dir: Path, config: TrainConfig, phases: int) -> Checkpoint:
     """The run's checkpoint, checked against its config (same settings digest, a phase the run has)."""
+    from cnnlab.training.checkpoint import read_checkpoint
+
     checkpoint = read_checkpoint(run_dir)
     run = checkpoint.run
     if run.get("config_sha256") != config_digest(config) or not 0 <= int(run.get("phase", -1)) < phases:

@@ -1,11 +1,12 @@
 """Finding and decoding single image files with Pillow, the way Keras's `load_img` does.
 
-Every decode goes through `read_image`, so EXIF rotation, mode conversion and resizing are the
-same for folder datasets, prediction and serving. Every open goes through `open_image`, the one
-gate for hostile files: only the decoders of IMAGE_FORMATS run (a PostScript file named .png
-never reaches Ghostscript), and an image over the decode budget (`max_image_pixels`) is refused
-from its header, before a single pixel is decoded (a 20 KB PNG can claim 169 megapixels, which
-took `augment-preview` to 21.5 GB before this gate).
+Every decode goes through `read_pixels` (NumPy; `read_image` is its torch tensor), so EXIF rotation,
+mode conversion and resizing are the same for folder datasets, prediction and serving; importing this
+module imports no torch, so `cnnlab predict` with an ONNX model decodes without it. Every open goes
+through `open_image`, the one gate for hostile files: only the decoders of IMAGE_FORMATS run (a
+PostScript file named .png never reaches Ghostscript), and an image over the decode budget
+(`max_image_pixels`) is refused from its header, before a single pixel is decoded (a 20 KB PNG can
+claim 169 megapixels, which took `augment-preview` to 21.5 GB before this gate).
 """
 
 from __future__ import annotations
@@ -17,17 +18,20 @@ import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageMode, ImageOps, UnidentifiedImageError
 
 from cnnlab.errors import CnnlabError, one_line
 
+if TYPE_CHECKING:
+    import torch
+
 __all__ = ["IMAGE_EXTENSIONS", "IMAGE_FORMATS", "GRAYSCALE_MODES", "RESAMPLING", "MAX_IMAGE_PIXELS",
            "PILLOW_PIXEL_LIMIT", "ImageTooLarge", "max_image_pixels", "set_max_image_pixels", "open_image",
-           "list_images", "read_image", "image_to_tensor", "probe_image", "link_loop", "foreign_format"]
+           "list_images", "read_pixels", "read_image", "image_to_pixels", "image_to_tensor", "probe_image",
+           "link_loop", "foreign_format"]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp"})
 
@@ -180,10 +184,10 @@ def _bytes_per_pixel(mode: str) -> int:
     return Image.getmodebands(mode) * max(1, int(typestr[-1]) if typestr[-1].isdigit() else 1)
 
 
-def read_image(path: str | Path, channels: int, size: tuple[int, int] | None = None,
-               interpolation: str = "bilinear", crop_to_aspect_ratio: bool = False,
-               max_pixels: int | None = None) -> torch.Tensor:
-    """Decode one image file to a (C, H, W) uint8 tensor with `channels` 1 (gray), 3 (RGB) or 4 (RGBA).
+def read_pixels(path: str | Path, channels: int, size: tuple[int, int] | None = None,
+                interpolation: str = "bilinear", crop_to_aspect_ratio: bool = False,
+                max_pixels: int | None = None) -> np.ndarray:
+    """Decode one image file to a (C, H, W) uint8 NumPy array with `channels` 1 (gray), 3 (RGB) or 4 (RGBA).
 
     The image is turned upright by its EXIF orientation, converted (alpha is dropped unless
     channels is 4; palette, CMYK and 16-bit images are handled) and resized to `size` = (H, W)
@@ -194,8 +198,8 @@ def read_image(path: str | Path, channels: int, size: tuple[int, int] | None = N
     >>> import tempfile
     >>> path = Path(tempfile.mkdtemp()) / "red.png"
     >>> Image.new("RGBA", (40, 30), "red").save(path)
-    >>> read_image(path, channels=3).shape, read_image(path, channels=1, size=(224, 224)).shape
-    (torch.Size([3, 30, 40]), torch.Size([1, 224, 224]))
+    >>> read_pixels(path, channels=3).shape, read_pixels(path, channels=1, size=(224, 224)).dtype
+    ((3, 30, 40), dtype('uint8'))
     """
     if channels not in (1, 3, 4):
         raise CnnlabError(f"read_image: channels must be 1 (grayscale), 3 (RGB) or 4 (RGBA), got {channels!r}")
@@ -206,21 +210,37 @@ def read_image(path: str | Path, channels: int, size: tuple[int, int] | None = N
                           f"e.g. interpolation='bilinear'")
     try:
         with open_image(path, max_pixels) as opened:
-            return image_to_tensor(opened, channels, size, interpolation, crop_to_aspect_ratio)
+            return image_to_pixels(opened, channels, size, interpolation, crop_to_aspect_ratio)
     # Pillow's format plugins signal a bad file with OSError, SyntaxError, ValueError, struct.error
     # and others; any of them means the same thing to the user: this file cannot be read.
     except Exception as error:
         raise _decode_error(path, error) from error
 
 
-def image_to_tensor(image: Image.Image, channels: int, size: tuple[int, int] | None = None,
-                    interpolation: str = "bilinear", crop_to_aspect_ratio: bool = False) -> torch.Tensor:
-    """An opened Pillow image -> (C, H, W) uint8, the one decoding path for files and uploads alike.
+def read_image(path: str | Path, channels: int, size: tuple[int, int] | None = None,
+               interpolation: str = "bilinear", crop_to_aspect_ratio: bool = False,
+               max_pixels: int | None = None) -> torch.Tensor:
+    """`read_pixels` as a (C, H, W) uint8 torch tensor (the same pixels, the same checks and errors).
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "red.png"
+    >>> Image.new("RGBA", (40, 30), "red").save(path)
+    >>> read_image(path, channels=3).shape, read_image(path, channels=1, size=(224, 224)).shape
+    (torch.Size([3, 30, 40]), torch.Size([1, 224, 224]))
+    """
+    import torch
+
+    return torch.from_numpy(read_pixels(path, channels, size, interpolation, crop_to_aspect_ratio, max_pixels))
+
+
+def image_to_pixels(image: Image.Image, channels: int, size: tuple[int, int] | None = None,
+                    interpolation: str = "bilinear", crop_to_aspect_ratio: bool = False) -> np.ndarray:
+    """An opened Pillow image -> (C, H, W) uint8 NumPy array, the one decoding path for files and uploads alike.
 
     Upright by EXIF orientation, converted to `channels` (palette, CMYK, 16-bit handled; alpha
     dropped), resized to `size` = (H, W) bilinearly. Pillow's decoding errors propagate.
 
-    >>> image_to_tensor(Image.new("RGB", (4, 2), (255, 0, 0)), channels=1).tolist()  # red in ITU-R 601 grey
+    >>> image_to_pixels(Image.new("RGB", (4, 2), (255, 0, 0)), channels=1).tolist()  # red in ITU-R 601 grey
     [[[76, 76, 76, 76], [76, 76, 76, 76]]]
     """
     image = ImageOps.exif_transpose(image)
@@ -229,8 +249,20 @@ def image_to_tensor(image: Image.Image, channels: int, size: tuple[int, int] | N
     if size is not None and (image.height, image.width) != tuple(size):
         box = aspect_crop_box(image.width, image.height, size) if crop_to_aspect_ratio else None
         image = image.resize((size[1], size[0]), RESAMPLING[interpolation], box=box)
-    tensor = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy())
-    return tensor[None] if tensor.ndim == 2 else tensor.permute(2, 0, 1).contiguous()  # (H, W, C) -> (C, H, W)
+    array = np.asarray(image, dtype=np.uint8)
+    return (array[None] if array.ndim == 2 else array.transpose(2, 0, 1)).copy()  # (C, H, W), C-ordered and writable
+
+
+def image_to_tensor(image: Image.Image, channels: int, size: tuple[int, int] | None = None,
+                    interpolation: str = "bilinear", crop_to_aspect_ratio: bool = False) -> torch.Tensor:
+    """`image_to_pixels` as a (C, H, W) uint8 torch tensor.
+
+    >>> image_to_tensor(Image.new("RGB", (4, 2), (255, 0, 0)), channels=1).tolist()  # red in ITU-R 601 grey
+    [[[76, 76, 76, 76], [76, 76, 76, 76]]]
+    """
+    import torch
+
+    return torch.from_numpy(image_to_pixels(image, channels, size, interpolation, crop_to_aspect_ratio))
 
 
 def aspect_crop_box(width: int, height: int, size: tuple[int, int]) -> tuple[int, int, int, int]:

@@ -19,7 +19,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models.files import ModelCard
 from cnnlab.rundir import read_json
 
-__all__ = ["RealImages", "real_images", "dataset_pixels", "random_pixels"]
+__all__ = ["RealImages", "real_images", "dataset_pixels", "random_pixels", "sample_images"]
 
 SAMPLE_SEED = 0  # which images are drawn: the same on every export of a run
 
@@ -54,7 +54,7 @@ def real_images(source: str | Path, card: ModelCard, parity: Any, calibration: A
     if need_test or want_calibration > 0:
         _from_run(source, card, found, want_parity, want_calibration, need_test, data_dir)
     if found.parity is None and found.test is not None and want_parity > 0:
-        found.parity = _sample(found.test[0], want_parity)
+        found.parity = sample_images(found.test[0], want_parity)
     return found
 
 
@@ -74,7 +74,7 @@ def _from_run(source: str | Path, card: ModelCard, found: RealImages, n_parity: 
             found.parity_source = f"{name} test images"
         if n_calibration > 0:
             images, _, name = dataset_pixels(source, card, "train", data_dir)
-            found.calibration = _sample(images, n_calibration)
+            found.calibration = sample_images(images, n_calibration)
     except CnnlabError as exc:
         found.notes.append(f"the run's dataset could not be read ({exc}); pass --data-dir to use its real images")
 
@@ -110,8 +110,12 @@ def random_pixels(input_shape: list[int] | tuple[int, ...], n: int) -> torch.Ten
     return torch.randint(0, 256, (n, c, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(SAMPLE_SEED))
 
 
-def _sample(images: torch.Tensor, n: int) -> torch.Tensor:
-    """`n` images drawn without replacement, seeded, in their original order (all of them when fewer)."""
+def sample_images(images: torch.Tensor, n: int) -> torch.Tensor:
+    """`n` images drawn without replacement, seeded, in their original order (all of them when fewer).
+
+    >>> sample_images(torch.arange(10), 3).tolist()
+    [1, 4, 7]
+    """
     if n >= len(images):
         return images
     order = torch.randperm(len(images), generator=torch.Generator().manual_seed(SAMPLE_SEED))[:n]

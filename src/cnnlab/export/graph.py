@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError, first_line
+from cnnlab.export.interface import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, PROBABILITIES_NAME
 from cnnlab.models.files import ModelCard
 from cnnlab.training.objectives import probabilities
 from cnnlab.versions import versions
@@ -29,10 +30,6 @@ from cnnlab.versions import versions
 __all__ = ["PixelModel", "to_onnx", "export_metadata", "EXPORTERS", "INPUT_NAME", "OUTPUT_NAME",
            "PROBABILITIES_NAME", "METADATA_KEY", "OPSET", "import_onnx"]
 
-INPUT_NAME = "pixels"
-OUTPUT_NAME = "output"
-PROBABILITIES_NAME = "probabilities"
-METADATA_KEY = "cnnlab"
 # Opset 18: the lowest the torch.export-based exporter writes, so both exporters give the same
 # operator set; onnxruntime has run it since 1.14 (2023), onnxruntime-web included.
 OPSET = 18

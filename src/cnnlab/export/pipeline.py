@@ -117,12 +117,15 @@ def _check_target(target: Path, force: bool) -> None:
 
 
 def export_model(model: nn.Module, card: ModelCard, output: Path, *, quantize: str | None = None,
-                 parity: torch.Tensor | None = None, calibration: torch.Tensor | None = None,
+                 parity: torch.Tensor | np.ndarray | None = None, calibration: torch.Tensor | None = None,
                  test: tuple[torch.Tensor, torch.Tensor] | None = None, parity_source: str = "given images",
-                 notes: list[str] | None = None, exporter: str = "auto", force: bool = False) -> ExportReport:
+                 notes: list[str] | None = None, exporter: str = "auto", force: bool = False,
+                 metadata: dict[str, str] | None = None) -> ExportReport:
     """Export an in-memory model described by `card` (see `export_onnx`, which gathers the images).
 
     Without `parity` images the check runs on PARITY_IMAGES seeded random uint8 images, and says so.
+    `metadata` adds entries to the file's metadata_props beside the `cnnlab` card (an ONNX twin
+    records the model file it was made from; see `cnnlab.inference`).
     """
     _check_target(output, force)
     notes = list(notes or [])
@@ -130,6 +133,9 @@ def export_model(model: nn.Module, card: ModelCard, output: Path, *, quantize: s
         parity, parity_source = random_pixels(card.input_shape, PARITY_IMAGES), "random uint8 images (none given)"
     model.eval()
     proto, used = to_onnx(model, card, exporter)
+    for key, value in (metadata or {}).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
     reports: list[ExportReport] = []
 
     def write(part: Path) -> None:  # `part` is renamed onto `output` only when every check passed
@@ -150,8 +156,9 @@ def export_model(model: nn.Module, card: ModelCard, output: Path, *, quantize: s
     return report
 
 
-def _int8(model: nn.Module, fp32: OnnxClassifier, path: Path, report: ExportReport, parity: torch.Tensor,
-          calibration: torch.Tensor | None, test: tuple[torch.Tensor, torch.Tensor] | None) -> ExportReport:
+def _int8(model: nn.Module, fp32: OnnxClassifier, path: Path, report: ExportReport,
+          parity: torch.Tensor | np.ndarray, calibration: torch.Tensor | None,
+          test: tuple[torch.Tensor, torch.Tensor] | None) -> ExportReport:
     """Quantize, check top-1 agreement with fp32 on the test images, measure accuracy, size and latency."""
     if calibration is None or len(calibration) == 0:
         raise CnnlabError("int8 export needs real training images to calibrate on: export a run directory whose "

@@ -2,22 +2,23 @@
 
 `OnnxClassifier(path)` is all a consumer needs: `.card` (class names, input size, preprocessing,
 metrics, rebuilt from the file's metadata) and `.predict_proba(uint8 (N, C, H, W))`. It imports
-onnxruntime only, never torch's exporter or onnx.
+onnxruntime and NumPy only, never torch, torch's exporter or onnx: `cnnlab predict` runs an ONNX
+model without torch's 3 s import (torch tensors are still accepted where torch is loaded).
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
+from cnnlab.cards import parse_card
 from cnnlab.errors import CnnlabError, first_line
-from cnnlab.export.graph import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, PROBABILITIES_NAME
-from cnnlab.models.files import parse_card
+from cnnlab.export.interface import INPUT_NAME, METADATA_KEY, OUTPUT_NAME, PROBABILITIES_NAME
 
 __all__ = ["OnnxClassifier", "inference_session", "import_onnxruntime", "as_pixels", "latency_ms", "check_graph"]
 
@@ -58,10 +59,13 @@ def inference_session(model: str | Path | bytes, threads: int | None = None) -> 
 def as_pixels(images: Any, input_shape: list[int] | tuple[int, ...], where: str = "images") -> np.ndarray:
     """uint8 (N, C, H, W) numpy pixels from a torch tensor or numpy array, checked against (H, W, C).
 
+    >>> import torch
     >>> as_pixels(torch.zeros(2, 1, 28, 28, dtype=torch.uint8), [28, 28, 1]).shape
     (2, 1, 28, 28)
     """
-    array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    torch = sys.modules.get("torch")  # a torch tensor exists only where torch was imported
+    is_tensor = torch is not None and isinstance(images, torch.Tensor)
+    array = images.detach().cpu().numpy() if is_tensor else np.asarray(images)
     h, w, c = input_shape
     if array.dtype != np.uint8:
         raise CnnlabError(f"{where}: expected uint8 pixels 0..255, got dtype {array.dtype}; the exported graph "

@@ -25,6 +25,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from cnnlab.catalog import resolve_model_path  # torch-free, so the CLI checks a model argument before torch loads
 from cnnlab.errors import CnnlabError, first_line, one_line
 from cnnlab.fileio import atomic_write
 from cnnlab.models import (  # noqa: F401  (their layer types load)
@@ -116,23 +117,6 @@ def save_model(model: nn.Module, path: str | Path, class_names: list[str], input
 
     atomic_write(path, weights)
     atomic_write(path.with_suffix(".json"), description)
-    return path
-
-
-def resolve_model_path(source: str | Path) -> Path:
-    """A run directory, a .safetensors file or its .json -> the .safetensors path."""
-    path = Path(source)
-    if path.suffix.lower() == ".onnx":
-        raise CnnlabError(f"{path} is an ONNX export: `cnnlab serve {path}` serves it, and onnxruntime runs it; "
-                          f"this command reads cnnlab model files: give the run directory or the .safetensors "
-                          f"file it was exported from")
-    if path.is_dir():
-        path = path / "model.safetensors"
-    elif path.suffix == ".json":
-        path = path.with_suffix(".safetensors")
-    if not path.is_file():
-        raise CnnlabError(f"model not found: {path} does not exist; give a run directory (runs/NAME), "
-                          f"a .safetensors model file, or its .json")
     return path
 
 

@@ -225,9 +225,7 @@ def _check_widths(widths: Sequence[int]) -> tuple[int, int, int]:
     return values[0], values[1], values[2]
 
 
-@_add("speedrun", (32, 32, 3), "Keller Jordan's airbench94 (CIFAR-10 speed runs; hlb-CIFAR10 lineage)",
-      "CIFAR-10 speed-run net: frozen 2x2 patch whitening, 3 blocks 64-256-256, global max pool; "
-      "train with train_speedrun (whitening needs the training data)")
+@_add("speedrun")  # its shape, source and description: cnnlab.catalog
 def speedrun(input_shape: tuple[int, int, int], num_classes: int,
              widths: Sequence[int] = DEFAULT_WIDTHS) -> nn.Module:
     return SpeedrunNet(input_shape, num_classes, widths)

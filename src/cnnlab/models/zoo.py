@@ -2,7 +2,8 @@
 
 Every entry builds an `nn.Module` for an input shape (H, W, C) and a class count, so one code
 path trains, summarizes, saves and loads all of them (contract tests run over the registry).
-Parameter counts below are for the default input shape and 10 classes, checked in tests.
+Each entry's default shape, source, description and parameter count are its record in cnnlab.catalog,
+which `cnnlab models` lists without importing torch; tests/test_catalog.py checks the counts.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torchvision
 from torch import nn
 
+from cnnlab.catalog import MODEL_RECORDS
 from cnnlab.errors import CnnlabError, first_line
 from cnnlab.models.efficientnet_lite import EfficientNetLite0
 from cnnlab.models.layers import (
@@ -40,6 +41,7 @@ class ModelSpec:
     source: str        # where it comes from (a seed, a paper, torchvision)
     description: str
     learning_rate: float | None = None  # adam rate the seed recipe uses from scratch; None: Keras's 1e-3
+    params: int | None = None  # total at the default shape with 10 classes (cnnlab.catalog); None: not recorded
 
 
 MODELS: Registry[ModelSpec] = Registry("model")
@@ -48,16 +50,20 @@ MODELS: Registry[ModelSpec] = Registry("model")
 NOT_EXPORTABLE: dict[str, str] = {}
 
 
-def _add(name: str, default_input_shape: InputShape, source: str, description: str) -> Callable[
-        [Callable[[InputShape, int], nn.Module]], Callable[[InputShape, int], nn.Module]]:
+def _spec(name: str, build: Callable[..., nn.Module]) -> ModelSpec:
+    """Registered model `name`'s builder with its record from cnnlab.catalog (its shape, source, description)."""
+    r = MODEL_RECORDS.get(name)
+    return ModelSpec(name, build, r.default_input_shape, r.source, r.description, r.learning_rate, r.params)
+
+
+def _add(name: str) -> Callable[[Callable[[InputShape, int], nn.Module]], Callable[[InputShape, int], nn.Module]]:
     def wrap(build: Callable[[InputShape, int], nn.Module]) -> Callable[[InputShape, int], nn.Module]:
-        MODELS.add(name, ModelSpec(name, build, default_input_shape, source, description))
+        MODELS.add(name, _spec(name, build))
         return build
     return wrap
 
 
-@_add("seed-mnist", (28, 28, 1), "seeds 000/001/002",
-      "The tutorials' MNIST CNN: 2 conv + 2 max-pool, Dense 64, softmax (121,930 params)")
+@_add("seed-mnist")
 def seed_mnist(input_shape: InputShape, num_classes: int) -> nn.Module:
     return Sequential([
         Conv2D(32, (3, 3), activation="relu", input_shape=input_shape),
@@ -70,8 +76,7 @@ def seed_mnist(input_shape: InputShape, num_classes: int) -> nn.Module:
     ])
 
 
-@_add("seed-cifar10", (32, 32, 3), "seed 004",
-      "Seed 004's CIFAR-10 CNN as written: 2 conv + 2 max-pool, Dense 64, logits (167,562 params)")
+@_add("seed-cifar10")
 def seed_cifar10(input_shape: InputShape, num_classes: int) -> nn.Module:
     return Sequential([
         Conv2D(32, (3, 3), activation="relu", input_shape=input_shape),
@@ -84,8 +89,7 @@ def seed_cifar10(input_shape: InputShape, num_classes: int) -> nn.Module:
     ])
 
 
-@_add("tf-cifar10", (32, 32, 3), "TensorFlow's CNN tutorial (the source seed 004 abridges)",
-      "Seed 004's CNN with the TensorFlow tutorial's third Conv2D(64): logits (122,570 params)")
+@_add("tf-cifar10")
 def tf_cifar10(input_shape: InputShape, num_classes: int) -> nn.Module:
     return Sequential([
         Conv2D(32, (3, 3), activation="relu", input_shape=input_shape),
@@ -99,8 +103,7 @@ def tf_cifar10(input_shape: InputShape, num_classes: int) -> nn.Module:
     ])
 
 
-@_add("seed-shapes", (28, 28, 1), "seed 003 (shape tracing)",
-      "Seed 003's shape-tracing CNN: 16-32-64 filters, Dense 128, softmax (98,442 params)")
+@_add("seed-shapes")
 def seed_shapes(input_shape: InputShape, num_classes: int) -> nn.Module:
     return Sequential([
         Conv2D(16, (3, 3), activation="relu", input_shape=input_shape),   # 26x26x16
@@ -121,8 +124,7 @@ def _vgg_block(filters: int, input_shape: InputShape | None = None) -> list:
             MaxPooling2D((2, 2)), Dropout(0.25)]
 
 
-@_add("seed-cifar10-bn", (32, 32, 3), "seed 003 (CIFAR-10 code example)",
-      "Seed 003's CIFAR-10 CNN: 3 blocks of 2 conv + BatchNorm + Dropout, Dense 256 (816,938 params)")
+@_add("seed-cifar10-bn")
 def seed_cifar10_bn(input_shape: InputShape, num_classes: int) -> nn.Module:
     return Sequential([
         *_vgg_block(32, input_shape), *_vgg_block(64), *_vgg_block(128),
@@ -134,8 +136,7 @@ def seed_cifar10_bn(input_shape: InputShape, num_classes: int) -> nn.Module:
     ])
 
 
-@_add("lenet5", (28, 28, 1), "LeCun et al. 1998, as in seed 003",
-      "LeNet-5: conv 6 (5x5, same) - avg-pool - conv 16 (5x5) - avg-pool - 120 - 84, ReLU (61,706 params)")
+@_add("lenet5")
 def lenet5(input_shape: InputShape, num_classes: int) -> nn.Module:
     # ReLU rather than the paper's scaled tanh: it trains faster with adam and is what modern
     # re-implementations use; the layer sizes are the paper's.
@@ -151,8 +152,7 @@ def lenet5(input_shape: InputShape, num_classes: int) -> nn.Module:
     ])
 
 
-@_add("resnet-small", (32, 32, 3), "seed 003's residual block",
-      "A small ResNet: stem + residual blocks 32, 64/2, 128/2 of seed 003's block, GAP, logits")
+@_add("resnet-small")
 def resnet_small(input_shape: InputShape, num_classes: int) -> nn.Module:
     # BatchNorm momentum 0.9 (PyTorch's default), not Keras's 0.99: with 0.99 the moving statistics
     # still hold 40% of their initial values after 90 steps, and a short run evaluated at 20%
@@ -170,8 +170,7 @@ def resnet_small(input_shape: InputShape, num_classes: int) -> nn.Module:
     ])
 
 
-@_add("fast-cnn", (28, 28, 1), "cnnlab's fast CPU recipe",
-      "The seed MNIST CNN at half width (conv 16, conv 32): a quarter of its FLOPs, logits (56,714 params)")
+@_add("fast-cnn")
 def fast_cnn(input_shape: InputShape, num_classes: int) -> nn.Module:
     # Half the seed CNN's filters cut its multiply-adds from 2.5 M to 0.66 M per 28x28 image; with
     # the fast recipe's one-cycle schedule it still beats the seed program's 1-epoch accuracy
@@ -191,6 +190,8 @@ FIRST_CONV = {"alexnet": "features.0", "vgg16": "features.0", "resnet50": "conv1
 
 
 def _torchvision(name: str, input_shape: InputShape, num_classes: int) -> nn.Module:
+    import torchvision  # here, not at the top: with its import of torch._dynamo it costs 1.2-2 s (2 cores)
+
     model: nn.Module = getattr(torchvision.models, name)(weights=None, num_classes=num_classes)
     channels = input_shape[2]
     if channels != 3:  # a grayscale dataset: same first conv, other input depth
@@ -208,22 +209,11 @@ def _torchvision_builder(name: str) -> Callable[[InputShape, int], nn.Module]:
     return build
 
 
-# AlexNet and VGG16 have no BatchNorm, and adam at Keras's 1e-3 barely moves them from scratch. Digits,
-# 3 epochs, test accuracy at 1e-3 against 1e-4: AlexNet (64 px) 0.34 against 0.65, VGG16 (32 px) 0.08
-# (chance) against 0.86 (`cnnlab train --dataset digits --model M --image-size ...`, 2026-12-07, 2-core EPYC).
-SCRATCH_RATE = 1e-4
-for _name, _desc, _rate in [
-    ("alexnet", "AlexNet (Krizhevsky 2012): 5 conv + 3 dense, ReLU, Dropout", SCRATCH_RATE),
-    ("vgg16", "VGG16 (Simonyan & Zisserman 2014): 13 conv 3x3 + 3 dense", SCRATCH_RATE),
-    ("resnet50", "ResNet-50 (He et al. 2015): bottleneck residual blocks", None),
-    ("mobilenet_v2", "MobileNetV2 (Sandler et al. 2018): inverted residuals, depthwise convs", None),
-]:
-    MODELS.add(_name, ModelSpec(_name, _torchvision_builder(_name), (224, 224, 3), "torchvision (untrained)", _desc,
-                                _rate))
+for _name in ("alexnet", "vgg16", "resnet50", "mobilenet_v2"):  # their scratch rates: catalog.SCRATCH_RATE
+    MODELS.add(_name, _spec(_name, _torchvision_builder(_name)))
 
 
-@_add("efficientnet_lite0", (224, 224, 3), "Google's EfficientNet-Lite (untrained; --pretrained: cnnlab[pretrained])",
-      "EfficientNet-Lite0: B0 without squeeze-excite, ReLU6; ImageNet weights offline (4.65 M params)")
+@_add("efficientnet_lite0")
 def efficientnet_lite0(input_shape: InputShape, num_classes: int) -> nn.Module:
     return EfficientNetLite0(num_classes, in_channels=input_shape[2])
 

@@ -87,8 +87,11 @@ _ERROR = {"content": {"application/json": {"schema": {
 def create_app(source: str | Path | LoadedModel, *, api_key: str | None = None, top_k: int = TOP_K,
                max_files: int = MAX_FILES, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS,
                max_batch: int = 32, max_wait_ms: float = 5.0, decode_budget: int = DECODE_BUDGET,
-               body_budget: int = BODY_BUDGET, budget_wait_s: float = BUDGET_WAIT_S) -> FastAPI:
+               body_budget: int = BODY_BUDGET, budget_wait_s: float = BUDGET_WAIT_S, runtime: str = "torch") -> FastAPI:
     """The server for one model (a run directory, a model file, a .onnx file, or a loaded model).
+
+    `runtime` runs a model file on torch, through its ONNX twin (onnxruntime), or either (auto: the
+    twin when onnxruntime is installed and the model exports); see `load_predictor`.
 
     >>> import tempfile; from fastapi.testclient import TestClient; from cnnlab.models import build_model, save_model
     >>> d = Path(tempfile.mkdtemp())
@@ -101,7 +104,7 @@ def create_app(source: str | Path | LoadedModel, *, api_key: str | None = None, 
                         ("body_budget", body_budget)):
         if not isinstance(value, int) or value <= 0:
             raise CnnlabError(f"create_app: {name} must be a positive integer, got {value!r}")
-    loaded = source if isinstance(source, LoadedModel) else load_predictor(source)
+    loaded = source if isinstance(source, LoadedModel) else load_predictor(source, runtime)
     batcher = MicroBatcher(loaded.predict_proba, max_images=max_batch, max_wait_ms=max_wait_ms)
     decoder = _Decoder(loaded, max_pixels, Budget(decode_budget, "pixels being decoded", budget_wait_s))
     bodies = Budget(body_budget, "bytes of request bodies held", budget_wait_s)

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from cnnlab.errors import CnnlabError
-from cnnlab.models.files import ModelCard, load_model, resolve_model_path
+from cnnlab.inference import load_inference
+from cnnlab.models.files import ModelCard
 
 __all__ = ["LoadedModel", "load_predictor"]
 
@@ -43,8 +44,12 @@ class LoadedModel:
                 "curves": "/model/curves.png" if self.curves else None}
 
 
-def load_predictor(source: str | Path) -> LoadedModel:
+def load_predictor(source: str | Path, runtime: str = "torch") -> LoadedModel:
     """Load a run directory, a .safetensors/.json model file or a .onnx file for serving.
+
+    `runtime` (torch, onnxruntime or auto; `cnnlab serve`'s default is auto) says what runs a
+    model file: under auto and onnxruntime its ONNX twin (see `cnnlab.inference`). A .onnx file
+    always runs through onnxruntime.
 
     >>> import tempfile; from cnnlab.models import build_model, save_model
     >>> d = Path(tempfile.mkdtemp())
@@ -56,32 +61,16 @@ def load_predictor(source: str | Path) -> LoadedModel:
     path = Path(source)
     if path.suffix.lower() == ".onnx" or (path.is_dir() and not (path / "model.safetensors").is_file()
                                           and (path / "model.onnx").is_file()):
-        return _load_onnx(path / "model.onnx" if path.is_dir() else path)
-    path = resolve_model_path(path)
-    model, card = load_model(path)
-    model.requires_grad_(False)
-
-    def predict(images: torch.Tensor) -> np.ndarray:
-        from cnnlab.training import predict_proba
-
-        with torch.inference_mode():
-            return predict_proba(model, images).numpy()
-
-    return LoadedModel(card, predict, path, _curves_beside(path), "torch")
-
-
-def _load_onnx(path: Path) -> LoadedModel:
-    if not path.is_file():
-        raise CnnlabError(f"model not found: {path} does not exist; give a run directory, a .safetensors model "
-                          f"file or a .onnx file written by `cnnlab export`")
-    try:
-        from cnnlab.export import OnnxClassifier
-    except ImportError as exc:
-        raise CnnlabError(f"serving {path} needs onnxruntime ({exc}); install it with "
-                          f"pip install 'cnnlab[export]', or serve the .safetensors model instead") from None
-    classifier = OnnxClassifier(path)
-    return LoadedModel(classifier.card, lambda images: np.asarray(classifier.predict_proba(images)), path,
-                       _curves_beside(path), "onnxruntime")
+        path = path / "model.onnx" if path.is_dir() else path
+        if not path.is_file():
+            raise CnnlabError(f"model not found: {path} does not exist; give a run directory, a .safetensors model "
+                              f"file or a .onnx file written by `cnnlab export`")
+        runtime = "onnxruntime"  # whatever was asked: only onnxruntime runs an ONNX file
+    inference = load_inference(path, runtime)
+    if inference.model is not None:
+        inference.model.requires_grad_(False)
+    return LoadedModel(inference.card, inference.predict_proba, inference.path, _curves_beside(inference.path),
+                       inference.runtime)
 
 
 def _curves_beside(path: Path) -> Path | None:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.training.threads import ThreadPolicy, parse_threads, thread_policy
 
 __all__ = ["DEVICE_CHOICES", "PRECISION_CHOICES", "COMPILE_CHOICES", "Runtime", "resolve_runtime",
            "resolve_device", "resolve_precision", "cpu_has_native_bf16", "use_deterministic", "runtime_line"]
@@ -106,6 +107,8 @@ class Runtime:
     precision: str          # fp32 | bf16 | fp16
     compile: bool
     sync_every: int = 1     # steps between reading the loss back to the host (a GPU runs ahead in between)
+    threads: int | None = None  # CPU threads; None: measured in the first steps (training/threads.py)
+    planned_steps: int = 0  # optimizer steps the run plans: decides compile=auto and whether measuring threads pays
 
     @property
     def channels_last(self) -> bool:
@@ -137,6 +140,11 @@ class Runtime:
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch
 
+    def thread_policy(self, steps: int | None = None) -> ThreadPolicy:
+        """The CPU thread policy of a run of `steps` optimizer steps (default: the planned steps)."""
+        return thread_policy(self.threads, self.planned_steps if steps is None else steps, self.device.type,
+                             torch.are_deterministic_algorithms_enabled(), _processes())
+
     def describe(self) -> str:
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type
         return f"{name}, {self.precision}{', compiled' if self.compile else ''}"
@@ -148,20 +156,29 @@ class Runtime:
         True
         """
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type
+        policy = self.thread_policy()
         return {"device": str(self.device), "device_name": name, "precision": self.precision,
-                "channels_last": self.channels_last, "threads": torch.get_num_threads(), "compile": self.compile}
+                "channels_last": self.channels_last, "threads": policy.candidates[0],
+                "thread_policy": policy.describe(), "compile": self.compile}
+
+
+def _processes() -> int:
+    """Processes in the run (distributed.world_size, which imports this module, so read here)."""
+    dist = torch.distributed
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def runtime_line(record: dict[str, object], processes: int = 1) -> str:
     """One line on a run's `Runtime.record()`, for the CLI to print as training starts.
 
-    >>> runtime_line(Runtime(torch.device("cpu"), "fp32", False).record() | {"threads": 2})
-    'runtime: cpu (2 threads), fp32, channels_last, not compiled, 1 process'
+    >>> runtime_line(Runtime(torch.device("cpu"), "fp32", False).record() | {"thread_policy": "2 threads: test"})
+    'runtime: cpu (2 threads: test), fp32, channels_last, not compiled, 1 process'
     """
     device = record["device_name"] if record["device_name"] == record["device"] else \
         f"{record['device_name']} ({record['device']})"
     count = record["threads"]
-    threads = f" ({count} thread{'s' if count != 1 else ''})" if str(record["device"]).startswith("cpu") else ""
+    policy = record.get("thread_policy") or f"{count} thread{'s' if count != 1 else ''}"
+    threads = f" ({policy})" if str(record["device"]).startswith("cpu") else ""
     layout = "channels_last" if record["channels_last"] else "contiguous (NCHW)"
     compiled = "torch.compile" if record["compile"] else "not compiled"
     return f"runtime: {device}{threads}, {record['precision']}, {layout}, {compiled}, " \
@@ -169,15 +186,19 @@ def runtime_line(record: dict[str, object], processes: int = 1) -> str:
 
 
 def resolve_runtime(device: str = "auto", precision: str = "auto", compile: str = "auto",
-                    steps: int = 0) -> Runtime:
-    """Resolve the three flags together; `steps` (optimizer steps planned) decides compile=auto."""
+                    steps: int = 0, threads: int | str | None = "auto") -> Runtime:
+    """Resolve the flags together; `steps` (optimizer steps planned) decides compile=auto and thread measuring.
+
+    `threads` is a CPU thread count, or "auto" to measure candidates in the run's first steps.
+    """
     resolved = resolve_device(device)
     compile = (compile or "auto").lower()
     if compile not in COMPILE_CHOICES:
         raise CnnlabError(f"--compile {compile!r} is not one of {', '.join(COMPILE_CHOICES)}")
     use_compile = compile == "on" or (compile == "auto" and resolved.type == "cuda" and steps >= COMPILE_MIN_STEPS)
     sync_every = 1 if resolved.type == "cpu" else SYNC_EVERY_STEPS
-    return Runtime(resolved, resolve_precision(precision, resolved), use_compile, sync_every)
+    return Runtime(resolved, resolve_precision(precision, resolved), use_compile, sync_every,
+                   parse_threads(threads), steps)
 
 
 def use_deterministic() -> None:

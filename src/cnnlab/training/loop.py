@@ -34,6 +34,7 @@ from cnnlab.training.devices import Runtime, resolve_runtime
 from cnnlab.training.objectives import Objective, probabilities
 from cnnlab.training.optimizers import OptimizerSpec
 from cnnlab.training.progress import Progress, TqdmProgress
+from cnnlab.training.threads import ThreadTuner
 from cnnlab.training.distributed import (
     all_reduce_sums, check_batch, from_main, is_main, loss_share, place, seed_ranks, shard, sync_buffers,
     unwrap_sync_batchnorm, world_size, wrap,
@@ -51,6 +52,7 @@ class History:
 
     history: dict[str, list[float]] = field(default_factory=dict)
     epoch_seconds: list[float] = field(default_factory=list)
+    threads: dict[str, object] = field(default_factory=dict)  # the CPU thread policy and its decisions
 
     def append(self, logs: dict[str, float]) -> None:
         for key, value in logs.items():
@@ -195,7 +197,7 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int = 1, batch_size: int = 
         shuffle: bool = True, initial_epoch: int = 0, steps_per_epoch: int | None = None,
         workers: int = 0, runtime: Runtime | None = None, schedule: str = "constant",
         label_smoothing: float = 0.0, checkpoint: Checkpointer | None = None, sync_bn: bool = False,
-        progress: Progress | None = None) -> History:
+        progress: Progress | None = None, thread_tuner: ThreadTuner | None = None) -> History:
     """Train `model` on `train`, Keras-style: adam and sparse categorical cross-entropy unless told otherwise.
 
     `optimizer` (default adam at `learning_rate`, 1e-3) and `objective` (the loss; default sparse
@@ -212,6 +214,9 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int = 1, batch_size: int = 
     Under torchrun (training/distributed.py) `batch_size` is the global batch: each process trains
     on its share of every batch in DistributedDataParallel (`sync_bn`: SyncBatchNorm, on GPUs), the
     logged metrics are all-reduced, and only rank 0 shows progress (`progress`: how; default tqdm bars).
+    On the CPU the thread count is measured in the first steps unless the runtime fixes it (`thread_tuner`:
+    the tuner to use, e.g. one that reports its decisions; see training/threads.py); `History.threads`
+    records what it chose.
 
     >>> from cnnlab.data import load_dataset; from cnnlab.models.zoo import build_model
     >>> data = load_dataset("digits").subset(range(64))
@@ -249,6 +254,7 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int = 1, batch_size: int = 
     at = checkpoint.restore(parts) if checkpoint is not None else Position(epoch=initial_epoch)
     eval_runtime = Runtime(runtime.device, runtime.precision, compile=False)  # validation: same precision, eager
     progress = progress or TqdmProgress(verbose)
+    threads = thread_tuner or ThreadTuner(runtime.thread_policy(steps * (epochs - at.epoch)))
     batch_hooks = [cb for cb in callbacks if _wants_batches(cb)]
     # Ctrl-C is caught in a single process only: ranks would see it at different steps and save apart
     catch = checkpoint is not None and world_size() == 1
@@ -262,6 +268,7 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int = 1, batch_size: int = 
             order = epoch_order(len(train), parts.order_seed, epoch) if shuffle else torch.arange(len(train))
             order = shard(order[at.step * batch_size:steps * batch_size], batch_size)  # resumed: skip the done
             progress.start(epoch, epochs, steps, at.step)
+            threads.epoch_start()
             seen, loss_sum, correct = at.seen, at.loss_sum.to(runtime.device), at.correct.to(runtime.device)
             for step, (images, labels) in enumerate(train.batches(local_batch, order, augment, workers), at.step + 1):
                 labels = labels.to(runtime.device, non_blocking=True)
@@ -273,6 +280,7 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int = 1, batch_size: int = 
                 share = loss_share(len(labels), step, batch_size, len(train))  # 1.0 unless a last batch splits unevenly
                 optimizer_step(loss * share if share != 1.0 else loss, torch_optimizer, parts.scaler, scheduler,
                                optimizer)
+                threads.step_done()  # times the step; may change the thread count (training/threads.py)
                 seen += len(labels)
                 loss_sum += loss.detach() * len(labels)
                 correct += objective.correct(out.detach(), labels)
@@ -310,6 +318,7 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int = 1, batch_size: int = 
     if sync_bn:
         unwrap_sync_batchnorm(model)  # the saved model loads without a process group
     model.eval()
+    history.threads = threads.record()
     return history
 
 
