@@ -9,7 +9,7 @@ from cnnlab import CnnlabError
 from cnnlab.catalog import (
     DATASET_ALIASES, DATASET_NAMES, MODEL_RECORDS, builtin_dataset, check_dataset_source, resolve_model_path,
 )
-from cnnlab.cli import SUMMARY_BUILD_PARAMS, SUMMARY_BUILD_PIXELS
+from cnnlab.cli_model import SUMMARY_BUILD_PARAMS, SUMMARY_BUILD_PIXELS
 from cnnlab.data import dataset_names
 from cnnlab.models import build_model, count_parameters, model_summary
 from cnnlab.models.zoo import MODELS
@@ -30,7 +30,7 @@ def test_each_record_is_its_registry_entry_with_the_built_models_parameter_count
 
 
 def _built_for_real(name: str) -> bool:
-    """Whether `cnnlab summary NAME` builds the model with real weights (cli.SUMMARY_BUILD_PARAMS says why)."""
+    """Whether `cnnlab summary NAME` builds the model with real weights (cli_model.SUMMARY_BUILD_PARAMS says why)."""
     record = MODEL_RECORDS.get(name)
     height, width, _ = record.default_input_shape
     return record.params <= SUMMARY_BUILD_PARAMS and height * width <= SUMMARY_BUILD_PIXELS
