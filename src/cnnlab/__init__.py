@@ -14,8 +14,9 @@ Ctrl-C during the 3 s torch import was a KeyboardInterrupt traceback) and `cnnla
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from cnnlab.lazy import lazy_attribute
 
 from cnnlab.errors import CnnlabError
 from cnnlab.versions import __version__
@@ -59,17 +60,7 @@ def __getattr__(name: str) -> Any:
     >>> cnnlab.build_model is cnnlab.models.build_model
     True
     """
-    home = _HOMES.get(name)
-    if home is not None:
-        value = getattr(importlib.import_module(home), name)
-        globals()[name] = value  # later lookups are plain attribute reads
-        return value
-    try:
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__name__}.{name}":
-            raise
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    return lazy_attribute(__name__, _HOMES, name, globals())
 
 
 def __dir__() -> list[str]:

@@ -17,8 +17,9 @@ run an ONNX model without torch's 3 s import.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from cnnlab.lazy import lazy_attribute
 
 if TYPE_CHECKING:
     from cnnlab.data.archives import ARCHIVE_SUFFIXES, archive_stem, extract_archive, is_archive
@@ -55,17 +56,9 @@ def __getattr__(name: str) -> Any:
     """
     if name == "ImageDataset":
         value: Any = __getattr__("ArrayDataset") | __getattr__("FolderDataset")
-    elif name in _HOMES:
-        value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
-    else:
-        try:
-            return importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
-            raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
-    globals()[name] = value  # later lookups are plain attribute reads
-    return value
+        globals()[name] = value  # later lookups are plain attribute reads
+        return value
+    return lazy_attribute(__name__, _HOMES, name, globals())
 
 
 def __dir__() -> list[str]:

@@ -14,8 +14,9 @@ onnxruntime and NumPy alone, so `cnnlab predict` on an ONNX model never imports 
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from cnnlab.lazy import lazy_attribute
 
 if TYPE_CHECKING:
     from cnnlab.export.graph import EXPORTERS, PixelModel, export_metadata, to_onnx
@@ -46,16 +47,7 @@ def __getattr__(name: str) -> Any:
     >>> cnnlab.export.OnnxClassifier is cnnlab.export.runtime.OnnxClassifier
     True
     """
-    if name in _HOMES:
-        value = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
-        globals()[name] = value  # later lookups are plain attribute reads
-        return value
-    try:
-        return importlib.import_module(f"{__name__}.{name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__name__}.{name}":
-            raise
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    return lazy_attribute(__name__, _HOMES, name, globals())
 
 
 def __dir__() -> list[str]:
