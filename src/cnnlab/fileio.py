@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "new_file_mode"]
+__all__ = ["atomic_write", "new_file_mode", "user_cache_folder"]
 
 
 def atomic_write(path: Path, write: Callable[[Path], Any], *, fsync: bool = False) -> None:
@@ -61,3 +61,20 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def user_cache_folder(env: str, subfolder: str = "") -> Path:
+    """The folder named by the environment variable `env` when it is set, else `subfolder` of the user
+    cache folder (e.g. ~/.cache/cnnlab/datasets): where cnnlab keeps what it can make again.
+
+    >>> os.environ["CNNLAB_TEST_FOLDER"] = "/tmp/x"; str(user_cache_folder("CNNLAB_TEST_FOLDER", "datasets"))
+    '/tmp/x'
+    >>> del os.environ["CNNLAB_TEST_FOLDER"]; user_cache_folder("CNNLAB_TEST_FOLDER", "datasets").name
+    'datasets'
+    """
+    from_env = os.environ.get(env, "").strip()
+    if from_env:
+        return Path(from_env).expanduser()
+    import platformdirs  # here: a command that never caches does not import it
+
+    return Path(platformdirs.user_cache_dir("cnnlab")) / subfolder

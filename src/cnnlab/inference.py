@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from cnnlab.cards import ModelCard
 from cnnlab.catalog import resolve_model_path
 from cnnlab.errors import CnnlabError, first_line
-from cnnlab.fileio import atomic_write
+from cnnlab.fileio import atomic_write, user_cache_folder
 from cnnlab.versions import __version__
 
 if TYPE_CHECKING:
@@ -100,16 +99,11 @@ class Inference:
 def cache_dir() -> Path:
     """$CNNLAB_CACHE_DIR if set, else the user cache folder (e.g. ~/.cache/cnnlab).
 
-    >>> os.environ[CACHE_DIR_ENV] = "/tmp/cnnlab-cache"; str(cache_dir())
+    >>> import os; os.environ[CACHE_DIR_ENV] = "/tmp/cnnlab-cache"; str(cache_dir())
     '/tmp/cnnlab-cache'
     >>> del os.environ[CACHE_DIR_ENV]
     """
-    from_env = os.environ.get(CACHE_DIR_ENV, "").strip()
-    if from_env:
-        return Path(from_env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_cache_dir("cnnlab"))
+    return user_cache_folder(CACHE_DIR_ENV)
 
 
 def twin_folder() -> Path:
@@ -159,7 +153,7 @@ def load_inference(source: str | Path, runtime: str = "torch", *, loaded: tuple[
     loaded (evaluation needs it anyway); without it the torch model is loaded only when needed.
 
     >>> import tempfile, numpy as np; from cnnlab.models import build_model, save_model
-    >>> d = Path(tempfile.mkdtemp()); os.environ[CACHE_DIR_ENV] = str(d / "cache")
+    >>> import os; d = Path(tempfile.mkdtemp()); os.environ[CACHE_DIR_ENV] = str(d / "cache")
     >>> m = save_model(build_model("seed-mnist"), d / "m.safetensors", list("0123456789"), (28, 28, 1))
     >>> first, again = load_inference(m, "auto"), load_inference(m, "auto")
     >>> first.reason, again.reason, again.predict_proba(np.zeros((2, 1, 28, 28), np.uint8)).shape

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import platformdirs
 import torch
 from safetensors.torch import load_file, save_file
 
 from cnnlab.data.arrays import ArrayDataset
-from cnnlab.fileio import atomic_write
+from cnnlab.fileio import atomic_write, user_cache_folder
 
 __all__ = ["default_data_dir", "resolve_data_dir", "folder_cache_key", "read_decoded", "write_decoded",
            "decoded_cache_path", "DATA_DIR_ENV"]
@@ -38,10 +36,7 @@ def default_data_dir() -> Path:
     >>> default_data_dir().name   # doctest: +SKIP
     'datasets'
     """
-    from_env = os.environ.get(DATA_DIR_ENV, "").strip()
-    if from_env:
-        return Path(from_env).expanduser()
-    return Path(platformdirs.user_cache_dir("cnnlab")) / "datasets"
+    return user_cache_folder(DATA_DIR_ENV, "datasets")
 
 
 def resolve_data_dir(data_dir: str | Path | None) -> Path:

@@ -23,7 +23,8 @@ from cnnlab.errors import CnnlabError
 from cnnlab.training.threads import ThreadPolicy, parse_threads, thread_policy
 
 __all__ = ["DEVICE_CHOICES", "PRECISION_CHOICES", "COMPILE_CHOICES", "Runtime", "resolve_runtime",
-           "resolve_device", "resolve_precision", "cpu_has_native_bf16", "use_deterministic", "runtime_line"]
+           "resolve_device", "resolve_precision", "cpu_has_native_bf16", "use_deterministic", "runtime_line",
+           "process_count"]
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")  # also "cuda:N"
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
@@ -143,7 +144,7 @@ class Runtime:
     def thread_policy(self, steps: int | None = None) -> ThreadPolicy:
         """The CPU thread policy of a run of `steps` optimizer steps (default: the planned steps)."""
         return thread_policy(self.threads, self.planned_steps if steps is None else steps, self.device.type,
-                             torch.are_deterministic_algorithms_enabled(), _processes())
+                             torch.are_deterministic_algorithms_enabled(), process_count())
 
     def describe(self) -> str:
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type
@@ -162,8 +163,13 @@ class Runtime:
                 "thread_policy": policy.describe(), "compile": self.compile}
 
 
-def _processes() -> int:
-    """Processes in the run (distributed.world_size, which imports this module, so read here)."""
+def process_count() -> int:
+    """Processes in the run: 1 unless a process group is initialized (distributed.world_size; here, since
+    the thread policy needs it and distributed.py imports this module).
+
+    >>> process_count()
+    1
+    """
     dist = torch.distributed
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 

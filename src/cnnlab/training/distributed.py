@@ -44,7 +44,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from cnnlab.errors import CnnlabError, first_line
-from cnnlab.training.devices import Runtime, resolve_device
+from cnnlab.training.devices import Runtime, process_count, resolve_device
 
 __all__ = ["session", "world_size", "rank", "is_main", "shard", "loss_share", "all_reduce_sums", "sync_buffers",
            "barrier", "from_main", "gather_objects", "seed_ranks", "wrap", "unwrap_sync_batchnorm", "place",
@@ -63,7 +63,7 @@ def world_size() -> int:
     >>> world_size()
     1
     """
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return process_count()
 
 
 def rank() -> int:

@@ -181,7 +181,6 @@ def thread_policy(threads: int | str | None = "auto", planned_steps: int = 0, de
                   settings: TunerSettings = TunerSettings()) -> ThreadPolicy:
     """The thread policy of a run: a fixed count where something decides it, else the counts to measure."""
     fixed = parse_threads(threads)
-    cores, why = available_cores()
     if fixed is not None:
         return ThreadPolicy([fixed], f"--threads {fixed}")
     if device != "cpu":
@@ -190,6 +189,7 @@ def thread_policy(threads: int | str | None = "auto", planned_steps: int = 0, de
         given = os.environ.get("OMP_NUM_THREADS")
         reason = f"{processes} processes share the cores" if processes > 1 else f"OMP_NUM_THREADS={given}"
         return ThreadPolicy([torch.get_num_threads()], reason)
+    cores, why = available_cores()
     start = min(cores, TORCH_DEFAULT)
     if deterministic:
         return ThreadPolicy([start], f"--deterministic keeps one count, {why}")
