@@ -67,10 +67,13 @@ class ModelCard:
     # sha256 of the weights (files.weights_sha256), checked on load: a flipped byte fails in one line.
     # "" in files written before cnnlab recorded it; those load unchecked.
     weights_sha256: str = ""
+    # how the model's own test metrics were computed ({"precision": "bf16", "device": "cpu", ...}), so that
+    # `cnnlab evaluate` scores the same way (training/scoring.py); {} in files from before: fp32
+    scoring: dict[str, Any] = field(default_factory=dict)
 
 
 _OPTIONAL = ("outputs", "preprocessing", "metrics", "versions", "format", "test_time_augmentation",
-             "training_config", "weights_sha256")
+             "training_config", "weights_sha256", "scoring")
 
 
 def parse_card(text: str, where: str, fix: str) -> ModelCard:
@@ -158,7 +161,18 @@ def card_problem(card: ModelCard) -> str:
         return f"outputs must be 'logits' or 'probabilities', got {card.outputs!r:.80}"
     if not all(isinstance(v, dict) for v in (card.preprocessing, card.metrics, card.training_config, card.versions)):
         return "preprocessing, metrics, versions and training_config must be objects"
-    return _record_problem(card) or tta_problem(card.test_time_augmentation)
+    return _record_problem(card) or tta_problem(card.test_time_augmentation) or scoring_problem(card.scoring)
+
+
+def scoring_problem(scoring: object) -> str:
+    """What is wrong with a card's scoring record ("" when nothing).
+
+    >>> scoring_problem({"precision": "bf16"}), scoring_problem({"precision": "int3"})[:30]
+    ('', 'scoring must be {} or an objec')
+    """
+    if not isinstance(scoring, dict) or scoring.get("precision", "fp32") not in ("fp32", "bf16", "fp16"):
+        return f"scoring must be {{}} or an object with \"precision\": fp32, bf16 or fp16, got {scoring!r:.80}"
+    return ""
 
 
 def _record_problem(card: ModelCard) -> str:

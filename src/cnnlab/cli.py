@@ -148,6 +148,12 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_threads, metavar="N|auto",
                    help="CPU threads: auto (time each count in the first steps, keep the fastest; again when "
                         "steps slow down) or a fixed N")
+    p.add_argument("--feature-cache", choices=["auto", "off"],
+                   help="frozen backbone: auto computes its features once per image and trains the head on them "
+                        "(kept in the data folder for the next run); off runs the backbone at every step")
+    p.add_argument("--feature-views", type=_positive_int, metavar="K",
+                   help="with --augment while the backbone is frozen: K augmented views per image computed once "
+                        "(default 1: the plain images; augmentation then applies while fine-tuning)")
     p.add_argument("--run-dir", help="directory for this run (must not exist)")
     p.add_argument("--runs-root", help="parent for automatically named runs (runs)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its checkpoint "
@@ -263,6 +269,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="test-time augmentation: 0 none, 1 + mirror, 2 + mirror and shifts (default: what the model "
                         "file records, i.e. a speed-run's own level, else 0)")
     _runtime_args(p)
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                   help="auto: as the run scored its own test split (bf16 on CPUs that compute it natively), so "
+                        "the numbers match the run's; fp32 for exact comparisons")
     p.add_argument("--json", action="store_true")
     _data_args(p)
 

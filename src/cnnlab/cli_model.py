@@ -203,7 +203,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         with writing_to(report, "--report"):
             result, files, dataset, ran = report_model(args.model, report, args.dataset, args.split,
                                                        args.data_dir, args.download is not False, args.batch_size,
-                                                       level, args.runtime)
+                                                       level, args.runtime, args.precision)
         _say_notes(ran["notes"])
         if args.json:
             print(json.dumps({"dataset": dataset, "split": args.split, "tta": level, "inference": ran,
@@ -218,14 +218,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> None:
         return
 
     metrics, _, dataset, n, ran = evaluate_model(args.model, args.dataset, args.split, args.data_dir,
-                                                 args.download is not False, args.batch_size, level, args.runtime)
+                                                 args.download is not False, args.batch_size, level, args.runtime,
+                                                 args.precision)
     _say_notes(ran["notes"])
     if args.json:
         print(json.dumps({"dataset": dataset, "split": args.split, "n": n, "tta": level, **metrics,
                           "inference": ran}))
     else:
-        print(f"{dataset} ({args.split}, {n} images{views}, {ran['runtime']}): loss {metrics['loss']:.4f}  "
-              f"accuracy {metrics['accuracy']:.4f}")
+        print(f"{dataset} ({args.split}, {n} images{views}, {ran['runtime']}, {ran['precision']}): "
+              f"loss {metrics['loss']:.4f}  accuracy {metrics['accuracy']:.4f}")
 
 
 def _say_notes(notes: list[str]) -> None:

@@ -116,6 +116,10 @@ class TrainConfig:
     precision: str = "auto"            # auto (bf16 where the hardware computes it natively), fp32, bf16, fp16
     compile: str = "auto"              # torch.compile: auto (long CUDA runs), on, off
     threads: str | int = "auto"        # CPU threads: auto (measured in the first steps, training/threads.py) or N
+    feature_cache: str = "auto"        # frozen backbone: auto computes its features once per image and trains the
+    #                                    head on them (training/features.py); off runs the backbone at every step
+    feature_views: int = 1             # with --augment in a frozen phase: 1 = features of the plain images;
+    #                                    K = K augmented views per image computed once (K x the one-off cost)
     run_dir: str | None = None         # where this run's files go; None: runs/<dataset>-<model>-<time>
     runs_root: str = "runs"            # parent of automatically named run directories
     checkpoint_every: int | None = None  # optimizer steps between mid-epoch checkpoints; None: at epoch ends only
@@ -161,6 +165,12 @@ class TrainConfig:
                                            and self.threads > 0)):
             raise CnnlabError(f"threads must be a positive integer or 'auto' (measured in the first steps); "
                               f"got {self.threads!r}")
+        if self.feature_cache not in ("auto", "off"):
+            raise CnnlabError(f"feature_cache must be auto (compute a frozen backbone's features once) or off; "
+                              f"got {self.feature_cache!r}")
+        views = self.feature_views
+        if isinstance(views, bool) or not isinstance(views, int) or not 1 <= views <= 64:
+            raise CnnlabError(f"feature_views must be a whole number from 1 to 64; got {views!r}")
         every = self.checkpoint_every
         if every is not None and (not isinstance(every, int) or isinstance(every, bool) or every <= 0):
             raise CnnlabError(f"checkpoint_every must be a positive number of steps or unset; got {every!r}")

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from cnnlab.data import ImageDataset as Dataset
-from cnnlab.data import load_dataset
+from cnnlab.data import load_dataset, resolve_data_dir
 from cnnlab.errors import CnnlabError
 from cnnlab.evaluation import EvaluationResult, evaluate_predictions, write_report
 from cnnlab.fileio import atomic_write
@@ -32,6 +32,9 @@ from cnnlab.models.files import ModelCard, load_model, resolve_model_path
 from cnnlab.rundir import read_json
 from cnnlab.training import evaluate, predict_proba
 from cnnlab.training.loop import Scores
+from cnnlab.training.devices import Runtime
+from cnnlab.training.features import FeatureSettings
+from cnnlab.training.scoring import recorded_precision, score, score_probabilities
 from cnnlab.training.speedrun import tta_logits
 
 if TYPE_CHECKING:
@@ -74,29 +77,53 @@ def evaluation_data(source: str | Path, dataset: str | None = None, split: str =
 
 def evaluate_model(source: str | Path, dataset: str | None = None, split: str = "test",
                    data_dir: str | None = None, download: bool = True, batch_size: int = 256,
-                   tta: int | None = None, runtime: str = "torch"
+                   tta: int | None = None, runtime: str = "torch", precision: str = "auto"
                    ) -> tuple[Scores, ModelCard, str, int, dict[str, Any]]:
     """Evaluate a run directory or model file on a dataset split: (metrics, card, dataset name, n, what ran).
 
     With the test-time augmentation the model file records (speed-runs: the number the run reported),
-    or at level `tta` (0: none); see `tta_level`. In fp32, where the model is, or through its ONNX
-    twin (`runtime` auto or onnxruntime); "what ran" is `Inference.describe()` (runtime, reason, twin, notes).
+    or at level `tta` (0: none); see `tta_level`. On torch as the run scored its own test split (the
+    precision its card records, `precision` "auto"; BatchNorm folded; a frozen backbone's features from
+    the data folder's feature store: training/scoring.py), or through the model's ONNX twin (`runtime`
+    auto or onnxruntime, in fp32); "what ran" is `Inference.describe()` (runtime, reason, twin, notes).
     """
     model, card, data, name = evaluation_data(source, dataset, split, data_dir, download)
-    ran = evaluation_runtime(source, model, card, data, runtime, tta_level(card, tta))
+    level = tta_level(card, tta)
+    device = torch.device("cpu")  # where load_model puts the model
+    chosen, why = recorded_precision(card.scoring, device, precision)
+    ran = evaluation_runtime(source, model, card, data, runtime, level, chosen, why)
+    if ran.onnx is None and level == 0:
+        folder = resolve_data_dir(data_dir if data_dir is not None else _run_data_dir(source)) / "features"
+        scores, used = score(model, data, Runtime(device, chosen, False), FeatureSettings(folder=folder))
+        return scores, card, name, len(data), {**ran.describe(), "precision": chosen, "features_once": used}
     forward = _tta_forward(model, card, tta) if ran.onnx is None else _onnx_forward(ran.onnx)
-    return evaluate(model, data, batch_size, forward=forward), card, name, len(data), ran.describe()
+    return evaluate(model, data, batch_size, forward=forward), card, name, len(data), \
+        {**ran.describe(), "precision": "fp32"}
+
+
+def _run_data_dir(source: str | Path) -> str | None:
+    """The --data-dir the run in `source` used (None: a model file, or the default folder)."""
+    config = Path(source) / "config.json"
+    if not config.is_file():
+        return None
+    value = read_json(config, fix="restore the file").get("data_dir")
+    return value if isinstance(value, str) else None
 
 
 def evaluation_runtime(source: str | Path, model: nn.Module, card: ModelCard, data: Dataset, runtime: str,
-                       tta: int = 0) -> Inference:
+                       tta: int = 0, precision: str = "fp32", why: str = "") -> Inference:
     """What runs an evaluation's forward passes: the model's ONNX twin when `runtime` allows and the
-    evaluation needs nothing the graph lacks, else torch (with the reason)."""
+    evaluation needs nothing the graph lacks (fp32, no test-time augmentation), else torch (with the reason)."""
     check_runtime(runtime)
     file = resolve_model_path(source)
     if runtime != "torch" and tta:
         return Inference("torch", f"test-time augmentation (level {tta}) runs on torch: the ONNX graph has no "
                          f"augmented views", card, file, model=model)
+    if runtime != "torch" and precision != "fp32":
+        if runtime == "onnxruntime":
+            raise CnnlabError(f"--runtime onnxruntime computes in fp32, but {why}; add --precision fp32, "
+                              f"or use --runtime auto")
+        return Inference("torch", f"{why}; the ONNX twin computes fp32", card, file, model=model)
     images = getattr(data, "images", None)
     if runtime != "torch" and (getattr(data, "normalize", None) is not None
                                or (images is not None and images.dtype != torch.uint8)):
@@ -143,7 +170,7 @@ def _checked(card: ModelCard, data: Dataset, dataset: str, split: str) -> Datase
 
 def report_model(source: str | Path, directory: str | Path, dataset: str | None = None, split: str = "test",
                  data_dir: str | None = None, download: bool = True, batch_size: int = 256,
-                 tta: int | None = None, runtime: str = "torch"
+                 tta: int | None = None, runtime: str = "torch", precision: str = "auto"
                  ) -> tuple[EvaluationResult, dict[str, Path], str, dict[str, Any]]:
     """Full evaluation report of a run or model file: metrics, confusion, top losses, HTML page (with the
     model's test-time augmentation, or level `tta`, as `evaluate_model`); the last item says what ran,
@@ -157,8 +184,12 @@ def report_model(source: str | Path, directory: str | Path, dataset: str | None 
         images.append(batch)
         labels.append(batch_labels)
     pixels = torch.cat(images)
-    ran = evaluation_runtime(source, model, card, data, runtime, tta_level(card, tta))
-    if ran.onnx is None:
+    level = tta_level(card, tta)
+    chosen, why = recorded_precision(card.scoring, torch.device("cpu"), precision)
+    ran = evaluation_runtime(source, model, card, data, runtime, level, chosen, why)
+    if ran.onnx is None and level == 0:  # as `cnnlab evaluate` and the run itself score: the same numbers
+        probabilities = score_probabilities(model, pixels, Runtime(torch.device("cpu"), chosen, False))
+    elif ran.onnx is None:
         probabilities = predict_proba(model, pixels, batch_size, _tta_forward(model, card, tta))
     else:
         probabilities = torch.from_numpy(ran.onnx.predict_proba(pixels))

@@ -28,6 +28,7 @@ from cnnlab.data import (
     parse_augment, stratified_split,
 )
 from cnnlab.data import ImageDataset as Dataset
+from cnnlab.data.cache import resolve_data_dir
 from cnnlab.data.images import set_max_image_pixels
 from cnnlab.errors import CnnlabError
 from cnnlab.models.files import build_from_file, load_model, read_card, resolve_model_path, save_model
@@ -42,6 +43,8 @@ from cnnlab.training.checkpoint import (
 )
 from cnnlab.training.devices import Runtime, resolve_runtime, runtime_line, use_deterministic
 from cnnlab.training.threads import ThreadTuner
+from cnnlab.training.features import FeatureSettings
+from cnnlab.training.scoring import score, scoring_record
 from cnnlab.training.distributed import check_batch, from_main, is_main, place, world_size
 from cnnlab.training.tensorboard import tensorboard_callbacks
 from cnnlab.training.speedrun import SpeedrunCheckpoints, SpeedrunConfig, evaluate_tta, train_speedrun
@@ -49,7 +52,7 @@ from cnnlab.recipes import RECIPES
 from cnnlab.resume import config_digest, open_checkpoint
 from cnnlab.models.speedrun import SpeedrunNet
 from cnnlab.training import (
-    Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, TrainingHints, evaluate, fit,
+    Callback, CSVLogger, EarlyStopping, ModelCheckpoint, ReduceLROnPlateau, TrainingHints, fit,
 )
 from cnnlab.training.loop import Scores
 from cnnlab.versions import versions
@@ -256,6 +259,12 @@ def _apply_phase(model: nn.Module, phase: Phase) -> None:
     _, phase.trainable, phase.non_trainable = count_parameters(model)
 
 
+def _feature_settings(config: TrainConfig, say: Callable[[str], None] | None) -> FeatureSettings:
+    """Frozen features computed once (training/features.py), kept in the data folder's features/ for the next run."""
+    return FeatureSettings(config.feature_cache, config.feature_views, resolve_data_dir(config.data_dir) / "features",
+                           say)
+
+
 def _has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
@@ -430,9 +439,12 @@ def _train(config: TrainConfig, verbose: int, resume: bool, print_fn: Callable[[
 
     tta: dict[str, Any] = {}  # a speed-run's test-time augmentation, filled in below: the model file records it
 
+    scoring: dict[str, Any] = {}  # how the test split was scored (training/scoring.py): the model file records it
+    scoring_extra: dict[str, Any] = {}  # and whether stored frozen features were used: metrics.json records it
+
     def save(m: nn.Module, path: Path, metrics: dict[str, float] | None = None) -> Path:
         with writing(path, after=lambda: _resume_hint(run_dir)):
-            return save_model(m, path, classes, shape, metrics, tta)
+            return save_model(m, path, classes, shape, metrics, tta, scoring=scoring)
 
     # earlier phases' history (a speed-run's own is in its checkpoint: train_speedrun puts it back)
     history: dict[str, list[float]] = saved.run.get("history", {}) if saved else {}
@@ -456,11 +468,13 @@ def _train(config: TrainConfig, verbose: int, resume: bool, print_fn: Callable[[
         if settings.tta_level:
             tta.update(level=settings.tta_level, flip=settings.flip)
         if data.test is not None and config.evaluate_test:
-            # scored as `cnnlab evaluate` scores it (fp32), so a later evaluation gives the run's own number
+            # scored as `cnnlab evaluate` scores it (fp32, which the model card records): a later evaluation
+            # gives the run's own number
             test_metrics = evaluate_tta(model, data.test, Runtime(runtime.device, "fp32", compile=False),
                                         settings.tta_level, flip=settings.flip)
         phases, history, epoch_seconds = [], dict(h.history), list(h.epoch_seconds)
     thread_records: list[dict[str, object]] = []  # each phase's CPU thread policy and decisions, for history.json
+    feature_records: list[dict[str, object]] = []  # each phase's frozen features computed once, or not
     for index, phase in enumerate(phases):
         if saved is not None and index < saved.run["phase"]:
             continue  # finished before the checkpoint: its history is in `history` already
@@ -482,8 +496,10 @@ def _train(config: TrainConfig, verbose: int, resume: bool, print_fn: Callable[[
                 callbacks=callbacks, sync_bn=config.sync_bn,
                 augment=augment, class_weights=weights, workers=config.workers, schedule=config.schedule,
                 label_smoothing=config.label_smoothing, runtime=runtime,
-                thread_tuner=ThreadTuner(runtime.thread_policy(), say=say))
+                thread_tuner=ThreadTuner(runtime.thread_policy(), say=say),
+                features=_feature_settings(config, say))
         thread_records.append(h.threads)
+        feature_records.append(h.features)
         restored = _restored_epoch(callbacks, len(history.get("loss", [])), len(h.history["loss"]))
         for key, values in h.history.items():
             history.setdefault(key, []).extend(values)
@@ -492,8 +508,18 @@ def _train(config: TrainConfig, verbose: int, resume: bool, print_fn: Callable[[
     seconds = time.perf_counter() - start
     if not is_main():  # distributed: rank 0 tests the model and writes the results
         return RunResult(run_dir, history, None, seconds, epoch_seconds, [])
+    if test_metrics is not None:  # the speed-run's own scoring: fp32, with its test-time augmentation
+        scoring.update(precision="fp32")
+    else:  # how this run scores, now or later with `cnnlab evaluate RUN` (--no-test): the model file records it
+        runtime = _runtime(config, 1, len(train))
+        scoring.update(scoring_record(runtime))
+        if data.test is not None and config.evaluate_test:
+            test_metrics, from_features = score(model, data.test, runtime, _feature_settings(config, None),
+                                                workers=config.workers)
+            scoring_extra["features_once"] = from_features
     result = _finish(run_dir, model, save, data, history, epoch_seconds, seconds, config, test_metrics,
-                     restored if phases else None, thread_records, clock.seconds() if clock else None)
+                     restored if phases else None, thread_records, clock.seconds() if clock else None,
+                     feature_records, {**scoring, **scoring_extra})
     remove_checkpoint(run_dir)  # the run is complete: model.safetensors and metrics.json replace it
     return result
 
@@ -501,15 +527,15 @@ def _train(config: TrainConfig, verbose: int, resume: bool, print_fn: Callable[[
 def _finish(run_dir: Path, model: nn.Module, save: Any, data: _Data, history: dict[str, list[float]],
             epoch_seconds: list[float], seconds: float, config: TrainConfig,
             test_metrics: Scores | None = None, restored: int | None = None,
-            threads: list[dict[str, object]] | None = None, first_step: float | None = None) -> RunResult:
-    if test_metrics is None and data.test is not None and config.evaluate_test:
-        test_metrics = evaluate(model, data.test)
+            threads: list[dict[str, object]] | None = None, first_step: float | None = None,
+            features: list[dict[str, object]] | None = None, scoring: dict[str, Any] | None = None) -> RunResult:
     # the model's own epoch: the last, or the one EarlyStopping restored
     final = {k: v[-1 if restored is None else restored] for k, v in history.items() if k != "phase"}
     metrics = {**final, **({f"test_{k}": v for k, v in test_metrics.items()} if test_metrics else {})}
     save(model, run_dir / "model.safetensors", metrics)
     _write_json(run_dir / "history.json", {"history": history, "epoch_seconds": epoch_seconds,
-                                           **({"threads": threads} if threads else {})})
+                                           **({"threads": threads} if threads else {}),
+                                           **({"features": features} if features else {})})
     skipped = sorted(set(getattr(data.train, "skipped", [])) | set(getattr(data.train, "skipped_during_training", [])))
     if skipped:
         # backslashreplace: a name that is not UTF-8 is written as the CLI prints it (b"\xff" -> "\udcff")
@@ -522,6 +548,7 @@ def _finish(run_dir: Path, model: nn.Module, save: Any, data: _Data, history: di
         plot_history(history, run_dir / "curves.png", title=f"{_model_label(config)} on {Path(config.dataset).name}")
     # last: metrics.json marks the run finished, so a write that failed before it leaves a run --resume completes
     _write_json(run_dir / "metrics.json", {**metrics, "train_seconds": seconds, "skipped_files": len(skipped),
+                                           **({"scoring": scoring} if scoring else {}),
                                            **({"seconds_to_first_step": first_step} if first_step is not None else {})})
     return RunResult(run_dir, history, dict(test_metrics) if test_metrics else None, seconds, epoch_seconds, skipped,
                      restored)

@@ -61,8 +61,9 @@ class ArrayDataset:
         if not isinstance(self.images, torch.Tensor) or self.images.ndim != 4:
             raise CnnlabError(f"{self.name}: images must be a 4-D (N, C, H, W) tensor, got "
                               f"{_describe(self.images)}; build the dataset with ArrayDataset.from_arrays")
-        if self.images.dtype not in (torch.uint8, torch.float32):
-            raise CnnlabError(f"{self.name}: images must be uint8 or float32, got {self.images.dtype}; "
+        if self.images.dtype not in (torch.uint8, torch.float32, torch.float16):
+            raise CnnlabError(f"{self.name}: images must be uint8 or float32 (float16: stored features), got "
+                              f"{self.images.dtype}; "
                               f"build the dataset with ArrayDataset.from_arrays")
         check_labels(self.name, self.labels, len(self.images), self.class_names, "image")
 

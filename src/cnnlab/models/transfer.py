@@ -228,8 +228,15 @@ class TransferModel(nn.Module):
         self.unfrozen_top = unfreeze_top
 
     def train(self, mode: bool = True) -> TransferModel:
+        """Training mode for the head and the unfrozen blocks; BatchNorm keeps its pretrained statistics (see
+        the module docstring), and a frozen block runs wholly in inference mode (no stochastic depth or dropout),
+        as Keras's `base_model(x, training=False)`: a frozen block is a fixed function, so its features can be
+        computed once (training/features.py)."""
         super().train(mode)
-        for m in self.features.modules():  # pretrained statistics are kept (see the module docstring)
+        for block in self.features:
+            if not any(p.requires_grad for p in block.parameters()):
+                block.eval()
+        for m in self.features.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
         return self

@@ -35,6 +35,7 @@ from cnnlab.training.objectives import Objective, probabilities
 from cnnlab.training.optimizers import OptimizerSpec
 from cnnlab.training.progress import Progress, TqdmProgress
 from cnnlab.training.threads import ThreadTuner
+from cnnlab.training.features import FeatureSettings, plan_features
 from cnnlab.training.distributed import (
     all_reduce_sums, check_batch, from_main, is_main, loss_share, place, seed_ranks, shard, sync_buffers,
     unwrap_sync_batchnorm, world_size, wrap,
@@ -53,6 +54,7 @@ class History:
     history: dict[str, list[float]] = field(default_factory=dict)
     epoch_seconds: list[float] = field(default_factory=list)
     threads: dict[str, object] = field(default_factory=dict)  # the CPU thread policy and its decisions
+    features: dict[str, object] = field(default_factory=dict)  # frozen features computed once (training/features.py)
 
     def append(self, logs: dict[str, float]) -> None:
         for key, value in logs.items():
@@ -197,7 +199,8 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int = 1, batch_size: int = 
         shuffle: bool = True, initial_epoch: int = 0, steps_per_epoch: int | None = None,
         workers: int = 0, runtime: Runtime | None = None, schedule: str = "constant",
         label_smoothing: float = 0.0, checkpoint: Checkpointer | None = None, sync_bn: bool = False,
-        progress: Progress | None = None, thread_tuner: ThreadTuner | None = None) -> History:
+        progress: Progress | None = None, thread_tuner: ThreadTuner | None = None,
+        features: FeatureSettings | None = None) -> History:
     """Train `model` on `train`, Keras-style: adam and sparse categorical cross-entropy unless told otherwise.
 
     `optimizer` (default adam at `learning_rate`, 1e-3) and `objective` (the loss; default sparse
@@ -216,7 +219,9 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int = 1, batch_size: int = 
     logged metrics are all-reduced, and only rank 0 shows progress (`progress`: how; default tqdm bars).
     On the CPU the thread count is measured in the first steps unless the runtime fixes it (`thread_tuner`:
     the tuner to use, e.g. one that reports its decisions; see training/threads.py); `History.threads`
-    records what it chose.
+    records what it chose. When the model's first layers are frozen and deterministic (a frozen backbone),
+    their output is computed once per image and only the rest trains on it (`features`: how; see
+    training/features.py); `History.features` records it.
 
     >>> from cnnlab.data import load_dataset; from cnnlab.models.zoo import build_model
     >>> data = load_dataset("digits").subset(range(64))
@@ -237,11 +242,16 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int = 1, batch_size: int = 
     local_batch, verbose = check_batch(batch_size), verbose if is_main() else 0
     _build_for(model, train)
     model = runtime.prepare(model)
-    if runtime.device.type != "cpu" and isinstance(train, ArrayDataset) and _fits_on_device(train, runtime.device):
-        train = train.to(runtime.device)  # uint8 on the GPU: no host-to-device copy per step
     objective = objective.resolve(model)  # what the last layer emits now, not when the model was made
     check_compatible(model, train, "fit", objective)
-    forward = wrap(model, runtime, sync_bn)  # DDP when distributed; `model` stays the unwrapped module we save
+    net, plan = model, plan_features(model, train, validation_data, augment, runtime, features or FeatureSettings(),
+                                     workers)
+    if plan is not None:  # a frozen backbone's output, computed once: only the head runs from here on
+        # (FeatureViews, K augmented views per image, has the surface of a dataset that the loop uses)
+        net, train, validation_data, augment = plan.head, plan.train, plan.validation, None  # type: ignore[assignment]
+    if runtime.device.type != "cpu" and isinstance(train, ArrayDataset) and _fits_on_device(train, runtime.device):
+        train = train.to(runtime.device)  # uint8 on the GPU: no host-to-device copy per step
+    forward = wrap(net, runtime, sync_bn)  # DDP when distributed; `model` stays the unwrapped module we save
     torch_optimizer, scheduler = _optimizer(model, optimizer, schedule, steps * epochs, runtime)
     forward = torch.compile(forward) if runtime.compile else forward  # type: ignore[assignment]
     state, history = TrainState(model=model, lr=optimizer.lr), History()
@@ -300,7 +310,7 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int = 1, batch_size: int = 
             logs = {"loss": loss_all / seen_all, "accuracy": correct_all / seen_all}
             sync_buffers(model)  # BatchNorm statistics: every rank validates rank 0's model
             if validation_data is not None:
-                logs.update({f"val_{k}": v for k, v in evaluate(model, validation_data, runtime=eval_runtime,
+                logs.update({f"val_{k}": v for k, v in evaluate(net, validation_data, runtime=eval_runtime,
                                                                  objective=objective).items()})
             logs["lr"] = torch_optimizer.param_groups[0]["lr"]
             seconds = time.perf_counter() - start
@@ -319,6 +329,7 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int = 1, batch_size: int = 
         unwrap_sync_batchnorm(model)  # the saved model loads without a process group
     model.eval()
     history.threads = threads.record()
+    history.features = plan.record if plan is not None else {"used": False}
     return history
 
 
@@ -373,6 +384,8 @@ def _augmenter(augment: Callable[[torch.Tensor], torch.Tensor] | str | None) -> 
     if isinstance(augment, str):  # the CLI's --augment text, e.g. "rotate=20,flip=h"
         spec = parse_augment(augment)
         return None if spec.is_off else Augmenter(spec)
+    if isinstance(augment, Augmenter) and augment.spec.is_off:
+        return None  # no work, and nothing random: a frozen backbone's features can be computed once
     if augment is not None and not callable(augment):  # type: ignore[unreachable]
         raise CnnlabError(f"augment must be a function of uint8 batches or a text such as 'rotate=20,flip=h'; "
                           f"got {type(augment).__name__}")
