@@ -263,3 +263,25 @@ def test_a_model_trained_end_to_end_takes_the_usual_path():
     history = fit(Sequential([Conv2D(4, 3), MaxPooling2D(), Flatten(), Dense(10)], input_shape=(28, 28, 1)),
                   load_dataset("digits").subset(range(64)), epochs=1, verbose=0, runtime=FP32)
     assert history.features == {"used": False}
+
+
+def test_keras_functional_chain_with_a_frozen_base_called_in_inference_mode():
+    from cnnlab import keras
+
+    keras.utils.set_random_seed(0)
+    base = keras.Sequential([keras.layers.Conv2D(4, 3), keras.layers.BatchNormalization(),
+                             keras.layers.Activation("relu")])
+    base.build((None, 16, 16, 3))
+    base.trainable = False
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = base(x, training=False)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dropout(0.2)(x)
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    split = frozen_split(model, torch.rand(4, 3, 16, 16) * 255)
+    assert not isinstance(split, str) and split.layers == 3 and split.sample_shape == (4,)  # up to the pooling
+    branched_in = keras.Input((16, 16, 3))
+    a, b = keras.layers.Conv2D(2, 3)(branched_in), keras.layers.Conv2D(2, 3)(branched_in)
+    branched = keras.Model(branched_in, keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Add()([a, b]))))
+    assert "branches" in frozen_split(branched, torch.rand(2, 3, 16, 16))

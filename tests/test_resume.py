@@ -304,3 +304,31 @@ def test_epoch_order_depends_on_seed_and_epoch_only():
     first = ck.epoch_order(100, 5, 3)
     assert torch.equal(first, ck.epoch_order(100, 5, 3)) and sorted(first.tolist()) == list(range(100))
     assert not torch.equal(first, ck.epoch_order(100, 5, 4)) and not torch.equal(first, ck.epoch_order(100, 6, 3))
+
+
+def test_epochs_shorter_than_their_checkpoint_write_are_checkpointed_less_often_and_resume_exactly(tmp_path):
+    """An epoch of 0.01 s with a write of 0.05 s: writes wait for 10x the write time; the resume is still exact."""
+    from cnnlab.data import load_dataset
+    from cnnlab.training import fit
+
+    data = load_dataset("digits").subset(range(64))
+    writes: list[int] = []
+
+    def slow_write(directory, checkpoint):
+        time.sleep(0.05)
+        writes.append(checkpoint.meta["global_step"])
+        return ck.write_checkpoint(directory, checkpoint)
+
+    def train(epochs, directory, resume=None):
+        torch.manual_seed(0)
+        model = build_model("seed-mnist")
+        keeper = ck.Checkpointer(directory, write=slow_write, resume=resume)
+        fit(model, data, epochs=epochs, batch_size=32, seed=3, verbose=0, checkpoint=keeper)
+        return model
+
+    whole = train(8, tmp_path / "whole")
+    assert 1 <= len(writes) < 8 and writes[0] == 2  # the first epoch end (2 steps) writes; the next ones wait
+    # a run stopped after its 8 epochs' last write resumes from that write and ends where `whole` ended
+    resumed = train(8, tmp_path / "whole", ck.read_checkpoint(tmp_path / "whole"))
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(),
+                                                  strict=True))

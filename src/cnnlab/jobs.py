@@ -259,10 +259,16 @@ def _apply_phase(model: nn.Module, phase: Phase) -> None:
     _, phase.trainable, phase.non_trainable = count_parameters(model)
 
 
-def _feature_settings(config: TrainConfig, say: Callable[[str], None] | None) -> FeatureSettings:
-    """Frozen features computed once (training/features.py), kept in the data folder's features/ for the next run."""
-    return FeatureSettings(config.feature_cache, config.feature_views, resolve_data_dir(config.data_dir) / "features",
-                           say)
+def _feature_settings(config: TrainConfig, say: Callable[[str], None] | None,
+                      fine_tuning: bool = False) -> FeatureSettings:
+    """Frozen features computed once (training/features.py), kept in the data folder's features/ for the next run.
+
+    Fine-tuning with --augment trains on live augmented images, as it always did: only the frozen bottom
+    would be cached, and the augmentation would be lost (--feature-views K still asks for K views).
+    """
+    live = fine_tuning and bool(config.augment) and config.feature_views == 1
+    return FeatureSettings("off" if live else config.feature_cache, config.feature_views,
+                           resolve_data_dir(config.data_dir) / "features", say)
 
 
 def _has_batchnorm(model: nn.Module) -> bool:
@@ -497,7 +503,7 @@ def _train(config: TrainConfig, verbose: int, resume: bool, print_fn: Callable[[
                 augment=augment, class_weights=weights, workers=config.workers, schedule=config.schedule,
                 label_smoothing=config.label_smoothing, runtime=runtime,
                 thread_tuner=ThreadTuner(runtime.thread_policy(), say=say),
-                features=_feature_settings(config, say))
+                features=_feature_settings(config, say, fine_tuning=bool(phase.unfreeze_top)))
         thread_records.append(h.threads)
         feature_records.append(h.features)
         restored = _restored_epoch(callbacks, len(history.get("loss", [])), len(h.history["loss"]))

@@ -121,6 +121,7 @@ class Restore(nn.Module):
 
 def model_layers(model: nn.Module) -> list[nn.Module] | None:
     """The model as a chain of layers applied in order, or None when it is not one (a graph with branches)."""
+    from cnnlab.models.graph import Functional
     from cnnlab.models.sequential import Sequential
     from cnnlab.models.transfer import TransferModel
 
@@ -128,6 +129,14 @@ def model_layers(model: nn.Module) -> list[nn.Module] | None:
         return [model.preprocess, *model.features, *model.head]
     if isinstance(model, Sequential):
         return list(model)
+    if isinstance(model, Functional) and len(model.input_slots) == 1:  # a graph that is one chain of calls
+        previous, layers = model.input_slots[0], []
+        for layer, ins, as_list, outs in model.plan:
+            if as_list or ins != [previous] or len(outs) != 1:
+                return None
+            previous = outs[0]
+            layers.append(layer)
+        return layers if model.output_slots == [previous] else None
     return None
 
 
