@@ -285,3 +285,23 @@ def test_keras_functional_chain_with_a_frozen_base_called_in_inference_mode():
     a, b = keras.layers.Conv2D(2, 3)(branched_in), keras.layers.Conv2D(2, 3)(branched_in)
     branched = keras.Model(branched_in, keras.layers.Dense(2)(keras.layers.Flatten()(keras.layers.Add()([a, b]))))
     assert "branches" in frozen_split(branched, torch.rand(2, 3, 16, 16))
+
+
+def test_a_streamed_folder_finds_its_features_by_file_and_recomputes_a_rewritten_one(tmp_path):
+    import os
+
+    from cnnlab.data.folders import load_image_folder
+
+    root = _image_folder(tmp_path / "photos", per_class=8, size=32)
+    folder = tmp_path / "features"
+
+    def source():
+        data = load_image_folder(root, in_memory=False, cache=False)
+        return _train(_frozen_resnet(), data, "auto", folder).features["source"]
+
+    assert source() == "computed"
+    assert source() == "disk"
+    photo = root / "red" / "3.png"
+    Image.new("RGB", (32, 32), (0, 255, 0)).save(photo)  # another picture under the same name
+    os.utime(photo, ns=(photo.stat().st_atime_ns, photo.stat().st_mtime_ns + 10**9))
+    assert source() == "disk+computed"
