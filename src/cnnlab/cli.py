@@ -136,7 +136,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--init-from", help="start from the weights of this run or model file")
     p.add_argument("--test-fraction", type=float, help="test share carved from an unsplit image folder (0.1)")
     p.add_argument("--workers", type=int, help="DataLoader processes for large image folders (2)")
-    p.add_argument("--recipe", help="settings bundle: seed (the tutorials'), fast (CPU), speedrun (GPU); "
+    p.add_argument("--recipe", help="settings bundle: seed (the tutorials'), fast (CPU), speedrun (GPU), transfer "
+                   "(your photos on a frozen pretrained EfficientNet-Lite0, offline); "
                    "flags you give win")
     p.add_argument("--schedule", help="learning rate per step: constant (Keras) or onecycle")
     p.add_argument("--label-smoothing", type=float, help="share of each target spread over all classes (0)")

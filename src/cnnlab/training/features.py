@@ -479,11 +479,8 @@ def _row_keys(data: Dataset) -> list[str]:
 
 
 def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _read_chunk(meta: Path, width: int, dtype: torch.dtype) -> tuple[np.ndarray, list[str]] | None:
