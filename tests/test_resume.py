@@ -307,9 +307,11 @@ def test_epoch_order_depends_on_seed_and_epoch_only():
 
 
 def test_epochs_shorter_than_their_checkpoint_write_are_checkpointed_less_often_and_resume_exactly(tmp_path):
-    """An epoch of 0.01 s with a write of 0.05 s: writes wait for 10x the write time; the resume is still exact."""
+    """A head on stored features: epochs of 0.01 s with a write of 0.05 s wait for 10x the write time to
+    checkpoint again; the resume is still exact. Epochs of a whole model are each checkpointed."""
     from cnnlab.data import load_dataset
     from cnnlab.training import fit
+    from cnnlab.training.features import FeatureSettings
 
     data = load_dataset("digits").subset(range(64))
     writes: list[int] = []
@@ -319,13 +321,19 @@ def test_epochs_shorter_than_their_checkpoint_write_are_checkpointed_less_often_
         writes.append(checkpoint.meta["global_step"])
         return ck.write_checkpoint(directory, checkpoint)
 
-    def train(epochs, directory, resume=None):
+    def train(epochs, directory, resume=None, frozen=True):
         torch.manual_seed(0)
         model = build_model("seed-mnist")
+        model[0].requires_grad_(not frozen)  # a frozen first convolution: its output is computed once
         keeper = ck.Checkpointer(directory, write=slow_write, resume=resume)
-        fit(model, data, epochs=epochs, batch_size=32, seed=3, verbose=0, checkpoint=keeper)
+        history = fit(model, data, epochs=epochs, batch_size=32, seed=3, verbose=0, checkpoint=keeper,
+                      features=FeatureSettings())
+        assert history.features["used"] is frozen
         return model
 
+    train(3, tmp_path / "every", frozen=False)
+    assert writes == [2, 4, 6]  # every epoch end of a whole model
+    writes.clear()
     whole = train(8, tmp_path / "whole")
     assert 1 <= len(writes) < 8 and writes[0] == 2  # the first epoch end (2 steps) writes; the next ones wait
     # a run stopped after its 8 epochs' last write resumes from that write and ends where `whole` ended

@@ -414,17 +414,18 @@ class Checkpointer:
         if self.interrupted:
             raise TrainingInterrupted(self.directory)
 
-    def after_epoch(self, parts: LoopParts, position: Position) -> None:
+    def after_epoch(self, parts: LoopParts, position: Position, sparse: bool = False) -> None:
         """Called once an epoch's callbacks ran; `position` is the start of the next epoch.
 
-        Epochs shorter than their checkpoint (a head trained on stored features: 0.1 s an epoch against
-        0.1 s to write EfficientNet-Lite0's state) are checkpointed only once CHECKPOINT_GAP times the last
-        write's duration has passed since it, so writing stays under about a tenth of the run; a resume then
-        repeats at most those few seconds, exactly (the data order is a function of the seed and the epoch).
+        `sparse` (epochs that may be shorter than their checkpoint: a head trained on stored features,
+        0.1 s an epoch against 0.1 s to write EfficientNet-Lite0's state): checkpoint only once
+        CHECKPOINT_GAP times the last write's duration has passed since it, so writing stays under about a
+        tenth of the run; a resume then repeats at most those few seconds, exactly (the data order is a
+        function of the seed and the epoch). Otherwise every epoch end is checkpointed.
         """
         self.global_step += 1
         since = time.perf_counter() - self.saved_at
-        if self.interrupted or world_size() > 1 or since >= CHECKPOINT_GAP * self.save_seconds:
+        if not sparse or self.interrupted or world_size() > 1 or since >= CHECKPOINT_GAP * self.save_seconds:
             self.save(parts, position)
         if self.interrupted:
             raise TrainingInterrupted(self.directory)

@@ -124,6 +124,10 @@ def session(device: str = "auto") -> Iterator[int]:
                             timeout=timedelta(seconds=DEFAULT_TIMEOUT_S))
     try:
         yield world_size()
+        # every rank leaves together: rank 0 scores the test split and writes the run after the others finish
+        # training, and a rank tearing its process group down meanwhile once aborted the run (SIGABRT,
+        # "terminate called without an active exception", a fresh CI clone, 2026-12-07)
+        dist.barrier()
     except RuntimeError as exc:
         if not _lost_peer(exc):
             raise

@@ -320,7 +320,7 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int = 1, batch_size: int = 
             for cb in callbacks:
                 cb.on_epoch_end(epoch, logs, state)
             if checkpoint is not None:
-                checkpoint.after_epoch(parts, Position(epoch + 1))
+                checkpoint.after_epoch(parts, Position(epoch + 1), sparse=plan is not None)  # epochs of 0.1 s
             if state.stop_training:
                 break
     for cb in callbacks:
