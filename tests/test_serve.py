@@ -312,7 +312,12 @@ def test_onnx_files_are_served_through_onnxruntime(served_run, digit, tmp_path):
         card = c.get("/model").json()
         assert card["runtime"] == "onnxruntime" and card["class_names"] == [str(i) for i in range(10)]
         top = c.post("/predict?top_k=10", files=_files(("a.png", data))).json()["predictions"][0]["top"]
-    reference = load_predictor(served_run).predict_proba(read_image(digit[1]["png"], 1, (28, 28))[None])[0]
+    from cnnlab.models.files import load_model
+    from cnnlab.training.devices import Runtime
+    from cnnlab.training.scoring import Scorer
+
+    fp32 = Scorer(load_model(served_run)[0], Runtime(torch.device("cpu"), "fp32", False))  # as the graph computes
+    reference = fp32.probabilities(torch.as_tensor(read_image(digit[1]["png"], 1, (28, 28))[None]))[0]
     by_class = {t["class"]: t["probability"] for t in top}
     assert [by_class[str(i)] for i in range(10)] == pytest.approx(reference.tolist(), abs=1e-4)
 

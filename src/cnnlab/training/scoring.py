@@ -28,7 +28,7 @@ from cnnlab.training.features import FeatureSettings, FrozenSplit, Shortfall, St
 from cnnlab.training.loop import Scores, evaluate
 from cnnlab.training.objectives import Objective, probabilities
 
-__all__ = ["score", "score_probabilities", "scoring_record", "SCORE_BATCH", "recorded_precision"]
+__all__ = ["score", "score_probabilities", "Scorer", "scoring_record", "SCORE_BATCH", "recorded_precision"]
 
 SCORE_BATCH = 64  # images per forward pass when scoring: cache-sized (Lite0 at 224 px ran 141 img/s at 32, 109 at 128)
 
@@ -93,22 +93,40 @@ def score(model: nn.Module, data: Dataset, runtime: Runtime, features: FeatureSe
     return evaluate(folded, data, SCORE_BATCH, runtime=runtime, objective=objective), False
 
 
-@torch.no_grad()
-def score_probabilities(model: nn.Module, images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
-    """Class probabilities (N, classes) on the CPU for uint8 (N, C, H, W) images, computed as `score` computes
-    (the runtime's precision and layout, BatchNorm folded, SCORE_BATCH images a pass): a report's numbers
-    are then the run's own.
+class Scorer:
+    """A model ready to score as `score` does: in `runtime`'s precision and layout, BatchNorm folded (checked
+    on the first images it is given), SCORE_BATCH images a pass; prepared once, for many calls (a server).
 
     >>> from cnnlab.models.zoo import build_model
-    >>> score_probabilities(build_model("seed-mnist"), torch.zeros(3, 1, 28, 28, dtype=torch.uint8),
-    ...                     Runtime(torch.device("cpu"), "fp32", False)).shape
+    >>> Scorer(build_model("seed-mnist"), Runtime(torch.device("cpu"), "fp32", False)).probabilities(
+    ...     torch.zeros(3, 1, 28, 28, dtype=torch.uint8)).shape
     torch.Size([3, 10])
     """
-    model = runtime.prepare(model)
-    folded = fold_batchnorm(model, float_images(runtime.images(images[:4])) if len(images) else None)
-    outs = []
-    for start in range(0, len(images), SCORE_BATCH):
-        with runtime.autocast():
-            out = folded(float_images(runtime.images(images[start:start + SCORE_BATCH])))
-        outs.append(probabilities(out.float(), output_kind(model)).cpu())
-    return torch.cat(outs)
+
+    def __init__(self, model: nn.Module, runtime: Runtime) -> None:
+        self.runtime = Runtime(runtime.device, runtime.precision, compile=False, threads=runtime.threads)
+        self.model = self.runtime.prepare(model)
+        self.kind = output_kind(model)
+        self.folded: nn.Module | None = None
+
+    @torch.no_grad()
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """Class probabilities (N, classes) on the CPU for uint8 or float (N, C, H, W) images."""
+        runtime = self.runtime
+        if self.folded is None:
+            self.folded = fold_batchnorm(self.model, float_images(runtime.images(images[:4])) if len(images) else None)
+        outs = []
+        for start in range(0, len(images), SCORE_BATCH):
+            with runtime.autocast():
+                out = self.folded(float_images(runtime.images(images[start:start + SCORE_BATCH])))
+            p = probabilities(out.float(), self.kind)
+            if self.kind == "probabilities" and runtime.precision != "fp32":  # a softmax layer's bf16 output:
+                p = p / p.sum(1, keepdim=True)  # rows that sum to 1 again (bf16 keeps 3 digits of each)
+            outs.append(p.cpu())
+        return torch.cat(outs) if outs else torch.empty(0)
+
+
+def score_probabilities(model: nn.Module, images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
+    """Class probabilities (N, classes) on the CPU for uint8 (N, C, H, W) images, computed as `score` computes
+    (see `Scorer`): a report's numbers are then the run's own."""
+    return Scorer(model, runtime).probabilities(images)
