@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from cnnlab.data.arrays import ArrayDataset
 from cnnlab.fileio import atomic_write, user_cache_folder
 
-__all__ = ["default_data_dir", "resolve_data_dir", "folder_cache_key", "read_decoded", "write_decoded",
+__all__ = ["default_data_dir", "resolve_data_dir", "folder_cache_key", "file_stamp", "read_decoded", "write_decoded",
            "decoded_cache_path", "DATA_DIR_ENV"]
 
 DATA_DIR_ENV = "CNNLAB_DATA"
@@ -70,15 +70,25 @@ def folder_cache_key(folder: Path, files: list[Path], split: str, image_size: tu
     digest.update(json.dumps([CACHE_FORMAT, str(folder), split, image_size, *([list(options)] if options else [])])
                   .encode())
     for file in sorted(files):
-        try:
-            stat = file.stat()
-            size, mtime = stat.st_size, stat.st_mtime_ns
-        except OSError:  # a dangling or looping link: decoding skips it; the key still covers its name
-            size = mtime = -1
+        size, mtime = file_stamp(file)
         name = file.relative_to(folder).as_posix()
         # surrogateescape: a file name that is not UTF-8 (bytes on Linux) hashes as its raw bytes
         digest.update(f"\n{name}\t{size}\t{mtime}".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()
+
+
+def file_stamp(file: Path) -> tuple[int, int]:
+    """(size in bytes, modification time in ns) of `file`: what says it was rewritten; (-1, -1) when it cannot be
+    read (a dangling or looping link: decoding skips it, and a key that covers its name still changes with it).
+
+    >>> file_stamp(Path("/nonexistent.png"))
+    (-1, -1)
+    """
+    try:
+        stat = file.stat()
+    except OSError:
+        return -1, -1
+    return stat.st_size, stat.st_mtime_ns
 
 
 def decoded_cache_path(data_dir: Path, key: str) -> Path:

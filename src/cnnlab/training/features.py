@@ -54,9 +54,11 @@ from torch import nn
 
 from cnnlab.data import ArrayDataset, model_inputs
 from cnnlab.data import ImageDataset as Dataset
+from cnnlab.data.cache import file_stamp
 from cnnlab.data.streaming import FolderDataset
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write
+from cnnlab.models.files import weights_sha256
 from cnnlab.models.folding import fold_batchnorm
 from cnnlab.training.devices import Runtime
 
@@ -354,11 +356,13 @@ class Store:
         out = np.empty((len(data), self.width, 1, 1), dtype=_numpy(self.dtype))
         keys = _row_keys(data) if self.dir is not None else None
         rows = self._stored() if keys is not None else {}
-        missing = [i for i in range(len(data)) if keys is None or keys[i] not in rows]
-        for i in range(len(data)) if keys is not None else ():
-            if keys[i] in rows:  # type: ignore[index]
-                chunk, row = rows[keys[i]]  # type: ignore[index]
-                out[i] = chunk[row]
+        missing = []
+        for i in range(len(data)):
+            found = rows.get(keys[i]) if keys is not None else None
+            if found is None:
+                missing.append(i)
+            else:
+                out[i] = found[0][found[1]]  # (memory-mapped chunk, row)
         if missing:
             self._announce(say, len(missing), 1, len(data) - len(missing))
             fresh = np.empty((len(missing), self.width, 1, 1), dtype=out.dtype)
@@ -443,19 +447,7 @@ def _module_key(prefix: nn.Module, runtime: Runtime, normalize: Any) -> str:
     and the data's input function, if any (its name)."""
     how = [FEATURE_FORMAT, repr(prefix), runtime.precision, runtime.device.type, runtime.channels_last,
            None if normalize is None else getattr(normalize, "__qualname__", type(normalize).__qualname__)]
-    digest = hashlib.sha256(json.dumps(how).encode())
-    for name, tensor in prefix.state_dict().items():
-        digest.update(name.encode())
-        digest.update(str(tensor.dtype).encode())
-        digest.update(_tensor_bytes(tensor))
-    return digest.hexdigest()
-
-
-def _tensor_bytes(tensor: torch.Tensor) -> bytes:
-    value = tensor.detach().cpu().contiguous()
-    if value.dtype == torch.bfloat16:
-        value = value.view(torch.int16)
-    return value.numpy().tobytes()
+    return hashlib.sha256(json.dumps([*how, weights_sha256(prefix.state_dict())]).encode()).hexdigest()
 
 
 def _row_keys(data: Dataset) -> list[str]:
@@ -464,11 +456,7 @@ def _row_keys(data: Dataset) -> list[str]:
         how = json.dumps([data.channels, list(data.size), data.interpolation, data.crop_to_aspect_ratio])
         keys = []
         for path in data.paths:
-            try:
-                stat = path.stat()
-                size, mtime = stat.st_size, stat.st_mtime_ns
-            except OSError:
-                size = mtime = -1
+            size, mtime = file_stamp(path)
             keys.append(hashlib.sha256(f"{how}\n{path}\t{size}\t{mtime}".encode("utf-8", "surrogateescape"))
                         .hexdigest()[:40])
         return keys
