@@ -5,7 +5,9 @@ Whole `cnnlab train` processes on an image folder, side by side in one sitting, 
 
   * today's path (`--feature-cache off`): 1 and 10 head epochs;
   * features once: 1 and 10 head epochs with an empty feature store (the first run on a folder),
-    then 10 epochs again (the second run: its features, test images included, read from the store).
+    then 10 epochs again (the second run: its features, test images included, read from the store),
+    and 10 epochs with `--head-init random` (the new head starting at random, as before it could start
+    from the ImageNet classifier's rows for classes ImageNet names).
 
 Every run reads the folder's decoded images from the data folder's cache (one warm-up load first),
 so the rows differ in the backbone's work only. Then the test scoring speed: images per second of
@@ -38,12 +40,13 @@ ROOT = Path(__file__).resolve().parents[1]
 MODEL = ["--model", "efficientnet_lite0", "--pretrained", "--freeze"]
 
 
-def train(folder: Path, data_dir: Path, runs: Path, epochs: int, cache: str, name: str, seed: int) -> dict:
+def train(folder: Path, data_dir: Path, runs: Path, epochs: int, cache: str, name: str, seed: int,
+          extra: tuple[str, ...] = ()) -> dict:
     """One whole `cnnlab train` process: its wall time and what its run directory recorded."""
     run_dir = runs / name
     command = [sys.executable, "-m", "cnnlab", "train", str(folder), *MODEL, "--epochs", str(epochs),
                "--feature-cache", cache, "--data-dir", str(data_dir), "--run-dir", str(run_dir), "--seed",
-               str(seed), "--quiet"]
+               str(seed), "--quiet", *extra]
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
     seconds = time.perf_counter() - start
@@ -57,6 +60,7 @@ def train(folder: Path, data_dir: Path, runs: Path, epochs: int, cache: str, nam
            "test_loss": metrics.get("test_loss"), "val_accuracy": metrics.get("val_accuracy"),
            "epoch_seconds": [round(s, 3) for s in history["epoch_seconds"]], "features": history.get("features"),
            "scoring": metrics.get("scoring"), "train_size": config["train_size"], "test_size": config["test_size"],
+           "head_start": config.get("head_start", "random"),
            "command": "cnnlab " + " ".join(command[3:]), "printed": done.stdout.strip().splitlines()}
     print(f"{name:28s} whole {seconds:6.1f} s  train {metrics['train_seconds']:6.1f} s  "
           f"test {metrics.get('test_accuracy', float('nan')):.4f}", flush=True)
@@ -101,8 +105,12 @@ def main() -> None:
             rows.append(train(args.folder, data_dir, runs, epochs, "auto", f"features once, {epochs} ep, first",
                               args.seed))
         rows.append(train(args.folder, data_dir, runs, 10, "auto", "features once, 10 ep, second", args.seed))
+        # the head started at random, as before --head-init (Imagenette's classes are ImageNet's: auto starts
+        # it from the ImageNet classifier's rows); last, so the rows above time the default
+        rows.append(train(args.folder, data_dir, runs, 10, "auto", "features once, 10 ep, random head", args.seed,
+                          ("--head-init", "random")))
         slow_epoch = rows[1]["train_size"] / rows[1]["epoch_seconds"][0]
-        speed = {**scoring_speed(runs / rows[-1]["name"], args.folder, data_dir),
+        speed = {**scoring_speed(runs / rows[-2]["name"], args.folder, data_dir),
                  "training_epoch_images_per_second": round(slow_epoch, 1)}
         print(f"scoring {speed['images_per_second']} images/s, a training epoch "
               f"{speed['training_epoch_images_per_second']} images/s", flush=True)

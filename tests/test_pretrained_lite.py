@@ -161,3 +161,13 @@ def test_listed_as_a_backbone_and_a_model(capsys):
     assert main(["models"]) == 0
     listed = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line.strip()]
     assert "efficientnet_lite0" in listed
+
+
+def test_a_head_for_imagenet_classes_names_real_photos_before_any_training():
+    # classes that ImageNet names: the new head starts as ImageNet's classifier restricted to them
+    model = transfer_model("efficientnet_lite0", 3, (224, 224, 3), pretrained=True,
+                           class_names=["tabby", "espresso", "tripod"]).eval()
+    assert model.head_from_imagenet
+    photos = torch.cat([_photo(name).expand(-1, 3, -1, -1) for name in ("chelsea", "coffee", "camera")])
+    with torch.no_grad():
+        assert model(photos.float() / 255).argmax(1).tolist() == [0, 1, 2]

@@ -206,3 +206,57 @@ def test_head_from_the_cli_and_refused_without_transfer(tmp_path, capsys):
     assert main(["train", str(target), "--weights", str(weights), "--freeze", "--head", "dense=-1",
                  "--run-dir", str(tmp_path / "y")]) == 2
     assert "cannot read 'dense=-1'" in capsys.readouterr().err and not (tmp_path / "y").exists()
+
+
+def test_a_head_for_imagenet_classes_starts_from_the_imagenet_classifier(tmp_path):
+    torch.manual_seed(1)
+    reference = torchvision.models.resnet18(weights=None)  # a stand-in for ImageNet weights: random, written here
+    path = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), path)
+    # folder names as users write them: case, "_" and "-" do not matter (tench 0, golf ball 574, English springer 217)
+    names = ["tench", "golf_ball", "english-springer"]
+    model = transfer_model("resnet18", 3, SMALL, weights=path, class_names=names)
+    assert model.head_from_imagenet
+    torch.testing.assert_close(model.head[-1].weight, reference.fc.weight[[0, 574, 217]], rtol=0, atol=0)
+    torch.testing.assert_close(model.head[-1].bias, reference.fc.bias[[0, 574, 217]], rtol=0, atol=0)
+    x = torch.rand(2, *SMALL[::-1])  # the model is ImageNet's classifier restricted to the three classes
+    with torch.no_grad():
+        reference.eval()
+        expected = reference(model.preprocess(x))[:, [0, 574, 217]]
+        torch.testing.assert_close(model.eval()(x), expected, rtol=1e-5, atol=1e-5)
+    # otherwise the head starts at random: a class ImageNet does not name, a hidden Dense in the head, no weights
+    for kwargs in ({"class_names": ["tench", "roses", "golf_ball"]}, {"class_names": names, "head": "gap,dense=8"},
+                   {"class_names": ["tench", "tench", "golf_ball"]}, {}):
+        other = transfer_model("resnet18", 3, SMALL, weights=path, **kwargs)
+        assert not other.head_from_imagenet and not torch.equal(other.head[-1].bias, model.head[-1].bias), kwargs
+    assert not transfer_model("resnet18", 3, SMALL, pretrained=False, class_names=names).head_from_imagenet
+    with pytest.raises(CnnlabError, match="class_names has 2 names for 3 classes"):
+        transfer_model("resnet18", 3, SMALL, weights=path, class_names=names[:2])
+
+
+def test_the_cli_starts_the_head_from_imagenet_unless_asked_not_to(tmp_path, capsys):
+    torch.manual_seed(2)
+    reference = torchvision.models.resnet18(weights=None)
+    path = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), path)
+    folder = tmp_path / "photos"
+    for name in ("tench", "golf_ball"):
+        (folder / name).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (32, 32), (60 * i, 200 if name == "tench" else 10, 90)).save(folder / name / f"{i}.png")
+    common = ["--model", "resnet18", "--weights", str(path), "--freeze", "--image-size", "32", "32", "--seed", "0",
+              "--quiet"]
+    common += ["--epochs", "1"]  # one Adam step of 1e-3: each head weight moves by about 1e-3
+    assert main(["train", str(folder), "--run-dir", str(tmp_path / "a"), *common]) == 0
+    assert "the new head starts from the ImageNet classifier's 2 rows" in capsys.readouterr().out
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["head_start"] == "imagenet"
+    model, _ = load_model(tmp_path / "a")
+    # the classes in sorted order: golf_ball (574), tench (0)
+    torch.testing.assert_close(model.head[-1].weight, reference.fc.weight[[574, 0]], rtol=0, atol=2e-3)
+    assert main(["train", str(folder), "--head-init", "random", "--run-dir", str(tmp_path / "b"), *common]) == 0
+    assert "ImageNet classifier" not in capsys.readouterr().out
+    assert "head_start" not in json.loads((tmp_path / "b" / "config.json").read_text())
+    model, _ = load_model(tmp_path / "b")
+    assert (model.head[-1].weight - reference.fc.weight[[574, 0]]).abs().max() > 0.01
+    assert main(["train", str(folder), "--head-init", "imagenet", "--run-dir", str(tmp_path / "c"), *common]) == 2
+    assert "--head-init" in capsys.readouterr().err and not (tmp_path / "c").exists()

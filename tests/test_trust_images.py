@@ -373,7 +373,7 @@ def test_a_runs_budget_is_recorded_and_resumed_with_it(tmp_path: Path) -> None:
     # a run checkpointed before the setting existed (no "head", no "max_image_pixels") keeps its digest
     old = {k: v for k, v in TrainConfig(epochs=1).to_dict().items()
            if k not in ("epochs", "run_dir", "runs_root", "evaluate_test", "threads", "head",
-                            "max_image_pixels", "feature_cache", "feature_views")}
+                            "max_image_pixels", "feature_cache", "feature_views", "head_init")}
     assert config_digest(TrainConfig(epochs=1)) == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()
     assert config_digest(TrainConfig(epochs=1, max_image_pixels=1000)) != config_digest(TrainConfig(epochs=1))
     with pytest.raises(CnnlabError, match="--max-image-pixels must be a whole number of pixels"):

@@ -126,6 +126,9 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="local weights: a torchvision .pth/.safetensors state_dict, or a cnnlab model "
                                      "file or run to reuse as the backbone")
     p.add_argument("--freeze", action="store_true", default=None, help="train only the new head (frozen backbone)")
+    p.add_argument("--head-init", choices=["auto", "random"],
+                   help="the new head's class Dense: auto starts it from the pretrained ImageNet classifier when "
+                        "every class folder names an ImageNet class (e.g. tench, golf_ball); random always")
     p.add_argument("--head", help='transfer head before the class Dense, in order: gap or flatten, dense=UNITS, '
                    'dropout=RATE (default "gap,dropout=0.2"; seed 003: "flatten,dense=256,dropout=0.5")')
     p.add_argument("--unfreeze-top", type=int, metavar="N",

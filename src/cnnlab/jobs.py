@@ -210,7 +210,8 @@ def _build(config: TrainConfig, train: Dataset) -> nn.Module:
         raise CnnlabError(f"--pretrained/--freeze need a backbone: one of {', '.join(BACKBONES)} "
                           f"(got --model {config.model!r}), or --weights a cnnlab model file")
     return transfer_model(config.model, train.num_classes, train.input_shape, config.pretrained or bool(config.weights),
-                          config.weights, head=config.head)
+                          config.weights, head=config.head,
+                          class_names=train.class_names if config.head_init == "auto" else None)
 
 
 def _model_from_file(source: str, train: Dataset) -> nn.Module:
@@ -410,14 +411,20 @@ def train_run(config: TrainConfig, verbose: int = 1, resume: bool = False,
 
 
 def _record(config: TrainConfig, run_dir: Path, data: _Data, phases: list[Phase], weights: torch.Tensor | None,
-            print_fn: Callable[[str], None] | None) -> None:
-    """config.json (the settings, the data's shape, the runtime chosen, class weights), versions.json, split.json."""
+            print_fn: Callable[[str], None] | None, model: nn.Module) -> None:
+    """config.json (the settings, the data's shape, the runtime chosen, class weights, where the head started),
+    versions.json, split.json."""
     train, speedrun = data.train, RECIPES.get(config.recipe).trainer == "speedrun"
     runtime = place(_runtime(config, phases[0].epochs if phases and not speedrun else config.epochs, len(train),
                              speedrun))
-    extra = {"runtime": {**runtime.record(), "processes": world_size()}}
+    runtime_record = {**runtime.record(), "processes": world_size()}
+    extra: dict[str, object] = {"runtime": runtime_record}
     if weights is not None:
-        extra["class_weight_values"] = dict(zip(train.class_names, weights.tolist(), strict=True))
+        weight_values = dict(zip(train.class_names, weights.tolist(), strict=True))
+        extra["class_weight_values"] = weight_values
+    from_imagenet = bool(getattr(model, "head_from_imagenet", False)) and not config.init_from
+    if from_imagenet:
+        extra["head_start"] = "imagenet"
     check_writable(run_dir)  # an unwritable directory or a full disk fails here, not after an epoch of training
     _write_json(run_dir / "config.json", {**config.to_dict(), "class_names": train.class_names, "input_shape":
                                           list(train.input_shape), "train_size": len(train), "test_size":
@@ -427,11 +434,14 @@ def _record(config: TrainConfig, run_dir: Path, data: _Data, phases: list[Phase]
     if data.split is not None:
         _write_json(run_dir / "split.json", data.split)
     if print_fn is not None:
-        print_fn(runtime_line(extra["runtime"], world_size()))
+        print_fn(runtime_line(runtime_record, world_size()))
         if weights is not None:
-            shown = ", ".join(f"{n} {w:.3g}" for n, w in list(extra["class_weight_values"].items())[:10])
+            shown = ", ".join(f"{n} {w:.3g}" for n, w in list(weight_values.items())[:10])
             more = f", ... ({len(train.class_names)} in config.json)" if len(train.class_names) > 10 else ""
             print_fn(f"class weights (auto, inverse class frequency): {shown}{more}")
+        if from_imagenet:
+            print_fn(f"every class is an ImageNet class: the new head starts from the ImageNet classifier's "
+                     f"{len(train.class_names)} rows for them (--head-init random to start it at random)")
 
 
 def _train(config: TrainConfig, verbose: int, resume: bool, print_fn: Callable[[str], None] | None, run_dir: Path,
@@ -441,7 +451,7 @@ def _train(config: TrainConfig, verbose: int, resume: bool, print_fn: Callable[[
     train, classes, shape = data.train, data.train.class_names, data.train.input_shape
     weights = class_weights(train.labels, train.num_classes) if config.class_weights == "auto" else None
     if is_main():  # distributed: rank 0 alone writes the run directory
-        _record(config, run_dir, data, phases, weights, print_fn)
+        _record(config, run_dir, data, phases, weights, print_fn, model)
 
     tta: dict[str, Any] = {}  # a speed-run's test-time augmentation, filled in below: the model file records it
 

@@ -29,7 +29,8 @@ MAY_CHANGE = ("epochs", "threads")  # threads: a resumed run may be on another m
 NOT_COMPUTED = ("epochs", "run_dir", "runs_root", "evaluate_test", "threads")
 # Settings added after runs were first checkpointed (2026-12-07), with their defaults: they count in the
 # digest only when set otherwise, so a run stopped before they existed still resumes.
-ADDED_LATER = {"head": DEFAULT_HEAD, "max_image_pixels": None, "feature_cache": "auto", "feature_views": 1}
+ADDED_LATER = {"head": DEFAULT_HEAD, "max_image_pixels": None, "feature_cache": "auto", "feature_views": 1,
+               "head_init": "auto"}
 
 
 def config_digest(config: TrainConfig) -> str:

