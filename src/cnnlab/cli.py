@@ -310,6 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=_positive_int, default=5, help="classes per image unless a request asks (5)")
     p.add_argument("--max-files", type=_positive_int, default=16, help="images per request (16)")
     _runtime_args(p)
+
+    p = sub.add_parser("explore", help="see inside a model in the browser: layers, feature maps, convolution "
+                                       "step by step, Grad-CAM")
+    p.add_argument("model", help="run directory or model file (.safetensors/.json)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_positive_int, default=8010)
+    p.add_argument("--api-key", help="needed to bind beyond loopback (prefer $CNNLAB_API_KEY: a flag shows in ps)")
     return parser
 
 

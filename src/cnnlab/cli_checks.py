@@ -165,5 +165,5 @@ CHECKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "train": _train, "fine-tune": _fine_tune, "summary": _summary, "evaluate": _evaluate, "serve": _serve,
     "predict": _predict, "export": _model_file, "filters": _model_file_and_output,
     "gradcam": _model_file_and_output, "feature-maps": _feature_maps, "conv-arithmetic": _conv_arithmetic,
-    "curves": _curves, "augment-preview": _augment_preview,
+    "curves": _curves, "augment-preview": _augment_preview, "explore": _model_file,
 }

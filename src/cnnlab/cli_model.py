@@ -251,6 +251,22 @@ def _cmd_serve(args: argparse.Namespace) -> None:
                ready=lambda url: print(f"serving {args.model} on {url} (Ctrl+C stops)", flush=True))
 
 
+def _cmd_explore(args: argparse.Namespace) -> None:
+    import os
+    import sys
+
+    from cnnlab.explore.app import run_explorer
+    from cnnlab.serve import API_KEY_ENV, check_bind, is_loopback
+
+    api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV)
+    check_bind(args.host, api_key)
+    if args.api_key is not None and not is_loopback(args.host):
+        print(f"warning: --api-key is visible to every user of this machine (ps, /proc); set ${API_KEY_ENV} "
+              f"instead", file=sys.stderr)
+    run_explorer(args.model, args.host, args.port, api_key,
+                 ready=lambda url: print(f"exploring {args.model} on {url} (Ctrl+C stops)", flush=True))
+
+
 def _cmd_predict(args: argparse.Namespace) -> None:
     from cnnlab.inference import fast_inference, load_inference
     from cnnlab.predict import predict_images, predictions_csv
@@ -320,4 +336,5 @@ def _cmd_export(args: argparse.Namespace) -> None:
 COMMANDS = {"models": _cmd_models, "summary": _cmd_summary,
             "augment-preview": _cmd_augment_preview, "curves": _cmd_curves, "feature-maps": _cmd_feature_maps,
             "filters": _cmd_filters, "gradcam": _cmd_gradcam, "conv-arithmetic": _cmd_conv_arithmetic,
-            "evaluate": _cmd_evaluate, "predict": _cmd_predict, "serve": _cmd_serve, "export": _cmd_export}
+            "evaluate": _cmd_evaluate, "predict": _cmd_predict, "serve": _cmd_serve, "export": _cmd_export,
+            "explore": _cmd_explore}

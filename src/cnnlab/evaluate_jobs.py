@@ -40,7 +40,7 @@ from cnnlab.training.speedrun import tta_logits
 if TYPE_CHECKING:
     from cnnlab.export.runtime import OnnxClassifier
 
-__all__ = ["evaluation_data", "evaluate_model", "tta_level", "report_model", "evaluation_runtime"]
+__all__ = ["evaluation_data", "run_data", "evaluate_model", "tta_level", "report_model", "evaluation_runtime"]
 
 
 def evaluation_data(source: str | Path, dataset: str | None = None, split: str = "test",
@@ -49,16 +49,30 @@ def evaluation_data(source: str | Path, dataset: str | None = None, split: str =
 
     Without `dataset`, a run is judged on its own dataset's test split, found where the run found it
     (its --data-dir, unless `data_dir` is given); for an image folder, on the run's own test part
-    recorded in split.json (never on images it trained on).
+    recorded in split.json (never on images it trained on). See `run_data` for the data alone.
     """
     model, card = load_model(source)
-    h, w, c = card.input_shape
+    data, name = run_data(source, card, dataset, split, data_dir, download)
+    return model, card, data, name
+
+
+def run_data(source: str | Path, card: ModelCard, dataset: str | None = None, split: str = "test",
+             data_dir: str | None = None, download: bool = True) -> tuple[Dataset, str]:
+    """(data, dataset name) of `evaluation_data`, for a model already loaded (its `card`).
+
+    `cnnlab explore` shows a run's own test images this way, offline (`download=False`).
+
+    >>> run_data("no-such-run", ModelCard.__new__(ModelCard))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    cnnlab.errors.CnnlabError: which dataset? no-such-run is not a run directory with a config.json; ...
+    """
     run_split = Path(source) / "split.json"
+    config_path = Path(source) / "config.json"
+    if dataset is None and not config_path.is_file():
+        raise CnnlabError(f"which dataset? {source} is not a run directory with a config.json; "
+                          f"pass --dataset NAME_OR_FOLDER")
+    h, w, c = card.input_shape
     if dataset is None:
-        config_path = Path(source) / "config.json"
-        if not config_path.is_file():
-            raise CnnlabError(f"which dataset? {source} is not a run directory with a config.json; "
-                              f"pass --dataset NAME_OR_FOLDER")
         fix = "pass --dataset NAME_OR_FOLDER, or restore the file"
         run_config = read_json(config_path, fix=fix)
         if not isinstance(run_config.get("dataset"), str):
@@ -68,11 +82,15 @@ def evaluation_data(source: str | Path, dataset: str | None = None, split: str =
         recorded = read_json(run_split, fix=fix) if run_split.is_file() else {}
         if split in recorded and split != "train":
             data = load_dataset(dataset, "train", data_dir, download, image_size=(h, w)).subset(recorded[split])
-            return model, card, _checked(card, data, dataset, split), dataset
+            return _checked(card, data, dataset, split), dataset
     data = load_dataset(dataset, split=split, data_dir=data_dir, download=download)
     if data.input_shape[:2] != (h, w) and data.input_shape[2] == c:
         data = load_dataset(dataset, split=split, data_dir=data_dir, download=download, image_size=(h, w))
-    return model, card, _checked(card, data, dataset, split), dataset
+    return _checked(card, data, dataset, split), dataset
+    data = load_dataset(dataset, split=split, data_dir=data_dir, download=download)
+    if data.input_shape[:2] != (h, w) and data.input_shape[2] == c:
+        data = load_dataset(dataset, split=split, data_dir=data_dir, download=download, image_size=(h, w))
+    return _checked(card, data, dataset, split), dataset
 
 
 def evaluate_model(source: str | Path, dataset: str | None = None, split: str = "test",

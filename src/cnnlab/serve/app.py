@@ -45,7 +45,8 @@ from cnnlab.serve.predictor import LoadedModel, load_predictor
 from cnnlab.serve.uploads import Upload, UploadError, decode_pixels, parse_uploads, probe_upload, read_body
 from cnnlab.versions import __version__
 
-__all__ = ["create_app", "check_bind", "run_server", "build_server", "API_KEY_ENV", "ConnectionLimits", "is_loopback"]
+__all__ = ["create_app", "check_bind", "run_server", "build_server", "API_KEY_ENV", "ConnectionLimits", "is_loopback",
+           "ImageDecoder", "receive_images", "add_error_handlers", "api_key_dependency"]
 
 API_KEY_ENV = "CNNLAB_API_KEY"
 STATIC = resources.files("cnnlab.serve") / "static"
@@ -106,7 +107,8 @@ def create_app(source: str | Path | LoadedModel, *, api_key: str | None = None, 
             raise CnnlabError(f"create_app: {name} must be a positive integer, got {value!r}")
     loaded = source if isinstance(source, LoadedModel) else load_predictor(source, runtime)
     batcher = MicroBatcher(loaded.predict_proba, max_images=max_batch, max_wait_ms=max_wait_ms)
-    decoder = _Decoder(loaded, max_pixels, Budget(decode_budget, "pixels being decoded", budget_wait_s))
+    decoder = ImageDecoder(loaded.card.input_shape, max_pixels, Budget(decode_budget, "pixels being decoded",
+                                                                      budget_wait_s))
     bodies = Budget(body_budget, "bytes of request bodies held", budget_wait_s)
 
     @asynccontextmanager
@@ -121,8 +123,8 @@ def create_app(source: str | Path | LoadedModel, *, api_key: str | None = None, 
                               f"input {'x'.join(map(str, loaded.card.input_shape))} (H x W x C).")
     app.state.model, app.state.batcher, app.state.decoder, app.state.bodies = loaded, batcher, decoder, bodies
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
-    _add_error_handlers(app)
-    key = Depends(_key_check(api_key))
+    add_error_handlers(app)
+    key = Depends(api_key_dependency(api_key))
     _add_pages(app, loaded, key)
     limits = {"max_files": max_files, "max_bytes": max_bytes, "max_pixels": max_pixels, "top_k": top_k}
 
@@ -144,15 +146,7 @@ def create_app(source: str | Path | LoadedModel, *, api_key: str | None = None, 
                   (422, "invalid query parameter"), (503, "busy: retry after the Retry-After seconds"))})
     async def predict(request: Request, top_k: int | None = Query(None, ge=1, le=1000, description=(
             f"how many classes per image (default {top_k}, at most the number of classes)"))) -> dict[str, Any]:
-        held = [0]  # body bytes taken from the budget as they arrive (not as declared: slow clients declare much)
-        try:
-            body = await read_body(_counted(request.stream(), bodies, held), request.headers.get("content-length"),
-                                   max_bytes)
-            uploads = await parse_uploads(request.headers.get("content-type"), body, max_files)
-            del body
-            images = await decoder.decode_all(uploads)  # (N, C, H, W) uint8
-        finally:
-            bodies.release(held[0])
+        uploads, images = await receive_images(request, bodies, decoder, max_bytes, max_files)
         probs = await batcher.predict(images)
         return {"model": loaded.name, "predictions": _top_k(uploads, probs, loaded.card.class_names,
                                                               top_k or limits["top_k"])}
@@ -164,17 +158,38 @@ def create_app(source: str | Path | LoadedModel, *, api_key: str | None = None, 
     return app
 
 
+async def receive_images(request: Request, bodies: Budget, decoder: ImageDecoder, max_bytes: int,
+                         max_files: int) -> tuple[list[Upload], torch.Tensor]:
+    """The uploads of a multipart request and their pixels, uint8 (N, C, H, W) at the decoder's size.
+
+    Every refusal is an `UploadError` (4xx or 503, one line): the body is bounded by `max_bytes` and
+    counted against `bodies` as it arrives, the files by `max_files`, the pixels by the decoder's budget.
+    `cnnlab serve`'s /predict and `cnnlab explore`'s uploads both read images this way.
+    """
+    held = [0]  # body bytes taken from the budget as they arrive (not as declared: slow clients declare much)
+    try:
+        body = await read_body(_counted(request.stream(), bodies, held), request.headers.get("content-length"),
+                               max_bytes)
+        uploads = await parse_uploads(request.headers.get("content-type"), body, max_files)
+        del body
+        images = await decoder.decode_all(uploads)  # (N, C, H, W) uint8
+    finally:
+        bodies.release(held[0])
+    return uploads, images
+
+
 async def _counted(stream: AsyncIterator[bytes], budget: Budget, held: list[int]) -> AsyncIterator[bytes]:
     async for chunk in stream:
         held[0] += await budget.acquire(len(chunk))
         yield chunk
 
 
-class _Decoder:
-    """Decodes uploads in a few threads of its own, within the shared budget of pixels being decoded."""
+class ImageDecoder:
+    """Decodes uploads to `input_shape` (H, W, C) in a few threads of its own, within the shared budget of
+    pixels being decoded; `close()` when the app stops."""
 
-    def __init__(self, loaded: LoadedModel, max_pixels: int, budget: Budget) -> None:
-        self.shape, self.max_pixels, self.budget = loaded.card.input_shape, max_pixels, budget
+    def __init__(self, input_shape: Any, max_pixels: int, budget: Budget) -> None:
+        self.shape, self.max_pixels, self.budget = tuple(input_shape), max_pixels, budget
         self.pool = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="cnnlab-decode")
         self.since_trim = 0  # pixels decoded since memory was last handed back
 
@@ -210,8 +225,9 @@ def _top_k(uploads: list[Upload], probs: np.ndarray, classes: list[str], k: int)
             for u, p, idx in zip(uploads, probs, order, strict=True)]
 
 
-def _key_check(api_key: str | None) -> Any:
-    """The dependency that guards every route revealing the model (FastAPI calls it before the route)."""
+def api_key_dependency(api_key: str | None) -> Any:
+    """The dependency that guards every route revealing the model (FastAPI calls it before the route):
+    `Depends(api_key_dependency(key))`; None lets every request through."""
     async def check(request: Request) -> None:
         _check_api_key(request, api_key)
     return check
@@ -240,7 +256,8 @@ def _one_line(exc: RequestValidationError) -> str:
     return "invalid request: " + "; ".join(parts)
 
 
-def _add_error_handlers(app: FastAPI) -> None:
+def add_error_handlers(app: FastAPI) -> None:
+    """Refusals (`UploadError`), vanished clients and invalid parameters answered as one-line JSON {"detail"}."""
     @app.exception_handler(UploadError)
     async def refused(request: Request, exc: UploadError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else {}
@@ -317,7 +334,7 @@ def run_server(source: str | Path, host: str = "127.0.0.1", port: int = 8000, ap
 
     Everything that can fail at start-up (the key, the address, the port, the model) fails
     before uvicorn starts, as one CnnlabError; then `ready` gets the server's URL. `options` go
-    to `create_app`.
+    to `create_app` (or to `app_factory`, see `build_server`).
 
     >>> run_server("no-such-run", port=70000)
     Traceback (most recent call last):
@@ -334,8 +351,12 @@ def run_server(source: str | Path, host: str = "127.0.0.1", port: int = 8000, ap
 
 
 def build_server(source: str | Path, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-                 connections: ConnectionLimits | None = None, **options: Any) -> tuple[Any, socket.socket]:
+                 connections: ConnectionLimits | None = None, app_factory: Callable[..., FastAPI] | None = None,
+                 **options: Any) -> tuple[Any, socket.socket]:
     """The uvicorn server for `source` and its bound socket (`server.run(sockets=[sock])` serves).
+
+    `app_factory(source, api_key=..., **options)` makes the app (default `create_app`; `cnnlab explore`
+    passes its own), so every app gets the same checks, socket, connection limits and logging.
 
     >>> build_server("no-such-run", "0.0.0.0")
     Traceback (most recent call last):
@@ -351,7 +372,7 @@ pass --api-key KEY (or set $CNNLAB_API_KEY), or bind to 127.0.0.1
     sock = open_socket(host, port, limits.backlog)  # before the model loads: a busy port fails at once
     return_large_blocks()  # decoded images go back to the system when freed (budget.py has the numbers)
     try:
-        app = create_app(source, api_key=api_key, **options)
+        app = (app_factory or create_app)(source, api_key=api_key, **options)
     except BaseException:
         sock.close()
         raise

@@ -1,0 +1,216 @@
+"""`cnnlab explore`: the explorer's web page and JSON API, on `cnnlab serve`'s server stack.
+
+The same rules as `cnnlab serve` (serve/app.py): loopback unless an API key is given
+(`check_bind`), the key guards everything that reveals the model, uploads are bounded and decoded
+by serve's code within its budgets (`receive_images`), refusals are one-line JSON, and the page
+loads nothing from outside (plain HTML, CSS and JS in explore/static). The model is loaded once;
+one thread runs it, so that hooks of two requests never meet.
+
+API (all GET but uploads; images are PNG, the rest JSON):
+    /api/model, /api/architecture, /api/inputs (POST: upload), /api/inputs/{key}/image.png,
+    /api/inputs/{key}/activations, /api/inputs/{key}/maps.png?layer=&channel=,
+    /api/inputs/{key}/conv-step?layer=&channel=&row=&col=, /api/inputs/{key}/layer-input.png?layer=&channel=,
+    /api/inputs/{key}/gradcam.png?class_index=&layer=, /api/filters.png
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from cnnlab.errors import CnnlabError, first_line
+from cnnlab.explore.explorer import Explorer, ExploreError
+from cnnlab.serve.app import (
+    BODY_BUDGET, BUDGET_WAIT_S, DECODE_BUDGET, MAX_BYTES, MAX_FILES, MAX_PIXELS, ImageDecoder, add_error_handlers,
+    api_key_dependency, build_server, receive_images,
+)
+from cnnlab.serve.budget import Budget
+from cnnlab.versions import __version__
+
+__all__ = ["create_explore_app", "load_explorer", "run_explorer", "SAMPLES_PER_CLASS", "MAX_SAMPLE_CLASSES"]
+
+STATIC = resources.files("cnnlab.explore") / "static"
+SAMPLES_PER_CLASS = 4    # test images offered per class: enough to compare, few enough to load at once
+MAX_SAMPLE_CLASSES = 20  # an ImageNet-sized head offers its first 20 classes
+T = TypeVar("T")
+
+
+def load_explorer(source: str | Path) -> Explorer:
+    """The model of a run directory or model file, ready to explore, with its run's test images when it has them.
+
+    >>> load_explorer("no-such-run")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    cnnlab.errors.CnnlabError: ...no-such-run...
+    """
+    from cnnlab.inference import load_inference
+
+    path = Path(source)
+    if path.suffix.lower() == ".onnx" or (path.is_dir() and (path / "model.onnx").is_file()
+                                          and not (path / "model.safetensors").is_file()):
+        raise CnnlabError(f"explore needs the torch model, not an ONNX file ({path}); give the run directory or "
+                          f".safetensors model file it was exported from")
+    inference = load_inference(path, "torch")
+    name = inference.path.parent.name if inference.path.stem in ("model", "best") else inference.path.stem
+    explorer = Explorer(inference.model, inference.card, name)
+    explorer.notes = _add_samples(explorer, path)
+    return explorer
+
+
+def _add_samples(explorer: Explorer, source: Path) -> list[str]:
+    """The run's own test images, SAMPLES_PER_CLASS per class, read offline; a note when there are none."""
+    if not (source / "config.json").is_file():
+        return ["a model file, not a run directory: upload an image to explore (a run offers its test images)"]
+    from cnnlab.evaluate_jobs import run_data
+
+    try:
+        data, dataset = run_data(source, explorer.card, download=False)
+    except (CnnlabError, OSError) as exc:
+        return [f"the run's test images cannot be read offline ({first_line(exc, 200)}); upload an image instead"]
+    chosen: dict[int, list[int]] = {}
+    for index, label in enumerate(data.labels.tolist()):
+        if label < MAX_SAMPLE_CLASSES and len(chosen.setdefault(label, [])) < SAMPLES_PER_CLASS:
+            chosen[label].append(index)
+    indices = sorted(i for found in chosen.values() for i in found)
+    classes = explorer.card.class_names
+    offset = 0
+    for images, labels in data.subset(indices).batches(64):
+        for image, label in zip(images, labels.tolist(), strict=True):
+            number = indices[offset]
+            explorer.add_input(image.contiguous(), f"{dataset} test image {number} ({classes[label]})", int(label),
+                               key=f"t{number}")
+            offset += 1
+    return []
+
+
+def create_explore_app(source: str | Path | Explorer, *, api_key: str | None = None, max_files: int = MAX_FILES,
+                       max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS, decode_budget: int = DECODE_BUDGET,
+                       body_budget: int = BODY_BUDGET, budget_wait_s: float = BUDGET_WAIT_S) -> FastAPI:
+    """The explorer app for a run directory, a model file, or an `Explorer` already made.
+
+    >>> import tempfile; from fastapi.testclient import TestClient; from cnnlab.models import build_model, save_model
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = save_model(build_model("seed-mnist"), d / "model.safetensors", list("0123456789"), (28, 28, 1))
+    >>> TestClient(create_explore_app(d)).get("/api/architecture").json()["layers"][0]["output_shape"]
+    [26, 26, 32]
+    """
+    explorer = source if isinstance(source, Explorer) else load_explorer(source)
+    runner = ThreadPoolExecutor(1, thread_name_prefix="cnnlab-explore")  # one forward pass at a time
+    decoder = ImageDecoder(explorer.card.input_shape, max_pixels, Budget(decode_budget, "pixels being decoded",
+                                                                          budget_wait_s))
+    bodies = Budget(body_budget, "bytes of request bodies held", budget_wait_s)
+
+    async def run(call: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(runner, call, *args)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        runner.shutdown(wait=False, cancel_futures=True)
+        decoder.close()
+
+    app = FastAPI(title="cnnlab model explorer", version=__version__, lifespan=lifespan, docs_url=None,
+                  redoc_url=None, openapi_url=None)
+    app.state.explorer = explorer
+    app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
+    add_error_handlers(app)
+
+    @app.exception_handler(ExploreError)
+    async def refused(request: Request, exc: ExploreError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    key = Depends(api_key_dependency(api_key))
+
+    def png(data: bytes) -> Response:
+        return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
+
+    @app.get("/health")
+    async def health() -> dict[str, Any]:
+        return {"status": "ok", "model": explorer.name, "api_key_required": api_key is not None}
+
+    @app.get("/api/model", dependencies=[key])
+    async def model() -> dict[str, Any]:
+        h, w, c = explorer.card.input_shape
+        return {"name": explorer.name, "classes": explorer.card.class_names, "outputs": explorer.card.outputs,
+                "input_size": {"height": h, "width": w, "channels": c}, "metrics": explorer.card.metrics,
+                "preprocessing": explorer.card.preprocessing, "notes": explorer.notes,
+                "limits": {"max_files": max_files, "max_bytes": max_bytes, "max_pixels": max_pixels}}
+
+    @app.get("/api/architecture", dependencies=[key])
+    async def layers() -> dict[str, Any]:
+        return {"input_shape": list(explorer.card.input_shape), "layers": [x.to_dict() for x in explorer.layers]}
+
+    @app.get("/api/inputs", dependencies=[key])
+    async def inputs() -> dict[str, Any]:
+        return {"inputs": [{"key": k, "label": v.label, "true_class": v.true_class,
+                            "image": f"/api/inputs/{k}/image.png"} for k, v in explorer.inputs.items()]}
+
+    @app.post("/api/inputs", dependencies=[key])
+    async def upload(request: Request) -> dict[str, Any]:
+        uploads, images = await receive_images(request, bodies, decoder, max_bytes, max_files)
+        keys = [explorer.add_input(image, item.filename) for item, image in zip(uploads, images, strict=True)]
+        return {"inputs": [{"key": k, "label": explorer.inputs[k].label, "image": f"/api/inputs/{k}/image.png"}
+                           for k in keys]}
+
+    @app.get("/api/inputs/{input_key}/image.png", dependencies=[key])
+    async def image(input_key: str) -> Response:
+        return png(explorer.input_png(input_key))
+
+    @app.get("/api/inputs/{input_key}/activations", dependencies=[key])
+    async def activations(input_key: str) -> dict[str, Any]:
+        return await run(explorer.activations, input_key)
+
+    @app.get("/api/inputs/{input_key}/maps.png", dependencies=[key])
+    async def maps(input_key: str, layer: str, channel: int | None = Query(None, ge=0)) -> Response:
+        return png(await run(explorer.activation_png, input_key, layer, channel))
+
+    @app.get("/api/inputs/{input_key}/conv-step", dependencies=[key])
+    async def conv_step(input_key: str, layer: str, channel: int = Query(0, ge=0), row: int = Query(0, ge=0),
+                        col: int = Query(0, ge=0)) -> dict[str, Any]:
+        return await run(explorer.conv_step, input_key, layer, channel, row, col)
+
+    @app.get("/api/inputs/{input_key}/layer-input.png", dependencies=[key])
+    async def layer_input(input_key: str, layer: str, channel: int = Query(0, ge=0)) -> Response:
+        return png(await run(explorer.layer_input_png, input_key, layer, channel))
+
+    @app.get("/api/inputs/{input_key}/gradcam.png", dependencies=[key])
+    async def gradcam(input_key: str, class_index: int, layer: str) -> Response:
+        return png(await run(explorer.grad_cam_png, input_key, class_index, layer))
+
+    @app.get("/api/filters.png", dependencies=[key])
+    async def filters() -> Response:
+        return png(await run(explorer.filters_png))
+
+    return app
+
+
+def run_explorer(source: str | Path, host: str = "127.0.0.1", port: int = 8010, api_key: str | None = None,
+                 ready: Callable[[str], None] | None = None) -> None:
+    """Check the address and key, bind, load the model, then serve the explorer until interrupted.
+
+    Everything that can fail at start-up fails before uvicorn starts, as one CnnlabError.
+
+    >>> run_explorer("no-such-run", host="0.0.0.0")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    cnnlab.errors.CnnlabError: --host 0.0.0.0 is reachable from other machines, and no API key was given; ...
+    """
+    server, sock = build_server(source, host, port, api_key, app_factory=create_explore_app)
+    try:
+        if ready is not None:
+            bound_host, bound_port = sock.getsockname()[:2]
+            ready(f"http://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}/")
+        server.run(sockets=[sock])
+    finally:
+        sock.close()

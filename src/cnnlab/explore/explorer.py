@@ -1,0 +1,352 @@
+"""The explorer's engine: one model, its inputs, and what happens inside it for each input.
+
+No web code here (app.py serves it). For an input image (uint8 (C, H, W) at the model's size, as
+`cnnlab serve` decodes uploads) one forward pass with hooks records every layer's output and every
+convolution's input (`Trace`); the activation tiles are PNGs made from it on demand and cached per
+(input, layer, channel). The convolution step-by-step recomputes one output value from the captured
+input, kernel and bias with explicit products, so the page can show the k x k multiplications and
+their sum beside the number torch computed (`conv_step`; a test holds them equal).
+
+    explorer = Explorer(model, card, "digits-run")
+    key = explorer.add_input(pixels, "upload.png")
+    explorer.activation_png(key, "conv2d")                 # a grid of 32 feature maps
+    explorer.conv_step(key, "conv2d", channel=3, row=5, col=7)["sum_plus_bias"]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import nn
+
+from cnnlab.cards import ModelCard
+from cnnlab.data.arrays import float_images
+from cnnlab.errors import CnnlabError
+from cnnlab.explore.architecture import LayerInfo, architecture, window_of
+from cnnlab.interpret import first_layer_filters, grad_cam
+from cnnlab.models.layers import ACTIVATIONS, Conv2D
+from cnnlab.models.summary import layer_modules
+from cnnlab.models.zoo import output_kind
+from cnnlab.training.objectives import probabilities
+
+__all__ = ["Explorer", "Trace", "ExploreError", "MAX_INPUTS", "MAX_TRACES", "MAX_GRID_CHANNELS", "grid_layout"]
+
+MAX_INPUTS = 64          # images kept (test samples + uploads); the oldest upload goes first
+MAX_TRACES = 8           # inputs whose activations stay in memory (a ResNet-18 at 224x224: ~10 MB each)
+MAX_GRID_CHANNELS = 64   # feature maps per grid image; a 1280-channel layer shows its first 64 (the page says so)
+GAP = 1                  # pixels between the tiles of a grid
+OVERLAY_SIZE = 224       # Grad-CAM overlays are drawn at least this large (a 28x28 heatmap is a blur otherwise)
+
+
+class ExploreError(CnnlabError):
+    """A request the explorer cannot answer: `status` is the HTTP status (404 unknown, 422 out of range)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class InputImage:
+    pixels: torch.Tensor   # uint8 (C, H, W) at the model's input size
+    label: str             # file name, or "test image 12 (class 7)"
+    true_class: int | None = None
+
+
+@dataclass
+class Trace:
+    """One forward pass: each image-shaped layer output (C, H, W), each convolution's input, the probabilities."""
+
+    outputs: dict[str, torch.Tensor]
+    conv_inputs: dict[str, torch.Tensor]
+    probabilities: list[float]
+    milliseconds: float
+    pngs: dict[tuple[str, int | None], bytes] = field(default_factory=dict)
+
+
+def grid_layout(channels: int) -> tuple[int, int, int]:
+    """(channels shown, columns, rows) of a layer's grid: a near-square, at most MAX_GRID_CHANNELS tiles.
+
+    >>> grid_layout(32), grid_layout(64), grid_layout(1280)
+    ((32, 6, 6), (64, 8, 8), (64, 8, 8))
+    """
+    shown = min(channels, MAX_GRID_CHANNELS)
+    columns = int(np.ceil(np.sqrt(shown)))
+    return shown, columns, int(np.ceil(shown / columns))
+
+
+def _png(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG", compress_level=1)  # level 1: a tenth of the time of 6, tiles are tiny
+    return buffer.getvalue()
+
+
+def _scaled(maps: torch.Tensor) -> np.ndarray:
+    """(C, H, W) float -> uint8, each channel stretched from its own min (black) to its max (white)."""
+    low = maps.amin(dim=(1, 2), keepdim=True)
+    high = maps.amax(dim=(1, 2), keepdim=True)
+    span = (high - low).clamp_min(1e-12)
+    return ((maps - low) / span * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def _grid(maps: torch.Tensor) -> np.ndarray:
+    """(C, H, W) -> one uint8 image of the first channels as tiles, row by row, GAP pixels apart (white)."""
+    shown, columns, rows = grid_layout(maps.shape[0])
+    _, h, w = maps.shape
+    tiles = _scaled(maps[:shown].float())
+    grid = np.full((rows * h + (rows - 1) * GAP, columns * w + (columns - 1) * GAP), 255, np.uint8)
+    for index in range(shown):
+        r, c = divmod(index, columns)
+        grid[r * (h + GAP):r * (h + GAP) + h, c * (w + GAP):c * (w + GAP) + w] = tiles[index]
+    return grid
+
+
+def _heat(values: np.ndarray) -> np.ndarray:
+    """(H, W) in [0, 1] -> (H, W, 3) uint8, dark blue through green and yellow to red (a jet-like map)."""
+    v = np.clip(values, 0, 1)[..., None]
+    stops = np.array([[0, 0, 128], [0, 96, 255], [0, 200, 120], [255, 220, 0], [220, 20, 20]], np.float32)
+    position = v[..., 0] * (len(stops) - 1)
+    low = np.floor(position).astype(int).clip(0, len(stops) - 2)
+    t = (position - low)[..., None]
+    return (stops[low] * (1 - t) + stops[low + 1] * t).astype(np.uint8)
+
+
+class Explorer:
+    """A loaded model and the inputs explored with it; every method is safe to call from one thread at a time.
+
+    >>> from cnnlab.models.zoo import build_model; from cnnlab.models.files import ModelCard
+    >>> card = ModelCard({"name": "seed-mnist"}, list("0123456789"), [28, 28, 1])
+    >>> explorer = Explorer(build_model("seed-mnist"), card, "demo")
+    >>> key = explorer.add_input(torch.zeros(1, 28, 28, dtype=torch.uint8), "black.png")
+    >>> explorer.conv_step(key, "conv2d", 0, 0, 0)["window"]
+    [[[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]]
+    """
+
+    def __init__(self, model: nn.Module, card: ModelCard, name: str) -> None:
+        self.model = model.eval().requires_grad_(False)
+        self.card, self.name = card, name
+        self.layers: list[LayerInfo] = architecture(model, card.input_shape)
+        self.by_name = {layer.name: layer for layer in self.layers}
+        self.modules = dict(layer_modules(model))
+        self.inputs: OrderedDict[str, InputImage] = OrderedDict()
+        self.traces: OrderedDict[str, Trace] = OrderedDict()
+        self.cams: dict[tuple[str, int, str], bytes] = {}
+        self.kind = output_kind(model)
+        self.notes: list[str] = []  # for the page: why there are no test images, say
+
+    # ------------------------------------------------------------------ inputs
+    def add_input(self, pixels: torch.Tensor, label: str, true_class: int | None = None, key: str | None = None) -> str:
+        """Keep a uint8 (C, H, W) image at the model's size; returns its key (the same pixels: the same key)."""
+        h, w, c = self.card.input_shape
+        if pixels.dtype != torch.uint8 or tuple(pixels.shape) != (c, h, w):
+            raise CnnlabError(f"add_input: pixels must be uint8 {(c, h, w)} (C, H, W), got {pixels.dtype} "
+                              f"{tuple(pixels.shape)}; decode the image at the model's size first")
+        key = key or "u" + hashlib.sha256(pixels.numpy().tobytes()).hexdigest()[:12]
+        self.inputs[key] = InputImage(pixels.clone(), label, true_class)
+        self.inputs.move_to_end(key)
+        while len(self.inputs) > MAX_INPUTS:
+            oldest = next((k for k in self.inputs if k.startswith("u")), next(iter(self.inputs)))
+            del self.inputs[oldest]
+            self.traces.pop(oldest, None)
+        return key
+
+    def image(self, key: str) -> InputImage:
+        if key not in self.inputs:
+            raise ExploreError(404, f"no input {key!r}; pick one from /api/inputs or upload an image again "
+                                    f"(the server keeps the last {MAX_INPUTS})")
+        return self.inputs[key]
+
+    def input_png(self, key: str) -> bytes:
+        """The input as the model sees it: resized to its input size, with its number of channels."""
+        pixels = self.image(key).pixels.numpy()
+        return _png(pixels[0] if pixels.shape[0] == 1 else pixels.transpose(1, 2, 0))
+
+    # ------------------------------------------------------------------ one forward pass
+    def trace(self, key: str) -> Trace:
+        """Every layer's output for one input in one forward pass (cached for the last MAX_TRACES inputs)."""
+        if key in self.traces:
+            self.traces.move_to_end(key)
+            return self.traces[key]
+        image = self.image(key)
+        outputs: dict[str, torch.Tensor] = {}
+        conv_inputs: dict[str, torch.Tensor] = {}
+        handles = []
+        for layer in self.layers:
+            def hook(module: nn.Module, args: Any, out: Any, name: str = layer.name,
+                     step: bool = layer.steppable) -> None:
+                if name in outputs or not isinstance(out, torch.Tensor):
+                    return  # a module run twice (torchvision's shared ReLU) reports its first call, as the summary
+                if out.ndim == 4:
+                    outputs[name] = out[0].detach().clone()  # clone: an in-place ReLU later must not change it
+                if step and isinstance(args[0], torch.Tensor):
+                    conv_inputs[name] = args[0][0].detach().clone()
+            handles.append(self.modules[layer.name].register_forward_hook(hook))
+        started = time.perf_counter()
+        try:
+            with torch.no_grad():
+                out = self.model(float_images(image.pixels[None]))
+        finally:
+            for handle in handles:
+                handle.remove()
+        probs = probabilities(out.float(), self.kind)[0].tolist()
+        trace = Trace(outputs, conv_inputs, probs, (time.perf_counter() - started) * 1000)
+        self.traces[key] = trace
+        while len(self.traces) > MAX_TRACES:
+            self.traces.popitem(last=False)
+        return trace
+
+    def activations(self, key: str) -> dict[str, Any]:
+        """What the page needs to lay out the feature maps of one input: per layer its grid and value ranges."""
+        trace = self.trace(key)
+        layers = []
+        for layer in self.layers:
+            maps = trace.outputs.get(layer.name)
+            if maps is None:
+                continue
+            shown, columns, rows = grid_layout(maps.shape[0])
+            flat = maps.reshape(maps.shape[0], -1).float()
+            layers.append({"name": layer.name, "kind": layer.kind, "channels": maps.shape[0],
+                           "height": maps.shape[1], "width": maps.shape[2], "shown": shown, "columns": columns,
+                           "rows": rows, "gap": GAP, "min": float(flat.min()), "max": float(flat.max()),
+                           "channel_min": flat.min(1).values.tolist()[:shown],
+                           "channel_max": flat.max(1).values.tolist()[:shown],
+                           "channel_mean": flat.mean(1).tolist()[:shown]})
+        return {"input": key, "forward_ms": round(trace.milliseconds, 2), "layers": layers,
+                "probabilities": trace.probabilities, "classes": self.card.class_names}
+
+    def activation_png(self, key: str, layer: str, channel: int | None = None) -> bytes:
+        """A layer's feature maps as one grid PNG, or one channel's map (`channel`), each stretched to 0..255."""
+        trace = self.trace(key)
+        if layer not in trace.outputs:
+            raise ExploreError(404, self._not_a_map(layer))
+        maps = trace.outputs[layer]
+        if channel is not None and not 0 <= channel < maps.shape[0]:
+            raise ExploreError(422, f"channel={channel} is out of range: layer {layer!r} has channels 0.."
+                                    f"{maps.shape[0] - 1}")
+        cached = trace.pngs.get((layer, channel))
+        if cached is None:
+            cached = _png(_grid(maps) if channel is None else _scaled(maps[channel:channel + 1].float())[0])
+            trace.pngs[(layer, channel)] = cached
+        return cached
+
+    def _not_a_map(self, layer: str) -> str:
+        if layer not in self.by_name:
+            return f"no layer {layer!r}; use a name from /api/architecture"
+        shape = self.by_name[layer].output_shape
+        return f"layer {layer!r} outputs {shape}, not feature maps; pick an image-shaped layer"
+
+    # ------------------------------------------------------------------ the convolution step by step
+    def conv_step(self, key: str, layer: str, channel: int, row: int, col: int) -> dict[str, Any]:
+        """Output value (channel, row, col) of a convolution recomputed as k x k products per input channel.
+
+        `window` holds the input values under the kernel (zeros where it hangs over the border into the
+        'same' padding, marked in `padding_mask`); `sum_plus_bias` is sum(products) + bias and `value`
+        that after the layer's own activation, to compare with `torch_value`, the layer's output.
+        """
+        info = self.by_name.get(layer)
+        if info is None or not info.steppable:
+            steppable = [item.name for item in self.layers if item.steppable]
+            raise ExploreError(404, f"layer={layer!r} is not a convolution the stepper takes apart; use one of: "
+                                    f"{', '.join(steppable[:12])}")
+        trace = self.trace(key)
+        x, out = trace.conv_inputs[layer], trace.outputs[layer]  # (C_in, H, W), (C_out, H', W')
+        for what, given, size in (("channel", channel, out.shape[0]), ("row", row, out.shape[1]),
+                                  ("col", col, out.shape[2])):
+            if not 0 <= given < size:
+                raise ExploreError(422, f"{what}={given} is out of range for layer {layer!r}: 0..{size - 1}")
+        module = self.modules[layer]
+        window = window_of(module, (x.shape[1], x.shape[2]))
+        assert window is not None
+        weight: torch.Tensor = module.weight.detach()  # type: ignore[operator]  # (C_out, C_in / groups, kh, kw)
+        groups = int(getattr(module, "groups", 1))
+        per_group = weight.shape[1]
+        first = (channel // (weight.shape[0] // groups)) * per_group  # the input channels this filter sees
+        (kh, kw), (sh, sw), (dh, dw) = window.kernel, window.strides, window.dilation
+        top, left = row * sh - window.pads[0], col * sw - window.pads[2]  # window origin on the unpadded input
+        rows = [top + i * dh for i in range(kh)]
+        cols = [left + j * dw for j in range(kw)]
+        inside = np.array([[0 <= r < x.shape[1] and 0 <= c < x.shape[2] for c in cols] for r in rows])
+        values = np.zeros((per_group, kh, kw), np.float64)
+        for i, r in enumerate(rows):
+            for j, c in enumerate(cols):
+                if inside[i, j]:
+                    values[:, i, j] = x[first:first + per_group, r, c].double().numpy()
+        kernel = weight[channel].double().numpy()
+        products = values * kernel
+        bias_vector: torch.Tensor | None = module.bias  # type: ignore[assignment]
+        bias: float = float(bias_vector[channel]) if bias_vector is not None else 0.0
+        total = float(products.sum()) + bias
+        activation = module.activation if isinstance(module, Conv2D) else None
+        value = total if activation is None else float(ACTIVATIONS[activation](torch.tensor([[total]]))[0, 0])
+        return {"layer": layer, "channel": channel, "row": row, "col": col,
+                "input_shape": list(x.shape), "output_shape": list(out.shape),
+                "kernel_size": [kh, kw], "strides": [sh, sw], "dilation": [dh, dw], "padding": window.padding,
+                "pads": {"top": window.pads[0], "bottom": window.pads[1], "left": window.pads[2],
+                         "right": window.pads[3]},
+                "origin": [top, left], "in_channels": list(range(first, first + per_group)),
+                "window": values.tolist(), "padding_mask": (~inside).tolist(), "kernel": kernel.tolist(),
+                "products": products.tolist(), "channel_sums": products.sum(axis=(1, 2)).tolist(),
+                "sum": float(products.sum()), "bias": bias, "sum_plus_bias": total,
+                "activation": activation or "linear", "value": value, "torch_value": float(out[channel, row, col])}
+
+    def layer_input_png(self, key: str, layer: str, channel: int) -> bytes:
+        """One channel of a convolution's input (what its window slides over), stretched to 0..255."""
+        if layer not in self.by_name or not self.by_name[layer].steppable:
+            raise ExploreError(404, f"layer={layer!r} is not a convolution the stepper takes apart")
+        x = self.trace(key).conv_inputs[layer]
+        if not 0 <= channel < x.shape[0]:
+            raise ExploreError(422, f"channel={channel} is out of range: the input of {layer!r} has channels "
+                                    f"0..{x.shape[0] - 1}")
+        return _png(_scaled(x[channel:channel + 1].float())[0])
+
+    # ------------------------------------------------------------------ decision and filters
+    def grad_cam_png(self, key: str, class_index: int, layer: str) -> bytes:
+        """Grad-CAM of `class_index` at `layer`, over the input (blended half and half), as a PNG."""
+        classes = len(self.card.class_names)
+        if not 0 <= class_index < classes:
+            raise ExploreError(422, f"class_index={class_index} is out of range: 0..{classes - 1}")
+        if layer not in self.by_name or not self.by_name[layer].feature_map:
+            raise ExploreError(404, self._not_a_map(layer))
+        cached = self.cams.get((key, class_index, layer))
+        if cached is not None:
+            return cached
+        pixels = self.image(key).pixels
+        cam = grad_cam(self.model, pixels, class_index, layer).heatmap  # (H, W) in [0, 1]
+        h, w = cam.shape
+        scale = max(1, int(np.ceil(OVERLAY_SIZE / max(h, w))))
+        big = F.interpolate(cam[None, None], scale_factor=scale, mode="bilinear", align_corners=False)[0, 0]
+        base = pixels.float()[None] / 255
+        base = F.interpolate(base, scale_factor=scale, mode="nearest")[0]  # (C, H*s, W*s)
+        gray = base.mean(0) if base.shape[0] != 3 else None
+        rgb = (gray[None].expand(3, -1, -1) if gray is not None else base).permute(1, 2, 0).numpy() * 255
+        blended = 0.5 * rgb + 0.5 * _heat(big.numpy()).astype(np.float32)
+        png = _png(blended.clip(0, 255).astype(np.uint8))
+        if len(self.cams) > 64:
+            self.cams.clear()
+        self.cams[(key, class_index, layer)] = png
+        return png
+
+    def filters_png(self) -> bytes:
+        """The first convolution's kernels, each stretched to 0..255: RGB for 3 input channels, else channel 0."""
+        weights = first_layer_filters(self.model).float()  # (F, C, kh, kw)
+        if weights.shape[1] == 3:
+            low = weights.amin(dim=(1, 2, 3), keepdim=True)
+            span = (weights.amax(dim=(1, 2, 3), keepdim=True) - low).clamp_min(1e-12)
+            tiles = ((weights - low) / span * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            shown, columns, rows = grid_layout(tiles.shape[0])
+            kh, kw = tiles.shape[1:3]
+            grid = np.full((rows * (kh + GAP) - GAP, columns * (kw + GAP) - GAP, 3), 255, np.uint8)
+            for index in range(shown):
+                r, c = divmod(index, columns)
+                grid[r * (kh + GAP):r * (kh + GAP) + kh, c * (kw + GAP):c * (kw + GAP) + kw] = tiles[index]
+            return _png(grid)
+        return _png(_grid(weights[:, 0]))

@@ -1,0 +1,367 @@
+// cnnlab explore: one page over the explorer's JSON API. No libraries: everything it shows comes from the server.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { model: null, layers: [], input: null, maps: null, timer: null, step: null, stepImage: null };
+
+function el(tag, cls, text) {
+  const node = document.createElement(tag);
+  if (cls) node.className = cls;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+function keyHeaders() {
+  const key = $("api-key").value.trim();
+  return key ? { "X-API-Key": key } : {};
+}
+function showError(message) { $("error").textContent = message; $("error").hidden = !message; }
+async function api(url, options = {}) {
+  const response = await fetch(url, { ...options, headers: { ...keyHeaders(), ...(options.headers || {}) } });
+  if (!response.ok) {
+    let detail = response.statusText;
+    try { detail = (await response.json()).detail; } catch (e) { /* not JSON */ }
+    throw new Error(detail);
+  }
+  return response;
+}
+// Images need the key too, so they are fetched and shown as blob URLs.
+async function setImage(img, url) {
+  const blob = await (await api(url)).blob();
+  if (img.dataset.blob) URL.revokeObjectURL(img.dataset.blob);
+  img.dataset.blob = URL.createObjectURL(blob);
+  img.src = img.dataset.blob;
+  await img.decode().catch(() => {});
+  return img;
+}
+const shapeText = (shape) => shape.join("x");
+const fmt = (v) => (Math.abs(v) >= 1000 || (Math.abs(v) < 0.001 && v !== 0)) ? v.toExponential(2) : v.toFixed(3);
+const pct = (p) => (100 * p).toFixed(1) + "%";
+const layerByName = (name) => state.layers.find((l) => l.name === name);
+
+// ------------------------------------------------------------------ layers
+function renderLayers() {
+  const list = $("layer-list");
+  list.replaceChildren();
+  for (const layer of state.layers) {
+    const row = el("li", "layer-row" + (layer.steppable ? " conv" : ""));
+    row.dataset.layer = layer.name;
+    row.append(el("span", "lname", layer.name), el("span", "shape", shapeText(layer.output_shape)),
+               el("span", "kind", layer.kind),
+               el("span", "params", layer.params ? layer.params.toLocaleString() + " params" : ""));
+    row.addEventListener("click", () => selectLayer(layer.name));
+    list.append(row);
+  }
+  const total = state.layers.reduce((s, l) => s + l.params, 0);
+  $("totals").textContent = `${state.layers.length} layers, ${total.toLocaleString()} parameters in all`;
+}
+
+function selectLayer(name) {
+  const layer = layerByName(name);
+  document.querySelectorAll(".layer-row").forEach((r) => r.classList.toggle("active", r.dataset.layer === name));
+  document.querySelectorAll(".fmap-layer").forEach((r) => r.classList.toggle("active", r.dataset.layer === name));
+  $("layer-card").hidden = false;
+  $("layer-title").textContent = `${layer.name} (${layer.kind})`;
+  const dl = el("dl", "details");
+  const add = (term, value, code) => {
+    if (value === null || value === undefined || value === "") return;
+    dl.append(el("dt", "", term));
+    const dd = el("dd");
+    dd.append(code ? el("code", "", value) : document.createTextNode(value));
+    dl.append(dd);
+  };
+  add("Input shape", layer.input_shape ? shapeText(layer.input_shape) : null);
+  add("Output shape", shapeText(layer.output_shape));
+  add("Fed by", layer.inputs.join(", "));
+  const s = layer.settings;
+  if (s.kernel) add("Kernel, strides", `${s.kernel.join("x")}, stride ${s.strides.join("x")}`);
+  if (s.padding) add("Padding", `${s.padding}: ${s.pads.top} top, ${s.pads.bottom} bottom, ${s.pads.left} left, ${s.pads.right} right`);
+  for (const key of ["filters", "units", "out_channels", "groups", "activation", "rate"]) {
+    if (s[key] !== undefined) add(key.replace("_", " "), String(s[key]));
+  }
+  if (layer.formula) {
+    add("Output size", layer.formula.general);
+    add("Height", layer.formula.height, true);
+    if (layer.formula.width !== layer.formula.height) add("Width", layer.formula.width, true);
+  }
+  add("Parameters", layer.params_worked || "none (no weights)", Boolean(layer.params_worked));
+  add("Trainable", layer.trainable === null ? "no weights" : (layer.trainable ? "yes" : "no (frozen)"));
+  if (layer.receptive_field) {
+    const [h, w] = state.model.input_size ? [state.model.input_size.height, state.model.input_size.width] : [0, 0];
+    const [rh, rw] = layer.receptive_field;
+    const whole = rh >= h && rw >= w;
+    add("Receptive field", `${rh}x${rw} input pixels` + (whole ? " (the whole image)" : "")
+        + (layer.jump ? `; neighbouring outputs are ${layer.jump.join("x")} pixels apart` : ""));
+  }
+  $("layer-details").replaceChildren(dl);
+  if (layer.steppable && $("step-layer").value !== name) { $("step-layer").value = name; resetStepper(); }
+}
+
+// ------------------------------------------------------------------ inputs
+async function loadInputs() {
+  const { inputs } = await (await api("/api/inputs")).json();
+  const box = $("samples");
+  box.replaceChildren();
+  for (const item of inputs) addSample(item);
+  return inputs;
+}
+function addSample(item) {
+  const box = $("samples");
+  let button = box.querySelector(`[data-key="${item.key}"]`);
+  if (!button) {
+    button = el("button", "sample");
+    button.dataset.key = item.key;
+    button.title = item.label;
+    const img = el("img");
+    img.alt = item.label;
+    button.append(img);
+    if (item.true_class !== null && item.true_class !== undefined) button.append(el("span", "", state.model.classes[item.true_class]));
+    button.addEventListener("click", () => selectInput(item.key, item.label));
+    box.append(button);
+    setImage(img, item.image).catch(() => {});
+  }
+  return button;
+}
+async function upload(file) {
+  showError("");
+  const body = new FormData();
+  body.append("files", file, file.name);
+  try {
+    const { inputs } = await (await api("/api/inputs", { method: "POST", body })).json();
+    const item = inputs[0];
+    const button = addSample(item);
+    $("samples").prepend(button);
+    await selectInput(item.key, item.label);
+  } catch (e) { showError(e.message); }
+}
+
+async function selectInput(key, label) {
+  showError("");
+  state.input = key;
+  document.querySelectorAll(".sample").forEach((b) => b.classList.toggle("active", b.dataset.key === key));
+  $("input-title").textContent = label;
+  setImage($("seen"), `/api/inputs/${key}/image.png`);
+  const maps = await (await api(`/api/inputs/${key}/activations`)).json();
+  state.maps = maps;
+  renderProbabilities(maps);
+  renderMaps(maps);
+  const top = maps.probabilities.indexOf(Math.max(...maps.probabilities));
+  $("cam-class").value = String(top);
+  document.body.dataset.input = key;
+  await Promise.all([renderCam(), loadStep()]);
+}
+
+function renderProbabilities(maps) {
+  const order = maps.probabilities.map((p, i) => [p, i]).sort((a, b) => b[0] - a[0]).slice(0, 10);
+  const box = $("probs");
+  box.replaceChildren();
+  order.forEach(([p, i], rank) => {
+    const row = el("div", "bar-row" + (rank === 0 ? " top" : ""));
+    row.dataset.class = maps.classes[i];
+    const bar = el("div", "bar");
+    const fill = el("span");
+    fill.style.width = pct(p);
+    bar.append(fill);
+    row.append(el("span", "name", maps.classes[i]), bar, el("span", "pct", pct(p)));
+    box.append(row);
+  });
+  box.dataset.top = maps.classes[order[0][1]];
+}
+
+// ------------------------------------------------------------------ feature maps
+function renderMaps(maps) {
+  const box = $("fmaps");
+  box.replaceChildren();
+  for (const layer of maps.layers) {
+    const row = el("div", "fmap-layer");
+    row.dataset.layer = layer.name;
+    const meta = el("div", "meta");
+    meta.append(el("b", "", layer.name), el("div", "muted small", `${layer.kind}, ${layer.height}x${layer.width}x${layer.channels}`),
+                el("div", "muted small mono", `values ${fmt(layer.min)} … ${fmt(layer.max)}`));
+    if (layer.shown < layer.channels) meta.append(el("div", "muted small", `first ${layer.shown} of ${layer.channels} channels`));
+    const img = el("img", "grid");
+    img.alt = `feature maps of ${layer.name}`;
+    img.addEventListener("click", (event) => openChannel(layer, img, event));
+    row.append(meta, img);
+    box.append(row);
+    // first layers first: each grid is its own request, answered from the one forward pass already made
+    setImage(img, `/api/inputs/${maps.input}/maps.png?layer=${encodeURIComponent(layer.name)}`).catch((e) => showError(e.message));
+  }
+}
+
+async function openChannel(layer, img, event) {
+  const rect = img.getBoundingClientRect();
+  const scale = img.naturalWidth / rect.width;
+  const x = (event.clientX - rect.left) * scale, y = (event.clientY - rect.top) * scale;
+  const col = Math.floor(x / (layer.width + layer.gap)), row = Math.floor(y / (layer.height + layer.gap));
+  const channel = Math.min(row * layer.columns + col, layer.shown - 1);
+  $("modal-title").textContent = `${layer.name}, channel ${channel}`;
+  $("enlarged-range").textContent = `min ${fmt(layer.channel_min[channel])}   mean ${fmt(layer.channel_mean[channel])}   max ${fmt(layer.channel_max[channel])}`;
+  $("modal").hidden = false;
+  $("modal").dataset.channel = channel;
+  await setImage($("enlarged"), `/api/inputs/${state.input}/maps.png?layer=${encodeURIComponent(layer.name)}&channel=${channel}`);
+}
+
+// ------------------------------------------------------------------ the convolution step by step
+function stepLayer() { return layerByName($("step-layer").value); }
+function resetStepper() {
+  const layer = stepLayer();
+  if (!layer) return;
+  const [h, w, c] = layer.output_shape;
+  $("step-pos").max = h * w - 1;
+  $("step-pos").value = 0;
+  $("step-channel").max = c - 1;
+  if (Number($("step-channel").value) > c - 1) $("step-channel").value = 0;
+  $("step-in").value = 0;
+  state.stepImage = null;
+  loadStep();
+}
+async function loadStep() {
+  const layer = stepLayer();
+  if (!layer || !state.input) return;
+  const w = layer.output_shape[1];
+  const pos = Number($("step-pos").value);
+  const row = Math.floor(pos / w), col = pos % w;
+  const channel = Number($("step-channel").value);
+  const params = `layer=${encodeURIComponent(layer.name)}&channel=${channel}&row=${row}&col=${col}`;
+  const step = await (await api(`/api/inputs/${state.input}/conv-step?${params}`)).json();
+  const shown = Math.min(Number($("step-in").value), step.in_channels.length - 1);
+  $("step-in").max = step.in_channels.length - 1;
+  const inputChannel = step.in_channels[shown];
+  const imageKey = `${state.input}|${layer.name}|${inputChannel}`;
+  if (!state.stepImage || state.stepImage.key !== imageKey) {
+    const img = await setImage(new Image(), `/api/inputs/${state.input}/layer-input.png?layer=${encodeURIComponent(layer.name)}&channel=${inputChannel}`);
+    state.stepImage = { key: imageKey, img };
+  }
+  state.step = step;
+  drawStep(step, shown);
+  showNumbers(step, shown);
+  $("step-where").textContent = `row ${row}, col ${col} of ${layer.output_shape[0]}x${w}`;
+}
+function drawStep(step, shown) {
+  const canvas = $("step-canvas"), ctx = canvas.getContext("2d");
+  const [, h, w] = step.input_shape, p = step.pads;
+  const rows = h + p.top + p.bottom, cols = w + p.left + p.right;
+  const cell = canvas.width / Math.max(rows, cols);
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  ctx.fillStyle = "#fde7c8"; // the zeros 'same' padding adds
+  ctx.fillRect(0, 0, cols * cell, rows * cell);
+  ctx.imageSmoothingEnabled = false;
+  ctx.drawImage(state.stepImage.img, p.left * cell, p.top * cell, w * cell, h * cell);
+  if (cell >= 6) {
+    ctx.strokeStyle = "rgba(128,128,128,.25)";
+    ctx.lineWidth = 1;
+    for (let i = 0; i <= rows; i++) { ctx.beginPath(); ctx.moveTo(0, i * cell); ctx.lineTo(cols * cell, i * cell); ctx.stroke(); }
+    for (let j = 0; j <= cols; j++) { ctx.beginPath(); ctx.moveTo(j * cell, 0); ctx.lineTo(j * cell, rows * cell); ctx.stroke(); }
+  }
+  const [kh, kw] = step.kernel_size, [dh, dw] = step.dilation;
+  const x = (step.origin[1] + p.left) * cell, y = (step.origin[0] + p.top) * cell;
+  ctx.fillStyle = "rgba(79,70,229,.25)";
+  ctx.fillRect(x, y, ((kw - 1) * dw + 1) * cell, ((kh - 1) * dh + 1) * cell);
+  ctx.strokeStyle = "#4f46e5";
+  ctx.lineWidth = 3;
+  ctx.strokeRect(x, y, ((kw - 1) * dw + 1) * cell, ((kh - 1) * dh + 1) * cell);
+  const padded = p.top + p.bottom + p.left + p.right;
+  $("step-canvas-note").textContent = `Input channel ${step.in_channels[shown]} of the layer's input (${h}x${w})`
+    + (padded ? `, with the ${step.padding} padding zeros in orange` : "")
+    + `; the kernel moves ${step.strides.join("x")} pixel(s) per step.`;
+}
+function fillMatrix(table, values, mask) {
+  table.replaceChildren();
+  values.forEach((line, i) => {
+    const tr = el("tr");
+    line.forEach((v, j) => {
+      const td = el("td", (mask && mask[i][j] ? "pad" : "") + (v < 0 ? " neg" : ""), v.toFixed(2));
+      tr.append(td);
+    });
+    table.append(tr);
+  });
+}
+function showNumbers(step, shown) {
+  fillMatrix($("m-window"), step.window[shown], step.padding_mask);
+  fillMatrix($("m-kernel"), step.kernel[shown]);
+  fillMatrix($("m-products"), step.products[shown], step.padding_mask);
+  const n = step.in_channels.length;
+  const same = Math.abs(step.value - step.torch_value) <= 1e-4 * Math.max(1, Math.abs(step.torch_value));
+  const box = $("step-sum");
+  box.replaceChildren();
+  const line = (label, value) => { const d = el("div"); d.append(el("span", "", label + " "), el("span", "eq", value)); box.append(d); };
+  line(`Sum of the ${step.kernel_size.join("x")} products for input channel ${step.in_channels[shown]}:`, fmt(step.channel_sums[shown]));
+  if (n > 1) line(`Sum over all ${n} input channels:`, fmt(step.sum));
+  line("Plus the bias:", `${fmt(step.sum)} + ${fmt(step.bias)} = ${fmt(step.sum_plus_bias)}`);
+  if (step.activation !== "linear") line(`After ${step.activation}:`, fmt(step.value));
+  const check = el("div");
+  check.append(el("span", "", `Feature map value torch computed at channel ${step.channel}, (${step.row}, ${step.col}): `),
+               el("span", "eq", fmt(step.torch_value) + " "), el("span", same ? "ok" : "bad", same ? "✓ equal" : "✗ differs"));
+  box.append(check);
+  box.dataset.value = String(step.value);
+  box.dataset.torch = String(step.torch_value);
+  box.dataset.position = `${step.row},${step.col}`;
+}
+function stepBy(delta) {
+  const pos = $("step-pos");
+  const next = Number(pos.value) + delta;
+  pos.value = next > Number(pos.max) ? 0 : Math.max(0, next);
+  return loadStep().catch((e) => showError(e.message));
+}
+function togglePlay() {
+  if (state.timer) { clearInterval(state.timer); state.timer = null; $("step-play").textContent = "▶ Play"; return; }
+  $("step-play").textContent = "❚❚ Pause";
+  state.timer = setInterval(() => stepBy(1), 700);
+}
+
+// ------------------------------------------------------------------ Grad-CAM and filters
+async function renderCam() {
+  if (!state.input) return;
+  const url = `/api/inputs/${state.input}/gradcam.png?class_index=${$("cam-class").value}&layer=${encodeURIComponent($("cam-layer").value)}`;
+  try { await setImage($("cam-img"), url); $("cam-img").dataset.cls = $("cam-class").value; } catch (e) { showError(e.message); }
+}
+
+async function start() {
+  try {
+    const health = await (await fetch("/health")).json();
+    $("key-row").hidden = !health.api_key_required;
+    state.model = await (await api("/api/model")).json();
+  } catch (e) {
+    showError("This explorer needs an API key: enter it at the top right. (" + e.message + ")");
+    $("api-key").addEventListener("change", start, { once: true });
+    return;
+  }
+  const m = state.model;
+  $("model-name").textContent = `${m.name}: ${m.classes.length} classes, input ${m.input_size.height}x${m.input_size.width}x${m.input_size.channels}`;
+  $("input-size").textContent = `resized to ${m.input_size.height}x${m.input_size.width}, ${m.input_size.channels === 1 ? "grayscale" : m.input_size.channels + " channels"}`;
+  $("input-how").textContent = `As the model sees it: ${m.input_size.height}x${m.input_size.width} pixels, `
+    + `${m.input_size.channels === 1 ? "grayscale" : "colour"}, values divided by 255 to lie in [0, 1].`;
+  $("notes").textContent = m.notes.join(" ");
+  state.layers = (await (await api("/api/architecture")).json()).layers;
+  renderLayers();
+  const steppable = state.layers.filter((l) => l.steppable), maps = state.layers.filter((l) => l.feature_map);
+  for (const l of steppable) $("step-layer").append(new Option(`${l.name} (${shapeText(l.output_shape)})`, l.name));
+  for (const l of maps) $("cam-layer").append(new Option(l.name, l.name));
+  const convs = maps.filter((l) => l.steppable);
+  $("cam-layer").value = (convs.length ? convs[convs.length - 1] : maps[maps.length - 1] || {}).name || "";
+  m.classes.forEach((c, i) => $("cam-class").append(new Option(c, String(i))));
+  $("stepper-card").hidden = steppable.length === 0;
+  if (steppable.length) resetStepper();
+  setImage($("filters"), "/api/filters.png").catch(() => { $("filters").hidden = true; });
+  const inputs = await loadInputs();
+  if (inputs.length) await selectInput(inputs[0].key, inputs[0].label);
+  document.body.dataset.ready = "1";
+}
+
+$("file-input").addEventListener("change", (e) => { if (e.target.files[0]) upload(e.target.files[0]); e.target.value = ""; });
+const drop = $("drop");
+drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); if (e.dataTransfer.files[0]) upload(e.dataTransfer.files[0]); });
+$("step-layer").addEventListener("change", resetStepper);
+$("step-channel").addEventListener("change", () => loadStep().catch((e) => showError(e.message)));
+$("step-in").addEventListener("change", () => loadStep().catch((e) => showError(e.message)));
+$("step-pos").addEventListener("input", () => loadStep().catch((e) => showError(e.message)));
+$("step-next").addEventListener("click", () => stepBy(1));
+$("step-prev").addEventListener("click", () => stepBy(-1));
+$("step-play").addEventListener("click", togglePlay);
+$("cam-class").addEventListener("change", renderCam);
+$("cam-layer").addEventListener("change", renderCam);
+$("modal-close").addEventListener("click", () => { $("modal").hidden = true; });
+$("modal").addEventListener("click", (e) => { if (e.target === $("modal")) $("modal").hidden = true; });
+start().catch((e) => showError(e.message));
