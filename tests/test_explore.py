@@ -180,6 +180,9 @@ def test_the_runs_own_test_images_are_offered_by_class(app_client):
     inputs = app_client.get("/api/inputs").json()["inputs"]
     classes = [item["true_class"] for item in inputs]
     assert sorted(set(classes)) == list(range(10)) and all(classes.count(c) == 4 for c in range(10))
+    rows = app_client.get("/api/architecture").json()["layers"]
+    assert [(r["name"], r["output_shape"], r["params"], r["trainable"]) for r in rows[:2]] == [
+        ("conv2d", [26, 26, 32], 320, True), ("max_pooling2d", [13, 13, 32], 0, None)]
     assert _png(app_client.get(inputs[0]["image"])).shape == (28, 28)
 
 

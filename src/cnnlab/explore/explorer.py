@@ -132,9 +132,9 @@ class Explorer:
     """
 
     def __init__(self, model: nn.Module, card: ModelCard, name: str) -> None:
-        self.model = model.eval().requires_grad_(False)
+        self.layers: list[LayerInfo] = architecture(model, card.input_shape)  # before freezing: trainable flags
+        self.model = model.eval().requires_grad_(False)  # gradients only where Grad-CAM asks for them
         self.card, self.name = card, name
-        self.layers: list[LayerInfo] = architecture(model, card.input_shape)
         self.by_name = {layer.name: layer for layer in self.layers}
         self.modules = dict(layer_modules(model))
         self.inputs: OrderedDict[str, InputImage] = OrderedDict()

@@ -270,7 +270,7 @@ function fillMatrix(table, values, mask) {
   values.forEach((line, i) => {
     const tr = el("tr");
     line.forEach((v, j) => {
-      const td = el("td", (mask && mask[i][j] ? "pad" : "") + (v < 0 ? " neg" : ""), v.toFixed(2));
+      const td = el("td", (mask && mask[i][j] ? "pad" : "") + (v < 0 ? " neg" : ""), v.toFixed(3));
       tr.append(td);
     });
     table.append(tr);

@@ -1,0 +1,173 @@
+"""The explorer's page in a real browser: Debian's chromium, headless, driven by Selenium (as tests/test_browser.py).
+
+A real uvicorn server on a free loopback port serves a trained seed-mnist run; the test uploads a
+digit, reads the layer list, opens a feature map, steps the convolution, switches Grad-CAM's class,
+and checks that screenshots of the page are not blank (they stay in the test's tmp_path; set
+CNNLAB_EXPLORE_SCREENSHOT to a folder to keep copies).
+"""
+
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnlab.data import load_dataset
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+    reason="needs Debian's chromium and chromedriver (apt install chromium chromium-driver)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(served_run):
+    import uvicorn
+
+    from cnnlab.explore.app import create_explore_app
+
+    port = _free_port()
+    app = create_explore_app(served_run)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", app.state.explorer
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 "--window-size=1400,1200"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def _not_blank(path: Path) -> None:
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    assert pixels.shape[0] > 500 and pixels.shape[1] > 1000
+    assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 100, path
+
+
+def _shot(browser, element, path: Path) -> None:
+    browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", element)
+    time.sleep(0.2)
+    browser.save_screenshot(str(path))
+    if os.environ.get("CNNLAB_EXPLORE_SCREENSHOT"):
+        shutil.copy(path, Path(os.environ["CNNLAB_EXPLORE_SCREENSHOT"]) / path.name)
+
+
+def test_a_learner_explores_a_trained_digit_model(browser, server, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, explorer = server
+    wait = WebDriverWait(browser, 30)
+    browser.get(url + "/")
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
+    rows = browser.find_elements(By.CSS_SELECTOR, "#layer-list .layer-row")
+    shapes = [(r.get_attribute("data-layer"), r.find_element(By.CLASS_NAME, "shape").text) for r in rows]
+    assert shapes[:4] == [("conv2d", "26x26x32"), ("max_pooling2d", "13x13x32"), ("conv2d_1", "11x11x64"),
+                          ("max_pooling2d_1", "5x5x64")]
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#samples .sample")) == 40
+
+    # upload a test digit: it becomes the input, and every layer's grid loads
+    digit = load_dataset("digits", split="test").images[3, 0].numpy()
+    path = tmp_path / "digit.png"
+    Image.fromarray(digit).save(path)
+    browser.find_element(By.ID, "file-input").send_keys(str(path))
+    wait.until(lambda d: d.find_element(By.ID, "input-title").text == "digit.png")
+    key = browser.find_element(By.TAG_NAME, "body").get_attribute("data-input")
+    assert key in explorer.inputs and explorer.inputs[key].label == "digit.png"
+    loaded = "return [...document.querySelectorAll('#fmaps img.grid')].map(i => i.complete && i.naturalWidth);"
+    wait.until(lambda d: len(d.execute_script(loaded)) == 4 and all(d.execute_script(loaded)))
+    assert browser.execute_script(loaded) == [161, 83, 95, 47]
+    top = browser.find_element(By.ID, "probs").get_attribute("data-top")
+    assert top == explorer.card.class_names[int(np.argmax(explorer.trace(key).probabilities))]
+
+    # click a layer: its arithmetic
+    browser.find_element(By.CSS_SELECTOR, '.layer-row[data-layer="conv2d"]').click()
+    details = browser.find_element(By.ID, "layer-details").text
+    assert "floor((28 + 2*0 - 3) / 1) + 1 = 26" in details and "(3*3*1 + 1) * 32 = 320" in details
+    assert "3x3 input pixels" in details
+
+    # open a feature map: the enlarged channel and its value range
+    grid = browser.find_element(By.CSS_SELECTOR, '.fmap-layer[data-layer="conv2d"] img.grid')
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", grid)
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    size = grid.size  # click the middle of the second tile of the first row: channel 1
+    ActionChains(browser).move_to_element_with_offset(grid, -size["width"] / 2 + size["width"] * 40 / 161,
+                                                      -size["height"] / 2 + size["height"] * 13 / 161).click().perform()
+    wait.until(lambda d: d.find_element(By.ID, "enlarged").get_attribute("naturalWidth") == "26")
+    assert browser.find_element(By.ID, "modal").get_attribute("data-channel") == "1"
+    maps = explorer.trace(key).outputs["conv2d"][1]
+    shown = browser.find_element(By.ID, "enlarged-range").text
+    assert f"max {float(maps.max()):.3f}" in shown, shown
+    _shot(browser, browser.find_element(By.ID, "modal"), tmp_path / "explore-feature-map.png")
+    browser.find_element(By.ID, "modal-close").click()
+
+    # the convolution, three steps: each sum is torch's value at the next position
+    stepper = browser.find_element(By.ID, "stepper-card")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'start'});", stepper)
+    read = ("const b = document.getElementById('step-sum'); "
+            "return [b.dataset.position, b.dataset.value, b.dataset.torch];")
+    wait.until(lambda d: d.execute_script(read)[0] == "0,0")
+    sums = []
+    for position in ("0,1", "0,2", "0,3"):
+        browser.find_element(By.ID, "step-next").click()
+        wait.until(lambda d, p=position: d.execute_script(read)[0] == p)
+        where, value, torch_value = browser.execute_script(read)
+        row, col = map(int, where.split(","))
+        assert float(value) == pytest.approx(float(explorer.trace(key).outputs["conv2d"][0, row, col]), abs=1e-5)
+        assert float(value) == pytest.approx(float(torch_value), abs=1e-6)
+        sums.append(browser.find_element(By.ID, "step-sum").text)
+    assert all("✓ equal" in text for text in sums), sums
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#m-products td")) == 9
+    _shot(browser, stepper, tmp_path / "explore-stepper.png")
+
+    # Grad-CAM: another class, another picture
+    cam = browser.find_element(By.ID, "cam-img")
+    wait.until(lambda d: cam.get_attribute("data-cls") is not None)
+    first = browser.execute_script("return arguments[0].src;", cam)
+    from selenium.webdriver.support.ui import Select
+
+    other = "0" if top != "0" else "1"
+    Select(browser.find_element(By.ID, "cam-class")).select_by_value(other)
+    wait.until(lambda d: cam.get_attribute("data-cls") == other)
+    assert browser.execute_script("return arguments[0].src;", cam) != first
+    assert cam.get_attribute("naturalWidth") == "224"
+
+    browser.execute_script("window.scrollTo(0, 0);")
+    whole = tmp_path / "explore-page.png"
+    browser.save_screenshot(str(whole))
+    if os.environ.get("CNNLAB_EXPLORE_SCREENSHOT"):
+        shutil.copy(whole, Path(os.environ["CNNLAB_EXPLORE_SCREENSHOT"]) / whole.name)
+    for shot in ("explore-page.png", "explore-feature-map.png", "explore-stepper.png"):
+        _not_blank(tmp_path / shot)
+    assert not browser.find_element(By.ID, "error").is_displayed()
