@@ -317,6 +317,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
     p.add_argument("--port", type=_positive_int, default=8010)
     p.add_argument("--api-key", help="needed to bind beyond loopback (prefer $CNNLAB_API_KEY: a flag shows in ps)")
+
+    p = sub.add_parser("studio", help="train your own image classifier in the browser: projects, classes, photos, "
+                                      "training, evaluation, test, export")
+    p.add_argument("--dir", default="studio-projects", help="folder of the projects (made when missing; "
+                                                            "default ./studio-projects)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_positive_int, default=8020)
+    p.add_argument("--api-key", help="needed to bind beyond loopback (prefer $CNNLAB_API_KEY: a flag shows in ps)")
     return parser
 
 

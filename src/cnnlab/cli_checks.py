@@ -157,6 +157,12 @@ def _feature_maps(args: argparse.Namespace) -> None:
     resolve_model_path(args.model)
 
 
+def _studio(args: argparse.Namespace) -> None:
+    folder = Path(args.dir)
+    if folder.exists() and not folder.is_dir():
+        raise CnnlabError(f"--dir {folder} is a file; give a folder for the studio's projects (made when missing)")
+
+
 def _augment_preview(args: argparse.Namespace) -> None:
     output_path(args.output, "-o")
 
@@ -165,5 +171,5 @@ CHECKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "train": _train, "fine-tune": _fine_tune, "summary": _summary, "evaluate": _evaluate, "serve": _serve,
     "predict": _predict, "export": _model_file, "filters": _model_file_and_output,
     "gradcam": _model_file_and_output, "feature-maps": _feature_maps, "conv-arithmetic": _conv_arithmetic,
-    "curves": _curves, "augment-preview": _augment_preview, "explore": _model_file,
+    "curves": _curves, "augment-preview": _augment_preview, "explore": _model_file, "studio": _studio,
 }

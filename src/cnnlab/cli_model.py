@@ -235,27 +235,10 @@ def _say_notes(notes: list[str]) -> None:
         print(f"note: {note}", file=sys.stderr)
 
 
-def _cmd_serve(args: argparse.Namespace) -> None:
+def _server_key(args: argparse.Namespace) -> str | None:
+    """The API key of serve, explore and studio (--api-key, else $CNNLAB_API_KEY), checked against --host."""
     import os
-    import sys
 
-    from cnnlab.serve import API_KEY_ENV, check_bind, is_loopback, run_server
-
-    api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV)
-    check_bind(args.host, api_key)
-    if args.api_key is not None and not is_loopback(args.host):
-        print(f"warning: --api-key is visible to every user of this machine (ps, /proc); set ${API_KEY_ENV} "
-              f"instead", file=sys.stderr)
-    run_server(args.model, args.host, args.port, api_key, top_k=args.top_k, max_files=args.max_files,
-               runtime=args.runtime,
-               ready=lambda url: print(f"serving {args.model} on {url} (Ctrl+C stops)", flush=True))
-
-
-def _cmd_explore(args: argparse.Namespace) -> None:
-    import os
-    import sys
-
-    from cnnlab.explore.app import run_explorer
     from cnnlab.serve import API_KEY_ENV, check_bind, is_loopback
 
     api_key = args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV)
@@ -263,8 +246,33 @@ def _cmd_explore(args: argparse.Namespace) -> None:
     if args.api_key is not None and not is_loopback(args.host):
         print(f"warning: --api-key is visible to every user of this machine (ps, /proc); set ${API_KEY_ENV} "
               f"instead", file=sys.stderr)
+    return api_key
+
+
+def _cmd_serve(args: argparse.Namespace) -> None:
+    from cnnlab.serve import run_server
+
+    api_key = _server_key(args)
+    run_server(args.model, args.host, args.port, api_key, top_k=args.top_k, max_files=args.max_files,
+               runtime=args.runtime,
+               ready=lambda url: print(f"serving {args.model} on {url} (Ctrl+C stops)", flush=True))
+
+
+def _cmd_explore(args: argparse.Namespace) -> None:
+    from cnnlab.explore.app import run_explorer
+
+    api_key = _server_key(args)
     run_explorer(args.model, args.host, args.port, api_key,
                  ready=lambda url: print(f"exploring {args.model} on {url} (Ctrl+C stops)", flush=True))
+
+
+def _cmd_studio(args: argparse.Namespace) -> None:
+    from cnnlab.studio.app import run_studio
+
+    api_key = _server_key(args)
+    run_studio(args.dir, args.host, args.port, api_key,
+               ready=lambda url: print(f"cnnlab studio: projects in {args.dir}, open {url} (Ctrl+C stops)",
+                                       flush=True))
 
 
 def _cmd_predict(args: argparse.Namespace) -> None:
@@ -337,4 +345,4 @@ COMMANDS = {"models": _cmd_models, "summary": _cmd_summary,
             "augment-preview": _cmd_augment_preview, "curves": _cmd_curves, "feature-maps": _cmd_feature_maps,
             "filters": _cmd_filters, "gradcam": _cmd_gradcam, "conv-arithmetic": _cmd_conv_arithmetic,
             "evaluate": _cmd_evaluate, "predict": _cmd_predict, "serve": _cmd_serve, "export": _cmd_export,
-            "explore": _cmd_explore}
+            "explore": _cmd_explore, "studio": _cmd_studio}

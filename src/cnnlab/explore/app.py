@@ -31,7 +31,7 @@ from cnnlab.errors import CnnlabError, first_line
 from cnnlab.explore.explorer import Explorer, ExploreError
 from cnnlab.serve.app import (
     BODY_BUDGET, BUDGET_WAIT_S, DECODE_BUDGET, MAX_BYTES, MAX_FILES, MAX_PIXELS, ImageDecoder, add_error_handlers,
-    api_key_dependency, build_server, receive_images,
+    api_key_dependency, build_server, receive_images, serve_forever,
 )
 from cnnlab.serve.budget import Budget
 from cnnlab.versions import __version__
@@ -207,10 +207,4 @@ def run_explorer(source: str | Path, host: str = "127.0.0.1", port: int = 8010, 
     cnnlab.errors.CnnlabError: --host 0.0.0.0 is reachable from other machines, and no API key was given; ...
     """
     server, sock = build_server(source, host, port, api_key, app_factory=create_explore_app)
-    try:
-        if ready is not None:
-            bound_host, bound_port = sock.getsockname()[:2]
-            ready(f"http://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port}/")
-        server.run(sockets=[sock])
-    finally:
-        sock.close()
+    serve_forever(server, sock, ready)

@@ -46,7 +46,7 @@ from cnnlab.serve.uploads import Upload, UploadError, decode_pixels, parse_uploa
 from cnnlab.versions import __version__
 
 __all__ = ["create_app", "check_bind", "run_server", "build_server", "API_KEY_ENV", "ConnectionLimits", "is_loopback",
-           "ImageDecoder", "receive_images", "add_error_handlers", "api_key_dependency"]
+           "ImageDecoder", "receive_images", "add_error_handlers", "api_key_dependency", "serve_forever"]
 
 API_KEY_ENV = "CNNLAB_API_KEY"
 STATIC = resources.files("cnnlab.serve") / "static"
@@ -341,6 +341,14 @@ def run_server(source: str | Path, host: str = "127.0.0.1", port: int = 8000, ap
     cnnlab.errors.CnnlabError: --port 70000 is not a TCP port; give a number from 1 to 65535 (the default is 8000)
     """
     server, sock = build_server(source, host, port, api_key, connections, **options)
+    serve_forever(server, sock, ready)
+
+
+def serve_forever(server: Any, sock: socket.socket, ready: Callable[[str], None] | None = None) -> None:
+    """Run `server` on its bound socket until interrupted (`ready` gets its URL first), then close the socket.
+
+    `cnnlab serve`, `explore` and `studio` all end this way, after `build_server`.
+    """
     try:
         if ready is not None:
             bound_host, bound_port = sock.getsockname()[:2]

@@ -1,0 +1,480 @@
+// cnnlab studio's page: plain JS over the JSON API of studio/app.py (no framework, nothing from outside).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { project: null, cls: null, classes: [], runs: [], offset: 0, total: 0, loading: false,
+                selected: new Set(), settings: null, key: sessionStorage.getItem("cnnlab-key") || "",
+                keyNeeded: false, stream: null, poll: null, cell: null };
+const enc = encodeURIComponent;
+const P = () => `/api/projects/${enc(state.project)}`;
+
+function headers(extra) { return Object.assign(state.key ? { "X-API-Key": state.key } : {}, extra || {}); }
+
+async function api(path, options) {
+  options = options || {};
+  const init = { method: options.method || "GET", headers: headers() };
+  if (options.json !== undefined) { init.body = JSON.stringify(options.json); init.headers["Content-Type"] = "application/json"; }
+  if (options.form) init.body = options.form;
+  const response = await fetch(path, init);
+  const text = await response.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch (e) { data = { detail: text }; }
+  if (!response.ok) {
+    const error = new Error((data && data.detail) || `${response.status} ${response.statusText}`);
+    error.status = response.status;
+    throw error;
+  }
+  return data;
+}
+
+function showError(error) { $("error-text").textContent = error.message || String(error); $("error").hidden = false; }
+$("error-close").onclick = () => { $("error").hidden = true; };
+function toast(text) { const t = $("toast"); t.textContent = text; t.hidden = false; clearTimeout(t.timer); t.timer = setTimeout(() => { t.hidden = true; }, 2600); }
+async function guarded(work) { try { $("error").hidden = true; return await work(); } catch (e) { showError(e); } }
+const pct = (v) => (v === null || v === undefined) ? "–" : `${(100 * v).toFixed(1)}%`;
+function el(tag, attrs, children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "text") node.textContent = v; else if (k === "class") node.className = v;
+    else if (k.startsWith("on")) node[k] = v; else node.setAttribute(k, v);
+  }
+  for (const child of children || []) node.append(child);
+  return node;
+}
+// Images need the key too: with one, they are fetched with it and shown from a blob.
+function setImage(img, url) {
+  if (!state.key) { img.src = url; return; }
+  fetch(url, { headers: headers() }).then((r) => r.blob()).then((b) => { img.src = URL.createObjectURL(b); });
+}
+
+// projects ---------------------------------------------------------------------------------------------
+async function loadProjects() {
+  const data = await api("/api/projects");
+  const list = $("project-list");
+  list.replaceChildren(...data.projects.map((p) => el("li", { class: p.name === state.project ? "active" : "",
+    "data-project": p.name, onclick: () => openProject(p.name) },
+    [el("span", { text: p.name }), el("span", { class: "count", text: `${p.images} photos` })])));
+  if (!data.projects.length) list.append(el("li", { class: "muted small", text: "No projects yet." }));
+}
+
+async function openProject(name) {
+  state.project = name; state.cls = null;
+  $("welcome").hidden = true; $("project").hidden = false;
+  $("project-title").textContent = name;
+  $("crumb").textContent = `Project ${name}`;
+  document.body.dataset.project = name;
+  await loadProjects();
+  await loadProject();
+  showTab("images");
+}
+
+async function loadProject() {
+  const data = await api(P());
+  state.classes = data.classes; state.runs = data.runs;
+  const list = $("class-list");
+  list.replaceChildren(...data.classes.map((c) => el("button", { class: `class-chip${c.name === state.cls ? " active" : ""}`,
+    "data-class": c.name, onclick: () => openClass(c.name) }, [el("b", { text: c.name }), el("span", { class: "n", text: c.images })])));
+  if (!data.classes.length) list.append(el("span", { class: "muted small", text: "No classes yet: add one for each kind of thing to recognise." }));
+  if (state.cls && !data.classes.some((c) => c.name === state.cls)) state.cls = null;
+  if (!state.cls && data.classes.length) await openClass(data.classes[0].name);
+  if (!data.classes.length) $("class-card").hidden = true;
+  $("move-target").replaceChildren(...data.classes.filter((c) => c.name !== state.cls).map((c) => el("option", { value: c.name, text: `to ${c.name}` })));
+  fillRunSelects();
+  renderRuns();
+}
+
+$("new-project").onsubmit = (event) => { event.preventDefault(); guarded(async () => {
+  const name = $("new-project-name").value.trim();
+  await api("/api/projects", { method: "POST", json: { name } });
+  $("new-project-name").value = "";
+  await openProject(name);
+}); };
+$("rename-project").onclick = () => guarded(async () => {
+  const name = prompt("New name of the project", state.project);
+  if (!name || name === state.project) return;
+  await api(P(), { method: "PATCH", json: { name } });
+  await openProject(name);
+});
+$("delete-project").onclick = () => guarded(async () => {
+  if (!confirm(`Delete project ${state.project}? It is moved to the trash folder, not erased.`)) return;
+  await api(P(), { method: "DELETE" });
+  state.project = null; $("project").hidden = true; $("welcome").hidden = false;
+  $("crumb").textContent = "Train your own image classifier, on your own machine";
+  await loadProjects();
+});
+
+// tabs -------------------------------------------------------------------------------------------------
+function showTab(name) {
+  for (const button of $("tabs").querySelectorAll("button")) button.classList.toggle("active", button.dataset.tab === name);
+  for (const tab of ["images", "train", "evaluate", "test", "export"]) $(`tab-${tab}`).hidden = tab !== name;
+  document.body.dataset.tab = name;
+  if (name === "train") { fillSettings(); refreshJobs(); }
+  if (name === "evaluate") loadEvaluation();
+}
+for (const button of $("tabs").querySelectorAll("button")) button.onclick = () => guarded(() => showTab(button.dataset.tab));
+
+// classes and images -------------------------------------------------------------------------------------
+$("new-class").onsubmit = (event) => { event.preventDefault(); guarded(async () => {
+  const name = $("new-class-name").value.trim();
+  await api(`${P()}/classes`, { method: "POST", json: { name } });
+  $("new-class-name").value = "";
+  state.cls = name;
+  await loadProject(); await openClass(name);
+}); };
+$("rename-class").onclick = () => guarded(async () => {
+  const name = prompt("New name of the class", state.cls);
+  if (!name || name === state.cls) return;
+  await api(`${P()}/classes/${enc(state.cls)}`, { method: "PATCH", json: { name } });
+  state.cls = name; await loadProject(); await openClass(name);
+});
+$("merge-class").onclick = () => guarded(async () => {
+  const into = prompt(`Move every photo of ${state.cls} into which class?`);
+  if (!into) return;
+  await api(`${P()}/classes/${enc(state.cls)}/merge`, { method: "POST", json: { into } });
+  state.cls = into; await loadProject(); await openClass(into);
+});
+$("delete-class").onclick = () => guarded(async () => {
+  if (!confirm(`Delete class ${state.cls} and its photos? They are moved to the project's trash folder.`)) return;
+  await api(`${P()}/classes/${enc(state.cls)}`, { method: "DELETE" });
+  state.cls = null; await loadProject();
+});
+
+async function openClass(name) {
+  state.cls = name; state.offset = 0; state.total = 0; state.selected.clear();
+  $("class-card").hidden = false;
+  $("class-title").textContent = `Photos of ${name}`;
+  document.body.dataset.class = name;
+  for (const chip of $("class-list").children) chip.classList.toggle("active", chip.dataset.class === name);
+  $("move-target").replaceChildren(...state.classes.filter((c) => c.name !== name).map((c) => el("option", { value: c.name, text: `to ${c.name}` })));
+  $("grid").replaceChildren();
+  updateSelection();
+  await loadPage();
+}
+
+async function loadPage() {
+  if (state.loading || (state.offset && state.offset >= state.total)) return;
+  state.loading = true;
+  try {
+    const data = await api(`${P()}/classes/${enc(state.cls)}/images?offset=${state.offset}&limit=120`);
+    state.total = data.total;
+    const base = `${P()}/classes/${enc(state.cls)}/thumbs/`;
+    for (const name of data.images) {
+      const img = el("img", { alt: name, loading: "lazy" });
+      setImage(img, base + enc(name));
+      const tile = el("div", { class: "thumb", "data-name": name, title: name, onclick: () => toggle(tile, name) }, [img]);
+      $("grid").append(tile);
+    }
+    state.offset += data.images.length;
+    $("grid-count").textContent = `${state.total} photo${state.total === 1 ? "" : "s"}`;
+    $("grid-more").textContent = state.offset < state.total ? "scroll for more…" : "";
+  } finally { state.loading = false; }
+}
+new IntersectionObserver((entries) => { if (entries[0].isIntersecting && state.cls) guarded(loadPage); }).observe($("grid-more"));
+
+function toggle(tile, name) {
+  if (state.selected.has(name)) state.selected.delete(name); else state.selected.add(name);
+  tile.classList.toggle("selected", state.selected.has(name));
+  updateSelection();
+}
+function updateSelection() {
+  const n = state.selected.size;
+  $("selected-count").textContent = n ? `${n} selected` : "click photos to select them";
+  $("move-selected").disabled = $("delete-selected").disabled = !n;
+}
+$("move-selected").onclick = () => guarded(async () => {
+  const to = $("move-target").value;
+  await api(`${P()}/classes/${enc(state.cls)}/move`, { method: "POST", json: { images: [...state.selected], to } });
+  toast(`Moved ${state.selected.size} photo(s) to ${to}`);
+  await loadProject(); await openClass(state.cls);
+});
+$("delete-selected").onclick = () => guarded(async () => {
+  if (!confirm(`Delete ${state.selected.size} photo(s)? They go to the project's trash folder.`)) return;
+  await api(`${P()}/classes/${enc(state.cls)}/delete`, { method: "POST", json: { images: [...state.selected] } });
+  await loadProject(); await openClass(state.cls);
+});
+
+// uploads: batches of up to the server's limits; a refused batch is sent again file by file for each file's reason
+async function upload(files) {
+  files = files.filter((f) => f.size !== undefined);
+  if (!files.length || !state.cls) return;
+  const limits = state.settings.limits, status = $("upload-status");
+  let done = 0, added = 0, duplicates = 0;
+  const refused = [];
+  status.hidden = false;
+  const bar = el("div"), line = el("div");
+  status.replaceChildren(line, el("div", { class: "progress" }, [bar]));
+  const send = async (batch) => {
+    const form = new FormData();
+    for (const f of batch) form.append("files", f, f.name);
+    const data = await api(`${P()}/classes/${enc(state.cls)}/images`, { method: "POST", form });
+    added += data.added; duplicates += data.stored.length - data.added;
+  };
+  const batches = [];
+  let batch = [], bytes = 0;
+  for (const f of files) {
+    if (batch.length && (batch.length >= limits.max_files || bytes + f.size > limits.max_bytes * 0.9)) { batches.push(batch); batch = []; bytes = 0; }
+    batch.push(f); bytes += f.size;
+  }
+  if (batch.length) batches.push(batch);
+  for (const b of batches) {
+    try { await send(b); } catch (e) {
+      if (b.length === 1) refused.push([b[0].name, e.message]);
+      else for (const f of b) { try { await send([f]); } catch (e2) { refused.push([f.name, e2.message]); } }
+    }
+    done += b.length;
+    line.textContent = `Adding photos: ${done} of ${files.length}`;
+    bar.style.width = `${100 * done / files.length}%`;
+  }
+  line.textContent = `Added ${added} photo${added === 1 ? "" : "s"}` + (duplicates ? `, ${duplicates} already in the project (kept once)` : "") +
+    (refused.length ? `; ${refused.length} refused:` : ".");
+  status.dataset.added = added; status.dataset.refused = refused.length;
+  const list = el("ul", { class: "check-list" }, refused.map(([name, why]) => el("li", { class: "bad", text: `${name}: ${why}` })));
+  status.append(list);
+  await loadProject(); await openClass(state.cls);
+  await loadProjects();
+}
+$("file-input").onchange = (event) => guarded(async () => { await upload([...event.target.files]); event.target.value = ""; });
+
+async function filesOfEntry(entry) {  // a dropped folder: every file under it
+  if (entry.isFile) return [await new Promise((ok, fail) => entry.file(ok, fail))];
+  const reader = entry.createReader(), found = [];
+  for (;;) {
+    const batch = await new Promise((ok, fail) => reader.readEntries(ok, fail));
+    if (!batch.length) break;
+    for (const child of batch) found.push(...await filesOfEntry(child));
+  }
+  return found;
+}
+function dropZone(zone, take) {
+  zone.ondragover = (event) => { event.preventDefault(); zone.classList.add("over"); };
+  zone.ondragleave = () => zone.classList.remove("over");
+  zone.ondrop = (event) => { event.preventDefault(); zone.classList.remove("over"); guarded(async () => {
+    const entries = [...event.dataTransfer.items].map((i) => i.webkitGetAsEntry && i.webkitGetAsEntry()).filter(Boolean);
+    const files = entries.length ? (await Promise.all(entries.map(filesOfEntry))).flat() : [...event.dataTransfer.files];
+    await take(files);
+  }); };
+}
+dropZone($("drop"), upload);
+document.addEventListener("paste", (event) => {
+  const files = [...(event.clipboardData || {}).files || []];
+  if (files.length && document.body.dataset.tab === "images") guarded(() => upload(files));
+});
+
+$("run-check").onclick = () => guarded(async () => {
+  $("check-result").textContent = "Checking…";
+  const report = await api(`${P()}/check`);
+  const items = [...report.errors.map((t) => ["err", t]), ...report.problems.map((t) => ["warn", t])];
+  const out = $("check-result");
+  out.className = "";
+  out.replaceChildren(items.length
+    ? el("div", { text: report.ok ? "Training would run, but these need a look:" : "Training would fail:" })
+    : el("div", { class: "check-ok", text: "✓ No problems found: every photo opens, no photo is in two classes." }));
+  if (items.length) out.append(el("ul", { class: "check-list" }, items.map(([k, t]) => el("li", { class: k, text: t }))));
+  out.dataset.ok = report.ok;
+});
+
+// training -------------------------------------------------------------------------------------------------
+function fillSettings() {
+  if ($("epochs").value) return;
+  const d = state.settings.defaults;
+  $("recipe").value = d.recipe; $("epochs").value = d.epochs; $("image-size").value = d.image_size;
+}
+$("recipe").onchange = () => {
+  const transfer = $("recipe").value === "transfer";
+  $("epochs").value = transfer ? 30 : 20; $("image-size").value = transfer ? 224 : 64;
+};
+$("train").onclick = () => guarded(async () => {
+  const body = { recipe: $("recipe").value, epochs: Number($("epochs").value), image_size: Number($("image-size").value),
+                 augment: $("augment").value || null };
+  await api(`${P()}/train`, { method: "POST", json: body });
+  toast("Training queued");
+  refreshJobs();
+});
+
+function refreshJobs() {
+  if (state.key) {  // EventSource cannot send the key: poll instead
+    clearInterval(state.poll);
+    const tick = () => api("/api/jobs").then(renderJobs).catch(showError);
+    tick(); state.poll = setInterval(tick, 1500);
+    return;
+  }
+  if (state.stream) state.stream.close();
+  state.stream = new EventSource("/api/jobs/stream");
+  state.stream.onmessage = (event) => renderJobs(JSON.parse(event.data));
+  state.stream.onerror = () => { state.stream.close(); state.stream = null; };  // the stream ends when the queue is idle
+}
+
+let lastFinished = "";
+function renderJobs(data) {
+  const jobs = data.jobs.filter((j) => j.project === state.project).reverse();
+  const active = data.jobs.filter((j) => j.state === "running" || j.state === "queued");
+  $("job-pill").hidden = !active.length;
+  $("job-pill").textContent = active.length ? `training: ${active[0].project} (${active.length} in queue)` : "";
+  const box = $("jobs");
+  box.replaceChildren(...jobs.map(jobCard));
+  if (!jobs.length) box.append(el("div", { class: "muted small", text: "Nothing trained yet. Press Train." }));
+  const finished = data.jobs.filter((j) => j.state === "done").map((j) => j.id).join(",");
+  if (finished !== lastFinished) { lastFinished = finished; if (state.project) loadProject().catch(showError); }
+}
+
+function jobCard(job) {
+  const h = job.history, last = h[h.length - 1] || {};
+  const done = h.length, planned = job.epochs_planned;
+  const title = el("div", { class: "title" }, [el("b", { text: job.run }), el("span", { class: `badge ${job.state}`, text: job.state }),
+    el("span", { class: "muted small", text: `${job.settings.recipe === "transfer" ? "EfficientNet-Lite0" : "small CNN"} · ${job.settings.image_size}px` })]);
+  let status;
+  if (job.state === "done") status = `finished in ${job.elapsed_s.toFixed(0)} s after ${done} epochs`;
+  else if (job.state === "running") status = done ? `epoch ${done} of at most ${planned}` + (job.seconds_left !== null ? ` · about ${Math.ceil(job.seconds_left)} s left` : "") : "preparing the photos…";
+  else if (job.state === "queued") status = job.resume ? "waiting to resume" : "waiting for the job before it";
+  else status = job.error || job.state;
+  const progress = el("div", { class: "progress" }, [el("div", { style: `width:${job.state === "done" ? 100 : 100 * done / Math.max(planned, 1)}%` })]);
+  const numbers = el("div", { class: "small" }, [
+    job.test_accuracy !== null ? el("span", { class: "acc", "data-accuracy": job.test_accuracy, text: `${pct(job.test_accuracy)} test accuracy` })
+      : el("span", { class: "muted", text: last.val_accuracy !== undefined ? `validation accuracy ${pct(last.val_accuracy)}` : "" })]);
+  const buttons = el("div", { class: "actions" });
+  if (job.state === "running" || job.state === "queued") buttons.append(el("button", { class: "ghost danger", text: "Stop",
+    onclick: () => guarded(async () => { await api(`/api/jobs/${enc(job.project)}/${enc(job.run)}/stop`, { method: "POST" }); refreshJobs(); }) }));
+  if (job.resumable) buttons.append(el("button", { class: "ghost", text: "Resume",
+    onclick: () => guarded(async () => { await api(`/api/jobs/${enc(job.project)}/${enc(job.run)}/resume`, { method: "POST" }); refreshJobs(); }) }));
+  if (job.state === "done") buttons.append(el("button", { class: "ghost", text: "See results", onclick: () => { $("eval-run").value = job.run; showTab("evaluate"); } }));
+  const left = el("div", {}, [title, el("div", { class: "small", text: status }), progress, numbers, buttons,
+    el("div", { class: "log mono", text: job.state === "failed" ? job.log : "" })]);
+  const canvas = el("canvas", { width: 520, height: 240 });
+  drawCurves(canvas, h);
+  return el("div", { class: "job", "data-job": job.id, "data-state": job.state }, [left, canvas]);
+}
+
+function drawCurves(canvas, history) {  // accuracy (train, validation) per epoch, 0..1
+  const g = canvas.getContext("2d"), W = canvas.width, H = canvas.height, pad = 28;
+  g.clearRect(0, 0, W, H);
+  g.strokeStyle = "#e3e7f0"; g.fillStyle = "#6b7386"; g.font = "20px system-ui";
+  for (const y of [0, 0.5, 1]) { const py = H - pad - y * (H - 2 * pad); g.beginPath(); g.moveTo(pad, py); g.lineTo(W - 8, py); g.stroke(); g.fillText(`${y * 100}%`, 0, py - 2); }
+  if (!history.length) { g.fillText("accuracy per epoch appears here", pad + 10, H / 2); return; }
+  const n = Math.max(history.length - 1, 1);
+  for (const [key, color] of [["accuracy", "#a5b4fc"], ["val_accuracy", "#4f46e5"]]) {
+    g.strokeStyle = color; g.lineWidth = 4; g.beginPath();
+    history.forEach((row, i) => { const x = pad + i / n * (W - pad - 8), y = H - pad - (row[key] || 0) * (H - 2 * pad); if (i) g.lineTo(x, y); else g.moveTo(x, y); });
+    g.stroke();
+  }
+  g.fillStyle = "#4f46e5"; g.fillText("validation", W - 120, 20); g.fillStyle = "#a5b4fc"; g.fillText("training", W - 220, 20);
+}
+
+function renderRuns() {
+  $("runs").replaceChildren(...state.runs.map((r) => el("tr", {}, [el("td", { text: r.name }), el("td", { text: r.model || "" }),
+    el("td", {}, [el("span", { class: `badge ${r.state}`, text: r.state })]), el("td", { text: pct(r.test_accuracy) })])));
+}
+function fillRunSelects() {
+  const finished = state.runs.filter((r) => r.finished);
+  for (const id of ["eval-run", "test-run", "export-run"]) {
+    const select = $(id), before = select.value;
+    select.replaceChildren(...finished.map((r) => el("option", { value: r.name, text: `${r.name} · ${pct(r.test_accuracy)}` })));
+    if (!finished.length) select.append(el("option", { value: "", text: "no finished run yet" }));
+    if (finished.some((r) => r.name === before)) select.value = before;
+  }
+}
+
+// evaluation -------------------------------------------------------------------------------------------------
+async function loadEvaluation() {
+  const run = $("eval-run").value;
+  $("eval-empty").hidden = !!run; $("eval-body").hidden = !run;
+  if (!run) return;
+  const data = await api(`${P()}/runs/${enc(run)}/evaluation`);
+  state.evaluation = data;
+  $("eval-accuracy").textContent = pct(data.accuracy);
+  $("eval-accuracy").dataset.value = data.accuracy;
+  $("eval-count").textContent = data.test_images;
+  $("per-class").replaceChildren(...data.per_class.map((c) => bar(c.class, c.accuracy, `${pct(c.accuracy)}`)));
+  const m = $("matrix"), k = data.classes.length;
+  const head = el("tr", {}, [el("th", { text: "right ↓ / said →" }), ...data.classes.map((c) => el("th", { text: c }))]);
+  const max = Math.max(1, ...data.confusion.flat());
+  const rows = data.confusion.map((row, a) => el("tr", {}, [el("th", { text: data.classes[a] }), ...row.map((n, p) => {
+    const alpha = n ? 0.12 + 0.78 * n / max : 0, color = a === p ? `rgba(79,70,229,${alpha})` : `rgba(180,35,24,${alpha})`;
+    const cell = el("td", { class: `${n ? "" : "zero"} ${a !== p && n ? "off" : ""}`, "data-cell": `${a},${p}`, text: n,
+      style: `background:${color};${a === p && n / max > 0.5 ? "color:#fff" : ""}` });
+    if (n) cell.onclick = () => showCell(a, p, cell);
+    return cell;
+  })]));
+  m.replaceChildren(head, ...rows);
+  $("eval-notes").textContent = data.notes.join(" ");
+  if (state.cell && k) { const again = m.querySelector(`[data-cell="${state.cell}"]`); if (again && again.textContent !== "0") showCell(...state.cell.split(",").map(Number), again); else $("cell").hidden = true; }
+}
+$("eval-run").onchange = () => guarded(loadEvaluation);
+
+function bar(name, value, label) {
+  return el("div", { class: "bar", "data-class": name, "data-value": value }, [el("span", { class: "name", text: name }),
+    el("span", { class: "track" }, [el("span", { class: "fill", style: `width:${Math.max(0, Math.min(1, value)) * 100}%; display:block` })]),
+    el("span", { class: "value", text: label })]);
+}
+
+function showCell(actual, predicted, cellNode) {
+  const data = state.evaluation, images = data.cells[`${actual},${predicted}`] || [];
+  state.cell = `${actual},${predicted}`;
+  for (const td of $("matrix").querySelectorAll("td")) td.classList.toggle("picked", td === cellNode);
+  $("cell").hidden = false;
+  $("cell-title").textContent = `${images.length} photo(s) of ${data.classes[actual]} that the model called ${data.classes[predicted]}`;
+  $("cell-images").replaceChildren(...images.map((image) => {
+    const img = el("img", { alt: image.name });
+    setImage(img, `${P()}/classes/${enc(image.class)}/thumbs/${enc(image.name)}`);
+    const target = el("select", {}, data.classes.filter((c) => c !== image.class).map((c) => el("option", { value: c, text: c })));
+    if (data.classes.includes(image.predicted) && image.predicted !== image.class) target.value = image.predicted;
+    const wrong = image.predicted !== image.class;
+    return el("div", { class: "figure", "data-name": image.name }, [img,
+      el("span", { class: wrong ? "wrong" : "right", text: `said ${image.predicted} (${pct(image.confidence)})` }),
+      el("span", { class: "row" }, [target, el("button", { class: "ghost relabel", text: "Move",
+        title: "this photo is in the wrong class: move it", onclick: () => guarded(async () => {
+          await api(`${P()}/classes/${enc(image.class)}/move`, { method: "POST", json: { images: [image.name], to: target.value } });
+          toast(`Moved to ${target.value}; train again to learn from it`);
+          await loadEvaluation();
+        }) })])]);
+  }));
+}
+
+// test -------------------------------------------------------------------------------------------------------
+async function testPhoto(files) {
+  const run = $("test-run").value, file = files[0];
+  if (!run) throw new Error("train a model first: there is no finished run to test");
+  if (!file) return;
+  const form = new FormData();
+  form.append("files", file, file.name);
+  $("test-image").src = URL.createObjectURL(file);
+  const data = await api(`${P()}/runs/${enc(run)}/predict`, { method: "POST", form });
+  $("test-result").hidden = false;
+  $("test-answer").textContent = `It looks like: ${data.top[0].class}`;
+  $("test-answer").dataset.top = data.top[0].class;
+  $("test-bars").replaceChildren(...data.top.map((t) => bar(t.class, t.probability, pct(t.probability))));
+}
+$("test-input").onchange = (event) => guarded(async () => { await testPhoto([...event.target.files]); event.target.value = ""; });
+dropZone($("test-drop"), testPhoto);
+
+// export -----------------------------------------------------------------------------------------------------
+$("export").onclick = () => guarded(async () => {
+  const run = $("export-run").value;
+  if (!run) throw new Error("train a model first: there is no finished run to export");
+  $("export").disabled = true; $("export").textContent = "Exporting and checking…";
+  try {
+    const data = await api(`${P()}/runs/${enc(run)}/export`, { method: "POST" });
+    const base = `${P()}/runs/${enc(run)}/files/`;
+    const link = (file, title, sub) => el("a", { href: base + file, download: "" }, [el("b", { text: title }), el("span", { class: "muted small", text: sub })]);
+    const parity = data.parity ? `Checked on ${data.parity.images} photos: the ONNX file gives the trained model's answer on ${pct(data.parity.top1_agreement)} of them (largest difference ${data.parity.max_abs_diff.toExponential(1)}).` : "Exported before; checked then.";
+    $("export-result").replaceChildren(el("div", { class: "check-ok", text: `✓ ${parity}` }),
+      el("div", { class: "downloads" }, [link(data.files.zip, "Zip for anywhere", `${(data.zip_bytes / 1e6).toFixed(1)} MB · ONNX + predict.py`),
+        link(data.files.onnx, "ONNX model", `${(data.onnx_bytes / 1e6).toFixed(1)} MB`),
+        link(data.files.model, "cnnlab model", "for cnnlab predict / serve")]));
+    $("export-result").hidden = false;
+  } finally { $("export").disabled = false; $("export").textContent = "Export"; }
+});
+
+// start ------------------------------------------------------------------------------------------------------
+async function start() {
+  const health = await (await fetch("/health")).json();
+  state.keyNeeded = health.api_key_required;
+  $("key-row").hidden = !state.keyNeeded;
+  $("api-key").value = state.key;
+  $("api-key").onchange = () => { state.key = $("api-key").value; sessionStorage.setItem("cnnlab-key", state.key); guarded(start); };
+  if (state.keyNeeded && !state.key) { showError(new Error("this studio needs its API key: type it in the box at the top right")); return; }
+  state.settings = await api("/api/settings");
+  await loadProjects();
+  refreshJobs();
+  document.body.dataset.ready = "1";
+}
+guarded(start);
