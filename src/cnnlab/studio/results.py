@@ -121,8 +121,9 @@ def evaluate_run(inference: Inference, data: Path, files_list: Path, run: Path) 
     pixels = np.stack([read_pixels(p, channels=c, size=(h, w)) for p in found])  # (N, C, H, W) uint8
     probs = torch.as_tensor(inference.predict_proba(pixels), dtype=torch.float64)
     result = evaluate_predictions(probs, torch.tensor(labels), names)
-    images: list[dict[str, Any]] = [{"class": p.parent.name, "name": p.name, "predicted": names[int(result.predictions[i])],
-               "confidence": float(probs[i].max()), "loss": float(result.losses[i])} for i, p in enumerate(found)]
+    images: list[dict[str, Any]] = [
+        {"class": p.parent.name, "name": p.name, "predicted": names[int(result.predictions[i])],
+         "confidence": float(probs[i].max()), "loss": float(result.losses[i])} for i, p in enumerate(found)]
     cells: dict[str, list[dict[str, Any]]] = {}
     for i, image in enumerate(images):
         cells.setdefault(f"{labels[i]},{int(result.predictions[i])}", []).append(image)

@@ -1,0 +1,420 @@
+"""`cnnlab studio` (issue 21): the API a learner's browser uses, on real photos.
+
+Contracts: names that could leave the projects folder are refused; uploads follow `cnnlab serve`'s
+rules (its hostile files are refused with the same statuses) and are stored under content-hash
+names, once; nothing is deleted, only moved to a trash folder; a project trained from the studio
+reaches a high accuracy on real Imagenette photos and the Evaluate page's accuracy is the run's own
+test accuracy; the queue runs one job at a time and survives a restart; a studio killed during a
+training leaves the run training, and a run killed too resumes from its checkpoint when the studio
+starts again; the exported zip's predict.py gives onnxruntime's answer for the exported model.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from cnnlab.studio.app import create_studio_app
+from cnnlab.studio.jobs import JobQueue, TrainSettings
+from cnnlab.studio.projects import THUMBNAIL_SIZE
+
+sys.path.insert(0, str(Path(__file__).parent))
+import test_serve as serve_tests  # noqa: E402  (its hostile uploads, written once)
+
+IMAGENETTE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "imagenette-224" / "imagenette-224.tar.gz"
+CLASSES = ("church", "golf_ball")
+PER_CLASS = 30
+needs_photos = pytest.mark.skipif(not IMAGENETTE.is_file(), reason="needs ../shared/datasets/imagenette-224")
+
+
+def photos(folder: Path, per_class: int = PER_CLASS) -> dict[str, list[Path]]:
+    """The first `per_class` Imagenette val photos of CLASSES, extracted into `folder` (each class once per folder)."""
+    found: dict[str, list[Path]] = {}
+    with tarfile.open(IMAGENETTE) as tar:
+        members = sorted((m for m in tar.getmembers() if m.isfile()), key=lambda m: m.name)
+        for name in CLASSES:
+            chosen = [m for m in members if m.name.startswith(f"imagenette-224/val/{name}/")][:per_class]
+            tar.extractall(folder, members=chosen, filter="data")
+            found[name] = [folder / m.name for m in chosen]
+    return found
+
+
+def _png(color: str, size: tuple[int, int] = (40, 30)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def _files(*items: tuple[str, bytes]) -> list:
+    return [("files", (name, data, "application/octet-stream")) for name, data in items]
+
+
+def _upload(client: TestClient, project: str, name: str, paths: list[Path]) -> int:
+    added = 0
+    for start in range(0, len(paths), 16):  # serve's 16 files a request
+        response = client.post(f"/api/projects/{project}/classes/{name}/images",
+                               files=_files(*[(p.name, p.read_bytes()) for p in paths[start:start + 16]]))
+        assert response.status_code == 200, response.text
+        added += response.json()["added"]
+    return added
+
+
+def _wait_job(client: TestClient, job_id: str, timeout: float = 240) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = next(j for j in client.get("/api/jobs").json()["jobs"] if j["id"] == job_id)
+        if job["state"] not in ("queued", "running"):
+            return job
+        time.sleep(0.5)
+    pytest.fail(f"job {job_id} did not finish in {timeout} s")
+
+
+@pytest.fixture
+def client(tmp_path):
+    with TestClient(create_studio_app(tmp_path / "projects", max_files=6, max_bytes=1_000_000,
+                                      max_pixels=1_000_000)) as c:
+        yield c
+
+
+BAD_NAMES = ["", "a/b", "..", ".", ".hidden", "a\\b", " lead", "trail ", "x" * 65, "tab\tname", "nul\0", "_under"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_names_that_are_not_plain_folder_names_get_a_one_line_400(client, name):
+    response = client.post("/api/projects", json={"name": name})
+    assert response.status_code == 400, response.text
+    detail = response.json()["detail"]
+    assert "\n" not in detail and "is not allowed" in detail and "e.g. 'my-flowers'" in detail
+    client.post("/api/projects", json={"name": "ok"})
+    response = client.post("/api/projects/ok/classes", json={"name": name})
+    assert response.status_code == 400 and "class name" in response.json()["detail"]
+    assert [p.name for p in client.app.state.store.root.iterdir() if not p.name.startswith(".")] == ["ok"]
+
+
+def test_projects_are_listed_created_renamed_and_deleted_into_the_trash(client):
+    root = client.app.state.store.root
+    assert client.post("/api/projects", json={"name": "flowers"}).status_code == 201
+    assert client.post("/api/projects", json={"name": "flowers"}).status_code == 409
+    assert client.post("/api/projects/flowers/classes", json={"name": "tulip"}).status_code == 201
+    client.post("/api/projects/flowers/classes/tulip/images", files=_files(("t.png", _png("red"))))
+    assert client.get("/api/projects").json()["projects"] == [{"name": "flowers", "classes": 1, "images": 1, "runs": 0}]
+    assert client.patch("/api/projects/flowers", json={"name": "garden"}).status_code == 200
+    assert (root / "garden" / "data" / "tulip").is_dir() and not (root / "flowers").exists()
+    assert client.get("/api/projects/flowers").status_code == 404
+    assert client.delete("/api/projects/garden").status_code == 200
+    assert client.get("/api/projects").json()["projects"] == []
+    kept = list((root / ".trash").iterdir())  # deleted, not erased: the photo is still there
+    assert len(kept) == 1 and kept[0].name.startswith("garden-")
+    assert len(list((kept[0] / "data" / "tulip").iterdir())) == 1
+
+
+@pytest.mark.parametrize("case", [c for c in serve_tests.BAD_REQUESTS if not c.startswith("top_k")])
+def test_hostile_uploads_are_refused_as_serve_refuses_them(client, case):
+    status, request = serve_tests.BAD_REQUESTS[case]
+    client.post("/api/projects", json={"name": "p"})
+    client.post("/api/projects/p/classes", json={"name": "c"})
+    response = client.post("/api/projects/p/classes/c/images", **request)
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and "\n" not in detail and 10 < len(detail) < 300
+    assert list((client.app.state.store.root / "p" / "data" / "c").iterdir()) == []  # nothing written
+
+
+def test_uploads_get_server_made_names_are_stored_once_and_listed_in_pages(client):
+    root = client.app.state.store.root
+    client.post("/api/projects", json={"name": "p"})
+    for name in ("red", "blue"):
+        client.post("/api/projects/p/classes", json={"name": name})
+    red = _png("red")
+    first = client.post("/api/projects/p/classes/red/images",
+                        files=_files(("../../escape.png", red), ("a.png", _png("orange")), ("b.png", _png("pink"))))
+    assert first.status_code == 200 and first.json()["added"] == 3
+    stored = sorted(p.name for p in (root / "p" / "data" / "red").iterdir())
+    assert all(len(name) == 24 and name.endswith(".png") for name in stored)  # 20 hex digits + .png
+    assert not list(root.parent.glob("escape*")) and not list(root.glob("**/escape*"))
+    again = client.post("/api/projects/p/classes/blue/images",
+                        files=_files(("copy.png", red), ("new.png", _png("navy"))))
+    body = again.json()
+    assert body["added"] == 1 and body["stored"][0]["duplicate_of"].startswith("red/")  # in another class: once
+    assert len(list((root / "p" / "data" / "blue").iterdir())) == 1
+
+    page = client.get("/api/projects/p/classes/red/images", params={"offset": 1, "limit": 2}).json()
+    assert page["total"] == 3 and page["images"] == stored[1:3]
+    assert client.get("/api/projects/p/classes/red/images", params={"limit": 0}).status_code == 422
+
+    thumb = client.get(f"/api/projects/p/classes/red/thumbs/{stored[0]}")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    assert max(Image.open(io.BytesIO(thumb.content)).size) <= THUMBNAIL_SIZE
+    cached = list((root / "p" / ".thumbs").glob("*/*.jpg"))
+    assert len(cached) == 1
+    made = cached[0].stat().st_mtime_ns
+    client.get(f"/api/projects/p/classes/red/thumbs/{stored[0]}")
+    assert cached[0].stat().st_mtime_ns == made  # made once
+    assert client.get("/api/projects/p/classes/red/thumbs/..%2F..%2Fx.png").status_code in (400, 404)
+
+    moved = client.post("/api/projects/p/classes/red/move", json={"images": stored[:1], "to": "blue"})
+    assert moved.json()["moved"] == 1 and (root / "p" / "data" / "blue" / stored[0]).is_file()
+    assert client.post("/api/projects/p/classes/red/delete", json={"images": stored[1:2]}).json()["deleted"] == 1
+    assert (root / "p" / ".trash" / "images" / "red" / stored[1]).is_file()  # in the trash, not erased
+    classes = client.get("/api/projects/p").json()["classes"]
+    assert classes == [{"name": "blue", "images": 2}, {"name": "red", "images": 1}]
+    missing = client.post("/api/projects/p/classes/red/move", json={"images": ["nope.png"], "to": "blue"})
+    assert missing.status_code == 404
+
+
+def test_the_health_check_reports_a_photo_in_two_classes(client):
+    root = client.app.state.store.root
+    client.post("/api/projects", json={"name": "p"})
+    for name in ("a", "b"):
+        client.post("/api/projects/p/classes", json={"name": name})
+        client.post(f"/api/projects/p/classes/{name}/images", files=_files(("x.png", _png("green"))))
+    # the studio stores a photo once; one copied in from the command line is found by the check
+    data = _png("green")
+    (root / "p" / "data" / "b" / "copied.png").write_bytes(data)
+    report = client.get("/api/projects/p/check").json()
+    assert report["root"] == "p" and report["duplicates"]["across_classes"]
+    assert any("same image in different classes" in p and "b/copied.png" in p for p in report["problems"])
+
+
+def test_training_needs_two_classes_with_photos(client):
+    client.post("/api/projects", json={"name": "p"})
+    client.post("/api/projects/p/classes", json={"name": "only"})
+    response = client.post("/api/projects/p/train", json={})
+    assert response.status_code == 409 and "at least 2" in response.json()["detail"]
+
+
+# a project trained from the studio --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A project of 2 x 30 real photos uploaded through the API and trained with the default settings."""
+    folder = tmp_path_factory.mktemp("studio-trained")
+    found = photos(folder / "photos")
+    with TestClient(create_studio_app(folder / "projects")) as client:
+        assert client.post("/api/projects", json={"name": "places"}).status_code == 201
+        for name, paths in found.items():
+            client.post("/api/projects/places/classes", json={"name": name})
+            assert _upload(client, "places", name, paths) == PER_CLASS
+        job = client.post("/api/projects/places/train", json={}).json()
+        assert job["settings"]["recipe"] == "transfer"  # the default, its weights are installed here
+        done = _wait_job(client, job["id"])
+        yield client, done, found
+
+
+@needs_photos
+def test_one_click_training_learns_real_photos_and_evaluate_shows_the_runs_own_accuracy(trained):
+    client, job, _ = trained
+    assert job["state"] == "done", job
+    run = client.app.state.store.root / "places" / "runs" / job["run"]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert job["test_accuracy"] == metrics["test_accuracy"] >= 0.9
+    with open(run / "history.csv") as f:
+        assert len(list(csv.DictReader(f))) == len(job["history"]) >= 1
+    evaluation = client.get(f"/api/projects/places/runs/{job['run']}/evaluation").json()
+    assert evaluation["test_images"] == 12  # 20% of 60
+    assert evaluation["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-9)
+    confusion = np.array(evaluation["confusion"])
+    assert confusion.sum() == 12 and np.trace(confusion) == round(12 * metrics["test_accuracy"])
+    for key, images in evaluation["cells"].items():
+        actual, predicted = map(int, key.split(","))
+        assert len(images) == confusion[actual, predicted]
+        assert all(i["class"] == CLASSES[actual] and i["predicted"] == CLASSES[predicted] for i in images)
+    project = client.get("/api/projects/places").json()
+    assert project["runs"][0]["name"] == job["run"] and project["runs"][0]["finished"]
+
+
+@needs_photos
+def test_a_photo_is_predicted_as_the_run_predicts_it(trained):
+    client, job, found = trained
+    photo = found["golf_ball"][-1]
+    response = client.post(f"/api/projects/places/runs/{job['run']}/predict",
+                           files=_files((photo.name, photo.read_bytes())))
+    top = response.json()["top"]
+    assert top[0]["class"] == "golf_ball" and top[0]["probability"] > 0.5
+    assert sum(t["probability"] for t in top) == pytest.approx(1, abs=1e-4)
+    bad = client.post(f"/api/projects/places/runs/{job['run']}/predict", files=_files(("x.png", b"text")))
+    assert bad.status_code == 415
+
+
+@needs_photos
+def test_the_export_zips_predict_py_gives_onnxruntimes_answer(trained, tmp_path):
+    from cnnlab.export.runtime import OnnxClassifier
+    from cnnlab.data.images import read_pixels
+
+    client, job, found = trained
+    report = client.post(f"/api/projects/places/runs/{job['run']}/export").json()
+    assert report["parity"]["top1_agreement"] == 1.0 and report["parity"]["max_abs_diff"] < 1e-3
+    archive = client.get(f"/api/projects/places/runs/{job['run']}/files/studio-export.zip")
+    assert archive.status_code == 200
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as z:
+        assert sorted(z.namelist()) == ["README.txt", "classes.txt", "model.onnx", "predict.py"]
+        assert len(z.read("predict.py").decode().splitlines()) <= 25
+        z.extractall(tmp_path / "bundle")
+    assert (tmp_path / "bundle" / "classes.txt").read_text().split() == list(CLASSES)
+    shots = [found["church"][0], found["golf_ball"][0]]
+    # predict.py alone: no cnnlab, no torch on its path (-I: isolated, only the site packages)
+    out = subprocess.run([sys.executable, "-I", str(tmp_path / "bundle" / "predict.py"), *map(str, shots)],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    onnx = OnnxClassifier(tmp_path / "bundle" / "model.onnx")
+    for line, shot in zip(lines, shots, strict=True):
+        probs = onnx.predict_proba(read_pixels(shot, 3, (224, 224))[None])[0]
+        best = int(np.argmax(probs))
+        name, value = line.split(": ")[1].split(", ")[0].split(" ")
+        assert name == CLASSES[best] and float(value) == pytest.approx(float(probs[best]), abs=1e-3)
+
+
+@needs_photos
+def test_relabelling_a_test_photo_moves_it_and_evaluation_counts_it_under_its_new_class(trained):
+    client, job, _ = trained
+    before = client.get(f"/api/projects/places/runs/{job['run']}/evaluation").json()
+    photo = before["cells"]["0,0"][0]  # a church photo: pretend it was mislabelled
+    moved = client.post(f"/api/projects/places/classes/{photo['class']}/move",
+                        json={"images": [photo["name"]], "to": "golf_ball"})
+    assert moved.status_code == 200
+    after = client.get(f"/api/projects/places/runs/{job['run']}/evaluation").json()
+    assert after["test_images"] == before["test_images"]
+    rows_before, rows_after = np.array(before["confusion"]).sum(1), np.array(after["confusion"]).sum(1)
+    assert list(rows_after) == [rows_before[0] - 1, rows_before[1] + 1]
+    assert any(i["name"] == photo["name"] for i in after["cells"]["1,0"])  # a golf ball the model calls a church
+
+
+# the queue -----------------------------------------------------------------------------------------------------
+def _small_project(root: Path, name: str, per_class: int = 12) -> None:
+    """A project made on disk, as the command line would: two classes of coloured squares."""
+    rng = np.random.default_rng(0)
+    for cls, channel in (("reds", 0), ("blues", 2)):
+        folder = root / name / "data" / cls
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 80, (24, 24, 3), dtype=np.uint8)
+            pixels[..., channel] = 160 + rng.integers(0, 90, (24, 24))
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    (root / name / "runs").mkdir()
+
+
+def test_the_queue_trains_one_job_at_a_time_and_is_restored_from_disk(tmp_path):
+    root = tmp_path / "projects"
+    _small_project(root, "a")
+    _small_project(root, "b")
+    queue = JobQueue(root)
+    settings = TrainSettings("fast", 2, 24)
+    jobs = [queue.submit("a", settings), queue.submit("b", settings), queue.submit("a", settings)]
+    assert len({j.id for j in jobs}) == 3
+    queue.stop(jobs[2].id)  # taken off the queue before it starts
+    queue.start()
+    seen_running = []
+    deadline = time.monotonic() + 180
+    while any(j.state in ("queued", "running") for j in queue.jobs) and time.monotonic() < deadline:
+        seen_running.append(sum(j.state == "running" for j in queue.jobs))
+        time.sleep(0.1)
+    queue.close()
+    assert max(seen_running) == 1
+    assert [j.state for j in queue.jobs] == ["done", "done", "stopped"]
+    assert jobs[0].started < jobs[0].finished <= jobs[1].started  # the second waited for the first
+    again = JobQueue(root)  # a studio started later sees the same queue
+    assert [(j.id, j.state) for j in again.jobs] == [(j.id, j.state) for j in queue.jobs]
+    assert (root / "a" / "runs" / jobs[0].run / "metrics.json").is_file()
+
+
+# kill the studio during a training ------------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start_studio(root: Path, port: int, log: Path) -> subprocess.Popen:
+    process = subprocess.Popen([sys.executable, "-m", "cnnlab", "studio", "--dir", str(root), "--port", str(port)],
+                               stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    pytest.fail(f"the studio did not start: {log.read_text()[-2000:]}")
+
+
+def _get(port: int, path: str) -> dict:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _post(port: int, path: str, body: dict) -> dict:
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@needs_photos
+def test_a_killed_studio_leaves_its_run_training_and_a_killed_run_resumes_at_the_next_start(tmp_path):
+    root, log = tmp_path / "projects", tmp_path / "studio.log"
+    found = photos(tmp_path / "photos", 24)
+    for name, paths in found.items():  # a project made on disk: the studio reads the folders
+        (root / "places" / "data" / name).mkdir(parents=True)
+        for p in paths:
+            (root / "places" / "data" / name / p.name).write_bytes(p.read_bytes())
+    (root / "places" / "runs").mkdir()
+    port = _free_port()
+    studio = _start_studio(root, port, log)
+    try:
+        job = _post(port, "/api/projects/places/train", {"recipe": "fast", "epochs": 20, "image_size": 128})
+        run = root / "places" / "runs" / job["run"]
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            view = next(j for j in _get(port, "/api/jobs")["jobs"] if j["id"] == job["id"])
+            if (run / "checkpoint.json").is_file() and len(view["history"]) >= 3:
+                break
+            time.sleep(0.2)
+        training = view["pid"]
+        assert view["state"] == "running" and 3 <= len(view["history"]) < 20, view
+        os.kill(studio.pid, signal.SIGKILL)  # the studio crashes ...
+        studio.wait(timeout=10)
+        time.sleep(1)
+        assert Path(f"/proc/{training}").exists()  # ... and the run goes on training
+        os.killpg(training, signal.SIGKILL)  # then the machine loses the run too
+        time.sleep(1)
+        assert not (run / "metrics.json").exists() and (run / "checkpoint.json").is_file()
+        studio = _start_studio(root, port, log)  # the next start resumes it from its checkpoint
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            view = next(j for j in _get(port, "/api/jobs")["jobs"] if j["id"] == job["id"])
+            if view["state"] not in ("queued", "running"):
+                break
+            time.sleep(0.5)
+        assert view["state"] == "done", view
+        log_text = (root / "places" / ".studio" / "logs" / f"{job['run']}.log").read_text()
+        assert view["resume"] is True and "--resume" in log_text
+        with open(run / "history.csv") as f:
+            assert [int(row["epoch"]) for row in csv.DictReader(f)] == list(range(20))  # every epoch once
+    finally:
+        with_children = [studio.pid]
+        for pid in with_children:
+            try:
+                os.killpg(pid, signal.SIGINT)
+            except ProcessLookupError:
+                pass
+        studio.wait(timeout=90)
