@@ -201,6 +201,7 @@ async function upload(files) {
   let done = 0, added = 0, duplicates = 0;
   const refused = [];
   status.hidden = false;
+  delete status.dataset.added; delete status.dataset.refused;
   const bar = el("div"), line = el("div");
   status.replaceChildren(line, el("div", { class: "progress" }, [bar]));
   const send = async (batch) => {

@@ -1,0 +1,170 @@
+"""The studio's page in a real browser: Debian's chromium, headless, driven by Selenium (as test_explore_browser.py).
+
+A learner's whole path on a real uvicorn server: create a project, make 2 classes, upload 30 real
+Imagenette photos to each (and a text file posing as a photo, refused with its reason on the page),
+check the photos, train with one click, see the accuracy, open the confusion matrix and click a
+cell, relabel a photo, predict an uploaded photo, export. Screenshots of each screen stay in the
+test's tmp_path and are checked not blank (set CNNLAB_STUDIO_SCREENSHOT to a folder to keep copies).
+"""
+
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_studio import CLASSES, IMAGENETTE, PER_CLASS, photos  # noqa: E402  (the photos the API tests use)
+
+CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
+pytestmark = [pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()), reason=(
+                  "needs Debian's chromium and chromedriver (apt install chromium chromium-driver)")),
+              pytest.mark.skipif(not IMAGENETTE.is_file(), reason="needs ../shared/datasets/imagenette-224")]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    import uvicorn
+
+    from cnnlab.studio.app import create_studio_app
+
+    port = _free_port()
+    app = create_studio_app(tmp_path / "projects")
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}", app.state.store.root
+    server.should_exit = True
+    thread.join(timeout=90)
+
+
+@pytest.fixture
+def browser():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 "--window-size=1400,1000"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()
+
+
+def _not_blank(path: Path) -> None:
+    pixels = np.asarray(Image.open(path).convert("RGB"))
+    assert pixels.shape[0] > 500 and pixels.shape[1] > 1000
+    assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 100, path
+
+
+def _shot(browser, path: Path) -> None:
+    time.sleep(0.3)
+    browser.save_screenshot(str(path))
+    if os.environ.get("CNNLAB_STUDIO_SCREENSHOT"):
+        shutil.copy(path, Path(os.environ["CNNLAB_STUDIO_SCREENSHOT"]) / path.name)
+    _not_blank(path)
+
+
+def test_a_learner_trains_evaluates_tests_and_exports_a_classifier(browser, server, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, root = server
+    found = photos(tmp_path / "photos")
+    wait = WebDriverWait(browser, 30)
+    slow = WebDriverWait(browser, 240)
+    browser.get(url + "/")
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
+    _shot(browser, tmp_path / "studio-1-welcome.png")
+
+    browser.find_element(By.ID, "new-project-name").send_keys("places")
+    browser.find_element(By.CSS_SELECTOR, "#new-project button").click()
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-project") == "places")
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("I am a shopping list, not a photo")
+    for name in CLASSES:
+        browser.find_element(By.ID, "new-class-name").send_keys(name)
+        browser.find_element(By.CSS_SELECTOR, "#new-class button").click()
+        wait.until(lambda d, n=name: d.find_element(By.TAG_NAME, "body").get_attribute("data-class") == n)
+        files = [str(p) for p in found[name]] + ([str(bad)] if name == CLASSES[0] else [])
+        browser.find_element(By.ID, "file-input").send_keys("\n".join(files))
+        status = browser.find_element(By.ID, "upload-status")
+        slow.until(lambda d, status=status: status.get_attribute("data-added") is not None and
+                   len(d.find_elements(By.CSS_SELECTOR, "#grid .thumb")) == PER_CLASS)
+        assert status.get_attribute("data-added") == str(PER_CLASS)
+        if name == CLASSES[0]:  # the text file: refused, with serve's reason on the page
+            assert status.get_attribute("data-refused") == "1"
+            assert "notes.jpg: file 'notes.jpg' is not a JPEG, PNG, WebP, BMP or GIF image" in status.text
+    assert sorted(p.name for p in (root / "places" / "data").iterdir()) == list(CLASSES)
+    assert len(list((root / "places" / "data" / CLASSES[0]).iterdir())) == PER_CLASS
+    loaded = "return [...document.querySelectorAll('#grid img')].every(i => i.complete && i.naturalWidth > 0);"
+    wait.until(lambda d: d.execute_script(loaded))
+    browser.find_element(By.ID, "run-check").click()
+    wait.until(lambda d: d.find_element(By.ID, "check-result").get_attribute("data-ok") == "true")
+    browser.execute_script("window.scrollTo(0, 0);")
+    _shot(browser, tmp_path / "studio-2-images.png")
+
+    # train with one click: the default model, progress, then the accuracy on the page
+    browser.find_element(By.CSS_SELECTOR, '#tabs [data-tab="train"]').click()
+    assert browser.find_element(By.ID, "recipe").get_attribute("value") == "transfer"
+    browser.find_element(By.ID, "train").click()
+    accuracy = slow.until(lambda d: d.find_elements(By.CSS_SELECTOR, '.job[data-state="done"] .acc'))[0]
+    shown = float(accuracy.get_attribute("data-accuracy"))
+    assert shown >= 0.9 and f"{100 * shown:.1f}% test accuracy" == accuracy.text
+    _shot(browser, tmp_path / "studio-3-train.png")
+
+    # evaluate: the confusion matrix; a cell shows its photos; relabel one
+    browser.find_element(By.CSS_SELECTOR, '#tabs [data-tab="evaluate"]').click()
+    wait.until(lambda d: d.find_element(By.ID, "eval-accuracy").get_attribute("data-value"))
+    assert float(browser.find_element(By.ID, "eval-accuracy").get_attribute("data-value")) == pytest.approx(shown)
+    cell = browser.find_element(By.CSS_SELECTOR, '#matrix td[data-cell="1,1"]')
+    count = int(cell.text)
+    cell.click()
+    figures = wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#cell-images .figure"))
+    assert len(figures) == count
+    assert "golf_ball that the model called golf_ball" in browser.find_element(By.ID, "cell-title").text
+    wait.until(lambda d: d.execute_script(
+        "return [...document.querySelectorAll('#cell-images img')].every(i => i.complete && i.naturalWidth > 0);"))
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", cell)
+    _shot(browser, tmp_path / "studio-4-evaluate.png")
+    moved = figures[0].get_attribute("data-name")
+    figures[0].find_element(By.CSS_SELECTOR, "button.relabel").click()
+    wait.until(lambda d: (root / "places" / "data" / "church" / moved).is_file())
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, '#matrix td[data-cell="1,1"]').text == str(count - 1))
+
+    # test: a photo, its classes as bars
+    browser.find_element(By.CSS_SELECTOR, '#tabs [data-tab="test"]').click()
+    browser.find_element(By.ID, "test-input").send_keys(str(found["church"][-1]))
+    wait.until(lambda d: d.find_element(By.ID, "test-answer").get_attribute("data-top"))
+    assert browser.find_element(By.ID, "test-answer").get_attribute("data-top") == "church"
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#test-bars .bar")) == 2
+    _shot(browser, tmp_path / "studio-5-test.png")
+
+    # export: checked, then three downloads
+    browser.find_element(By.CSS_SELECTOR, '#tabs [data-tab="export"]').click()
+    browser.find_element(By.ID, "export").click()
+    slow.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#export-result .downloads a")) == 3)
+    assert "100.0%" in browser.find_element(By.ID, "export-result").text
+    _shot(browser, tmp_path / "studio-6-export.png")
+    assert not browser.find_element(By.ID, "error").is_displayed()
