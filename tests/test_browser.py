@@ -8,11 +8,7 @@ import io
 import json
 import os
 import shutil
-import socket
-import threading
-import time
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,54 +16,11 @@ from PIL import Image
 
 from cnnlab.data import load_dataset
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-    reason="needs Debian's chromium and chromedriver (apt install chromium chromium-driver)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(served_run):
-    """A real uvicorn server on a free loopback port, in a thread (a subprocess would import torch again)."""
-    import uvicorn
-
+def server(served_run, live_server):
     from cnnlab.serve import create_app
 
-    port = _free_port()
-    config = uvicorn.Config(create_app(served_run), host="127.0.0.1", port=port, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=1280,1100", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
+    return live_server(create_app(served_run))
 
 
 @pytest.fixture(scope="module")

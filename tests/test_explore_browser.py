@@ -8,8 +8,6 @@ CNNLAB_EXPLORE_SCREENSHOT to a folder to keep copies).
 
 import os
 import shutil
-import socket
-import threading
 import time
 from pathlib import Path
 
@@ -19,59 +17,12 @@ from PIL import Image
 
 from cnnlab.data import load_dataset
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-pytestmark = pytest.mark.skipif(
-    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
-    reason="needs Debian's chromium and chromedriver (apt install chromium chromium-driver)")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(served_run):
-    import uvicorn
-
+def server(served_run, live_server):
     from cnnlab.explore.app import create_explore_app
 
-    port = _free_port()
     app = create_explore_app(served_run)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", app.state.explorer
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=1400,1200"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
-
-
-def _not_blank(path: Path) -> None:
-    pixels = np.asarray(Image.open(path).convert("RGB"))
-    assert pixels.shape[0] > 500 and pixels.shape[1] > 1000
-    assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 100, path
+    return live_server(app), app.state.explorer
 
 
 def _shot(browser, element, path: Path) -> None:
@@ -82,7 +33,7 @@ def _shot(browser, element, path: Path) -> None:
         shutil.copy(path, Path(os.environ["CNNLAB_EXPLORE_SCREENSHOT"]) / path.name)
 
 
-def test_a_learner_explores_a_trained_digit_model(browser, server, tmp_path):
+def test_a_learner_explores_a_trained_digit_model(browser, server, tmp_path, not_blank):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -169,5 +120,5 @@ def test_a_learner_explores_a_trained_digit_model(browser, server, tmp_path):
     if os.environ.get("CNNLAB_EXPLORE_SCREENSHOT"):
         shutil.copy(whole, Path(os.environ["CNNLAB_EXPLORE_SCREENSHOT"]) / whole.name)
     for shot in ("explore-page.png", "explore-feature-map.png", "explore-stepper.png"):
-        _not_blank(tmp_path / shot)
+        not_blank(tmp_path / shot)
     assert not browser.find_element(By.ID, "error").is_displayed()

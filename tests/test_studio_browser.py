@@ -10,83 +10,34 @@ test's tmp_path and are checked not blank (set CNNLAB_STUDIO_SCREENSHOT to a fol
 import os
 import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_studio import CLASSES, IMAGENETTE, PER_CLASS, photos  # noqa: E402  (the photos the API tests use)
 
-CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
-pytestmark = [pytest.mark.skipif(not (CHROMIUM.exists() and CHROMEDRIVER.exists()), reason=(
-                  "needs Debian's chromium and chromedriver (apt install chromium chromium-driver)")),
-              pytest.mark.skipif(not IMAGENETTE.is_file(), reason="needs ../shared/datasets/imagenette-224")]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = pytest.mark.skipif(not IMAGENETTE.is_file(), reason="needs ../shared/datasets/imagenette-224")
 
 
 @pytest.fixture
-def server(tmp_path):
-    import uvicorn
-
+def server(tmp_path, live_server):
     from cnnlab.studio.app import create_studio_app
 
-    port = _free_port()
     app = create_studio_app(tmp_path / "projects")
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", app.state.store.root
-    server.should_exit = True
-    thread.join(timeout=90)
+    return live_server(app, stop_wait_s=90), app.state.store.root
 
 
-@pytest.fixture
-def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--window-size=1400,1000"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
-
-
-def _not_blank(path: Path) -> None:
-    pixels = np.asarray(Image.open(path).convert("RGB"))
-    assert pixels.shape[0] > 500 and pixels.shape[1] > 1000
-    assert pixels.std() > 20 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 100, path
-
-
-def _shot(browser, path: Path) -> None:
+def _shot(browser, path: Path, not_blank) -> None:
     time.sleep(0.3)
     browser.save_screenshot(str(path))
     if os.environ.get("CNNLAB_STUDIO_SCREENSHOT"):
         shutil.copy(path, Path(os.environ["CNNLAB_STUDIO_SCREENSHOT"]) / path.name)
-    _not_blank(path)
+    not_blank(path)
 
 
-def test_a_learner_trains_evaluates_tests_and_exports_a_classifier(browser, server, tmp_path):
+def test_a_learner_trains_evaluates_tests_and_exports_a_classifier(browser, server, tmp_path, not_blank):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
@@ -96,7 +47,7 @@ def test_a_learner_trains_evaluates_tests_and_exports_a_classifier(browser, serv
     slow = WebDriverWait(browser, 240)
     browser.get(url + "/")
     wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
-    _shot(browser, tmp_path / "studio-1-welcome.png")
+    _shot(browser, tmp_path / "studio-1-welcome.png", not_blank)
 
     browser.find_element(By.ID, "new-project-name").send_keys("places")
     browser.find_element(By.CSS_SELECTOR, "#new-project button").click()
@@ -123,7 +74,7 @@ def test_a_learner_trains_evaluates_tests_and_exports_a_classifier(browser, serv
     browser.find_element(By.ID, "run-check").click()
     wait.until(lambda d: d.find_element(By.ID, "check-result").get_attribute("data-ok") == "true")
     browser.execute_script("window.scrollTo(0, 0);")
-    _shot(browser, tmp_path / "studio-2-images.png")
+    _shot(browser, tmp_path / "studio-2-images.png", not_blank)
 
     # train with one click: the default model, progress, then the accuracy on the page
     browser.find_element(By.CSS_SELECTOR, '#tabs [data-tab="train"]').click()
@@ -132,7 +83,7 @@ def test_a_learner_trains_evaluates_tests_and_exports_a_classifier(browser, serv
     accuracy = slow.until(lambda d: d.find_elements(By.CSS_SELECTOR, '.job[data-state="done"] .acc'))[0]
     shown = float(accuracy.get_attribute("data-accuracy"))
     assert shown >= 0.9 and f"{100 * shown:.1f}% test accuracy" == accuracy.text
-    _shot(browser, tmp_path / "studio-3-train.png")
+    _shot(browser, tmp_path / "studio-3-train.png", not_blank)
 
     # evaluate: the confusion matrix; a cell shows its photos; relabel one
     browser.find_element(By.CSS_SELECTOR, '#tabs [data-tab="evaluate"]').click()
@@ -147,7 +98,7 @@ def test_a_learner_trains_evaluates_tests_and_exports_a_classifier(browser, serv
     wait.until(lambda d: d.execute_script(
         "return [...document.querySelectorAll('#cell-images img')].every(i => i.complete && i.naturalWidth > 0);"))
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", cell)
-    _shot(browser, tmp_path / "studio-4-evaluate.png")
+    _shot(browser, tmp_path / "studio-4-evaluate.png", not_blank)
     moved = figures[0].get_attribute("data-name")
     figures[0].find_element(By.CSS_SELECTOR, "button.relabel").click()
     wait.until(lambda d: (root / "places" / "data" / "church" / moved).is_file())
@@ -159,12 +110,12 @@ def test_a_learner_trains_evaluates_tests_and_exports_a_classifier(browser, serv
     wait.until(lambda d: d.find_element(By.ID, "test-answer").get_attribute("data-top"))
     assert browser.find_element(By.ID, "test-answer").get_attribute("data-top") == "church"
     assert len(browser.find_elements(By.CSS_SELECTOR, "#test-bars .bar")) == 2
-    _shot(browser, tmp_path / "studio-5-test.png")
+    _shot(browser, tmp_path / "studio-5-test.png", not_blank)
 
     # export: checked, then three downloads
     browser.find_element(By.CSS_SELECTOR, '#tabs [data-tab="export"]').click()
     browser.find_element(By.ID, "export").click()
     slow.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#export-result .downloads a")) == 3)
     assert "100.0%" in browser.find_element(By.ID, "export-result").text
-    _shot(browser, tmp_path / "studio-6-export.png")
+    _shot(browser, tmp_path / "studio-6-export.png", not_blank)
     assert not browser.find_element(By.ID, "error").is_displayed()
