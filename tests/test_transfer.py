@@ -260,3 +260,54 @@ def test_the_cli_starts_the_head_from_imagenet_unless_asked_not_to(tmp_path, cap
     assert (model.head[-1].weight - reference.fc.weight[[574, 0]]).abs().max() > 0.01
     assert main(["train", str(folder), "--head-init", "imagenet", "--run-dir", str(tmp_path / "c"), *common]) == 2
     assert "--head-init" in capsys.readouterr().err and not (tmp_path / "c").exists()
+
+
+def test_fine_tuning_that_does_not_improve_validation_keeps_the_head_phases_model(tmp_path, capsys, monkeypatch):
+    """Early stopping restores the best epoch of each phase; across phases, a fine-tuning phase whose best
+    val_loss is no better than the head phase's best leaves the run with the head phase's model. A lr of 1.0
+    on the unfrozen block wrecks it, so here the head phase must win; a Ctrl-C during fine-tuning and
+    --resume end the same way."""
+    from safetensors.torch import load_file
+
+    from cnnlab.training import checkpoint as ck
+
+    torch.manual_seed(3)
+    reference = torchvision.models.resnet18(weights=None)
+    weights = tmp_path / "resnet18.pth"
+    torch.save(reference.state_dict(), weights)
+    folder = _digit_folder(tmp_path / "digits", range(3), "train", 40)
+    common = [str(folder), "--model", "resnet18", "--weights", str(weights), "--freeze", "--image-size", "32", "32",
+              "--epochs", "3", "--unfreeze-top", "2", "--fine-tune-epochs", "2", "--fine-tune-lr", "1.0",
+              "--early-stopping", "5", "--seed", "0", "--quiet", "--no-tensorboard"]
+    assert main(["train", *common, "--run-dir", str(tmp_path / "whole")]) == 0
+    printed = capsys.readouterr().out
+    assert "fine-tune: no better val_loss than the head phase's best" in printed
+    history = json.loads((tmp_path / "whole" / "history.json").read_text())["history"]
+    head_losses = history["val_loss"][:3]
+    best = head_losses.index(min(head_losses))
+    assert min(history["val_loss"][3:]) >= min(head_losses)  # the wrecked phase, as intended
+    metrics = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    assert metrics["val_loss"] == history["val_loss"][best]
+    model, _ = load_model(tmp_path / "whole")
+    # the top 2 blocks trained at lr 1.0 during fine-tuning; the kept model holds them as the head phase had them
+    torch.testing.assert_close(model.features[-1].conv2.weight, reference.layer4[1].conv2.weight, rtol=0, atol=0)
+    assert not (tmp_path / "whole" / "phase_start.safetensors").exists()
+
+    real = ck.write_checkpoint
+
+    def ctrl_c_in_fine_tuning(directory, checkpoint):
+        path = real(directory, checkpoint)
+        if checkpoint.run["phase"] == 1:
+            raise KeyboardInterrupt
+        return path
+
+    monkeypatch.setattr(ck, "write_checkpoint", ctrl_c_in_fine_tuning)
+    stopped = tmp_path / "stopped"
+    assert main(["train", *common, "--run-dir", str(stopped)]) == 130
+    assert (stopped / "phase_start.safetensors").is_file()
+    monkeypatch.setattr(ck, "write_checkpoint", real)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(stopped), "--quiet"]) == 0
+    assert "no better val_loss than the head phase's best" in capsys.readouterr().out
+    ours, theirs = load_file(stopped / "model.safetensors"), load_file(tmp_path / "whole" / "model.safetensors")
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from cnnlab.config import DEFAULT_HEAD, TrainConfig
@@ -80,6 +81,42 @@ def _restored_epoch(callbacks: list[Callback], before: int, epochs: int) -> int 
                 and 0 <= cb.best_epoch < epochs - 1:
             return before + cb.best_epoch
     return None
+
+
+PHASE_START = "phase_start.safetensors"  # the weights a fine-tuning phase starts from, until the run ends
+
+
+def _keeps_best_phase(config: TrainConfig, phases: list[Phase]) -> bool:
+    """Two phases restoring their best epochs: then the run keeps the better phase (`_better_phase`)."""
+    return len(phases) > 1 and config.early_stopping_patience is not None and config.restore_best_weights
+
+
+def _write_phase_start(run_dir: Path, model: nn.Module) -> None:
+    """The model's weights as the last phase starts (the phase before's best), for `_better_phase` at the end."""
+    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    write_file(run_dir / PHASE_START, lambda tmp: save_file(state, str(tmp)), after=lambda: _resume_hint(run_dir))
+
+
+def _better_phase(history: dict[str, list[float]], monitor: str, phases: int) -> int | None:
+    """The run-wide epoch to go back to when the last phase's best `monitor` value is no better than the
+    phase before's best (each phase restored its best epoch), else None.
+
+    >>> _better_phase({"val_loss": [0.5, 0.3, 0.4, 0.35], "phase": [0, 0, 1, 1]}, "val_loss", 2)
+    1
+    >>> _better_phase({"val_loss": [0.5, 0.3, 0.4, 0.2], "phase": [0, 0, 1, 1]}, "val_loss", 2) is None
+    True
+    """
+    values, phase_of = history.get(monitor, []), history.get("phase", [])
+    if len(values) != len(phase_of):
+        return None
+    sign = -1.0 if "acc" in monitor else 1.0  # as EarlyStopping's mode "auto": accuracies up, losses down
+    scored = [(sign * v, i, int(p)) for i, (v, p) in enumerate(zip(values, phase_of, strict=True)) if not math.isnan(v)]
+    earlier = [(v, i) for v, i, p in scored if p == phases - 2]
+    last = [(v, i) for v, i, p in scored if p == phases - 1]
+    if not earlier or not last:
+        return None
+    best_earlier, best_last = min(earlier), min(last)
+    return best_earlier[1] if best_last[0] >= best_earlier[0] else None
 
 
 def new_run_dir(config: TrainConfig) -> Path:
@@ -495,6 +532,9 @@ def _train(config: TrainConfig, verbose: int, resume: bool, print_fn: Callable[[
         if saved is not None and index < saved.run["phase"]:
             continue  # finished before the checkpoint: its history is in `history` already
         _apply_phase(model, phase)
+        if index == len(phases) - 1 and index > 0 and _keeps_best_phase(config, phases) and is_main() \
+                and not (saved is not None and index == saved.run["phase"]):  # resumed: written before
+            _write_phase_start(run_dir, model)
         keeper = Checkpointer(run_dir, config.checkpoint_every, resume=saved if saved and index == saved.run["phase"]
                               else None, started=start, run={"phase": index, "history": history, "epoch_seconds":
                                                              epoch_seconds, "config_sha256": config_digest(config)})
@@ -524,6 +564,14 @@ def _train(config: TrainConfig, verbose: int, resume: bool, print_fn: Callable[[
     seconds = time.perf_counter() - start
     if not is_main():  # distributed: rank 0 tests the model and writes the results
         return RunResult(run_dir, history, None, seconds, epoch_seconds, [])
+    if phases and _keeps_best_phase(config, phases) and (run_dir / PHASE_START).is_file():
+        back = _better_phase(history, config.monitor, len(phases))
+        if back is not None:  # fine-tuning did not beat the phase before it on validation: keep that phase's model
+            model.load_state_dict(load_file(str(run_dir / PHASE_START)))
+            restored = back
+            if print_fn is not None:
+                print_fn(f"{phases[-1].name}: no better {config.monitor} than the {phases[-2].name} phase's best "
+                         f"(epoch {back + 1}); the model keeps that phase's weights")
     if test_metrics is not None:  # the speed-run's own scoring: fp32, with its test-time augmentation
         scoring.update(precision="fp32")
     else:  # how this run scores, now or later with `cnnlab evaluate RUN` (--no-test): the model file records it
@@ -537,6 +585,7 @@ def _train(config: TrainConfig, verbose: int, resume: bool, print_fn: Callable[[
                      restored if phases else None, thread_records, clock.seconds() if clock else None,
                      feature_records, {**scoring, **scoring_extra})
     remove_checkpoint(run_dir)  # the run is complete: model.safetensors and metrics.json replace it
+    (run_dir / PHASE_START).unlink(missing_ok=True)
     return result
 
 
