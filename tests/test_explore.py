@@ -317,3 +317,109 @@ def test_a_model_that_cannot_load_is_one_error_line_and_exit_2(served_run, tmp_p
         load_explorer(onnx)
     code = main(["explore", str(served_run), "--host", "0.0.0.0", "--port", str(_free_port())])
     assert code == 2 and "--api-key" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- sorting, ReLU, max pooling, sizes, rankings
+
+def test_channels_sort_by_mean_activation_and_the_sorted_grid_follows(app_client):
+    explorer = app_client.app.state.explorer
+    key = app_client.get("/api/inputs").json()["inputs"][0]["key"]
+    meta = {layer["name"]: layer for layer in app_client.get(f"/api/inputs/{key}/activations").json()["layers"]}
+    maps = explorer.trace(key).outputs["conv2d"]  # (32, 26, 26)
+    means = maps.double().mean(dim=(1, 2))
+    order = meta["conv2d"]["order"]
+    assert sorted(order) == list(range(32)) and order[0] == int(means.argmax()) and means[order[-1]] == means.min()
+    pairs = zip(order[:-1], order[1:], strict=True)
+    assert all(means[a] > means[b] or (means[a] == means[b] and a < b) for a, b in pairs)  # ties by channel
+    grid = _png(app_client.get(f"/api/inputs/{key}/maps.png", params={"layer": "conv2d", "order": "mean"}))
+    for tile, channel in ((0, order[0]), (7, order[7])):  # tile 7: row 1, column 1 of 6
+        r, c = divmod(tile, 6)
+        one = _png(app_client.get(f"/api/inputs/{key}/maps.png", params={"layer": "conv2d", "channel": channel}))
+        assert np.array_equal(grid[r * 27:r * 27 + 26, c * 27:c * 27 + 26], one), (tile, channel)
+    assert meta["conv2d"]["relu"] is True and meta["max_pooling2d"]["max_pool"] is True
+    bad = app_client.get(f"/api/inputs/{key}/maps.png", params={"layer": "conv2d", "order": "size"})
+    assert bad.status_code == 422 and "'index' or 'mean'" in bad.json()["detail"]
+
+
+def test_relu_before_after_is_the_convolution_before_and_max_zero_after(app_client):
+    explorer = app_client.app.state.explorer
+    key = app_client.get("/api/inputs").json()["inputs"][5]["key"]
+    for layer, channel in (("conv2d", 4), ("conv2d_1", 63)):
+        pair = app_client.get(f"/api/inputs/{key}/relu", params={"layer": layer, "channel": channel}).json()
+        before, after = torch.tensor(pair["before"]), torch.tensor(pair["after"])
+        module = explorer.modules[layer]
+        x = explorer.trace(key).conv_inputs[layer][None]
+        by_torch = torch.nn.functional.conv2d(x, module.weight, module.bias)[0, channel]  # 'valid': no padding
+        assert torch.allclose(before, by_torch, atol=1e-5)
+        assert torch.equal(after, before.clamp_min(0)) and (before < 0).any() and (before > 0).any()
+        assert pair["zeroed"] == int((before <= 0).sum())
+        assert torch.equal(after, explorer.trace(key).outputs[layer][channel])
+    refused = app_client.get(f"/api/inputs/{key}/relu", params={"layer": "max_pooling2d"})
+    assert refused.status_code == 404 and "use one of: conv2d, conv2d_1" in refused.json()["detail"]
+
+
+@pytest.mark.parametrize("name", ["seed-mnist", "resnet18"])
+def test_max_pooling_marks_the_value_each_window_keeps_as_torch_does(name):
+    build, (h, w, c) = MODELS[name]
+    torch.manual_seed(0)
+    explorer = Explorer(build(), ModelCard({"name": name}, list("01234"), [h, w, c]), name)
+    key = explorer.add_input(torch.randint(0, 256, (c, h, w), dtype=torch.uint8,
+                                           generator=torch.Generator().manual_seed(3)), "noise.png")
+    pools = [n for n, m in explorer.modules.items() if isinstance(m, (torch.nn.MaxPool2d,))
+             or type(m).__name__ == "MaxPooling2D"]
+    assert pools, name
+    for layer in pools:
+        module = explorer.modules[layer]
+        for channel in (0, 3):
+            shown = explorer.pool_windows(key, layer, channel)
+            x = explorer.trace(key).conv_inputs[layer][channel]  # (H, W)
+            kernel, stride = shown["kernel"], shown["strides"]
+            padding = getattr(module, "padding", 0) if isinstance(module, torch.nn.MaxPool2d) else 0
+            values, indices = torch.nn.functional.max_pool2d(x[None, None], kernel, stride, padding,
+                                                             return_indices=True)
+            width = x.shape[1]
+            assert [win["argmax"] for win in shown["windows"]] == [
+                list(divmod(i, width)) for i in indices.flatten().tolist()], (name, layer)
+            assert [win["value"] for win in shown["windows"]] == pytest.approx(values.flatten().tolist())
+            assert shown["output_shape"] == list(explorer.trace(key).outputs[layer].shape[1:])
+
+
+def test_the_output_size_sandbox_is_conv_arithmetic_and_torch(app_client):
+    from cnnlab.conv_arithmetic import output_size
+    from cnnlab.models.layers import Conv2D
+
+    for size, kernel, stride, padding, expected in ((10, 3, 1, "valid", 8), (10, 3, 1, "same", 10),
+                                                    (28, 3, 1, "valid", 26), (28, 3, 2, "same", 14),
+                                                    (224, 7, 2, "same", 112), (27, 5, 2, "valid", 12)):
+        answer = app_client.get("/api/output-size", params={"size": size, "kernel": kernel, "stride": stride,
+                                                            "padding": padding}).json()
+        real = Conv2D(1, kernel, strides=stride, padding=padding)(torch.zeros(1, 1, size, size)).shape[2]
+        assert answer["formula"] == answer["measured"] == output_size(size, kernel, stride, padding) == real == expected
+        assert answer["worked"].split(" = ")[1].startswith(str(expected))
+    assert app_client.get("/api/output-size", params={"size": 10, "kernel": 3}).json()["worked"] == \
+        "floor((10 - 3) / 1) + 1 = 8"
+    refused = app_client.get("/api/output-size", params={"size": 2, "kernel": 3})
+    assert refused.status_code == 422 and "does not fit" in refused.json()["detail"]
+
+
+def test_mistakes_are_misclassified_and_least_confident_are_sorted(app_client):
+    explorer = app_client.app.state.explorer
+    listing = app_client.get("/api/inputs").json()
+    mistakes, unsure = listing["mistakes"], listing["least_confident"]
+    assert len(mistakes) == len(unsure) == 12  # a 1-epoch run (~84%) makes more than 12 mistakes
+    for item in mistakes:
+        probs = explorer.trace(item["key"]).probabilities  # recomputed here, not the ranking's own numbers
+        assert int(np.argmax(probs)) == item["predicted"] != item["true_class"]
+        assert max(probs) == pytest.approx(item["probability"], abs=1e-5)
+    assert [m["probability"] for m in mistakes] == sorted((m["probability"] for m in mistakes), reverse=True)
+    tops = [max(explorer.trace(item["key"]).probabilities) for item in unsure]
+    assert tops == pytest.approx([item["probability"] for item in unsure], abs=1e-5)
+    assert tops == sorted(tops)
+    # every class sample was among the images scanned: the ones not listed are at least as confident
+    unsure_keys = {item["key"] for item in unsure}
+    others = [max(explorer.trace(item["key"]).probabilities) for item in listing["inputs"]
+              if item["key"].startswith("t") and item["key"] not in unsure_keys]
+    assert len(others) >= 28 and min(others) >= tops[-1] - 1e-6
+    listed = {item["key"] for item in listing["inputs"]}  # by class and uploads; ranked-only images stay apart
+    assert explorer.ranked_only and not explorer.ranked_only & listed
+    assert explorer.ranked_only <= {item["key"] for item in mistakes + unsure}

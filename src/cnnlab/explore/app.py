@@ -10,7 +10,9 @@ API (all GET but uploads; images are PNG, the rest JSON):
     /api/model, /api/architecture, /api/inputs (POST: upload), /api/inputs/{key}/image.png,
     /api/inputs/{key}/activations, /api/inputs/{key}/maps.png?layer=&channel=,
     /api/inputs/{key}/conv-step?layer=&channel=&row=&col=, /api/inputs/{key}/layer-input.png?layer=&channel=,
-    /api/inputs/{key}/gradcam.png?class_index=&layer=, /api/filters.png
+    /api/inputs/{key}/gradcam.png?class_index=&layer=, /api/filters.png,
+    /api/inputs/{key}/relu?layer=&channel= (before/after ReLU), /api/inputs/{key}/pool?layer=&channel= (the
+    windows of max pooling and where each maximum sits), /api/output-size?size=&kernel=&stride=&padding=
 """
 
 from __future__ import annotations
@@ -23,10 +25,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from cnnlab.conv_arithmetic import size_case
+from cnnlab.data.arrays import float_images
 from cnnlab.errors import CnnlabError, first_line
 from cnnlab.explore.explorer import Explorer, ExploreError
 from cnnlab.serve.app import (
@@ -34,6 +39,7 @@ from cnnlab.serve.app import (
     api_key_dependency, build_server, receive_images, serve_forever,
 )
 from cnnlab.serve.budget import Budget
+from cnnlab.training.objectives import probabilities
 from cnnlab.versions import __version__
 
 __all__ = ["create_explore_app", "load_explorer", "run_explorer", "SAMPLES_PER_CLASS", "MAX_SAMPLE_CLASSES"]
@@ -41,6 +47,8 @@ __all__ = ["create_explore_app", "load_explorer", "run_explorer", "SAMPLES_PER_C
 STATIC = resources.files("cnnlab.explore") / "static"
 SAMPLES_PER_CLASS = 4    # test images offered per class: enough to compare, few enough to load at once
 MAX_SAMPLE_CLASSES = 20  # an ImageNet-sized head offers its first 20 classes
+MAX_RANKED_SCAN = 2_000  # test images searched for mistakes and low confidence (seed-mnist: ~1 s on this CPU)
+RANKED_SHOWN = 12        # of each; with 4 per class of 10 classes that is 64 test images kept
 T = TypeVar("T")
 
 
@@ -88,7 +96,33 @@ def _add_samples(explorer: Explorer, source: Path) -> list[str]:
             explorer.add_input(image.contiguous(), f"{dataset} test image {number} ({classes[label]})", int(label),
                                key=f"t{number}")
             offset += 1
+    _add_ranked(explorer, data, dataset)
     return []
+
+
+def _add_ranked(explorer: Explorer, data: Any, dataset: str) -> None:
+    """The run's "mistakes" (wrong, most confident first) and "least confident" (lowest top probability first)
+    among its first MAX_RANKED_SCAN test images, RANKED_SHOWN of each: kept as inputs, listed in `explorer.ranked`."""
+    scanned = min(len(data.labels), MAX_RANKED_SCAN)
+    rows: list[dict[str, Any]] = []
+    for images, labels in data.subset(list(range(scanned))).batches(128):
+        with torch.no_grad():
+            probs = probabilities(explorer.model(float_images(images)).float(), explorer.kind)  # (N, classes)
+        top, predicted = probs.max(1)
+        for image, label, p, c in zip(images, labels.tolist(), top.tolist(), predicted.tolist(), strict=True):
+            rows.append({"number": len(rows), "true_class": int(label), "predicted": int(c), "probability": p,
+                         "image": image})
+    mistakes = sorted((r for r in rows if r["predicted"] != r["true_class"]), key=lambda r: -r["probability"])
+    unsure = sorted(rows, key=lambda r: r["probability"])
+    classes = explorer.card.class_names
+    for group, chosen in (("mistakes", mistakes[:RANKED_SHOWN]), ("least_confident", unsure[:RANKED_SHOWN])):
+        for row in chosen:
+            key = f"t{row['number']}"
+            if key not in explorer.inputs:
+                explorer.add_input(row["image"].contiguous(), f"{dataset} test image {row['number']} "
+                                   f"({classes[row['true_class']]})", row["true_class"], key=key)
+                explorer.ranked_only.add(key)
+            explorer.ranked[group].append({k: v for k, v in row.items() if k != "image"} | {"key": key})
 
 
 def create_explore_app(source: str | Path | Explorer, *, api_key: str | None = None, max_files: int = MAX_FILES,
@@ -154,8 +188,13 @@ def create_explore_app(source: str | Path | Explorer, *, api_key: str | None = N
 
     @app.get("/api/inputs", dependencies=[key])
     async def inputs() -> dict[str, Any]:
-        return {"inputs": [{"key": k, "label": v.label, "true_class": v.true_class,
-                            "image": f"/api/inputs/{k}/image.png"} for k, v in explorer.inputs.items()]}
+        def item(k: str, **extra: Any) -> dict[str, Any]:
+            return {"key": k, "label": explorer.inputs[k].label, "true_class": explorer.inputs[k].true_class,
+                    "image": f"/api/inputs/{k}/image.png", **extra}
+
+        return {"inputs": [item(k) for k in explorer.inputs if k not in explorer.ranked_only],
+                **{group: [item(r["key"], predicted=r["predicted"], probability=r["probability"]) for r in rows
+                           if r["key"] in explorer.inputs] for group, rows in explorer.ranked.items()}}
 
     @app.post("/api/inputs", dependencies=[key])
     async def upload(request: Request) -> dict[str, Any]:
@@ -173,8 +212,25 @@ def create_explore_app(source: str | Path | Explorer, *, api_key: str | None = N
         return await run(explorer.activations, input_key)
 
     @app.get("/api/inputs/{input_key}/maps.png", dependencies=[key])
-    async def maps(input_key: str, layer: str, channel: int | None = Query(None, ge=0)) -> Response:
-        return png(await run(explorer.activation_png, input_key, layer, channel))
+    async def maps(input_key: str, layer: str, channel: int | None = Query(None, ge=0),
+                   order: str = "index") -> Response:
+        return png(await run(explorer.activation_png, input_key, layer, channel, order))
+
+    @app.get("/api/inputs/{input_key}/relu", dependencies=[key])
+    async def relu(input_key: str, layer: str, channel: int = Query(0, ge=0)) -> dict[str, Any]:
+        return await run(explorer.relu_before_after, input_key, layer, channel)
+
+    @app.get("/api/inputs/{input_key}/pool", dependencies=[key])
+    async def pool(input_key: str, layer: str, channel: int = Query(0, ge=0)) -> dict[str, Any]:
+        return await run(explorer.pool_windows, input_key, layer, channel)
+
+    @app.get("/api/output-size")
+    async def output_size(size: int = Query(..., ge=1, le=100_000), kernel: int = Query(..., ge=1, le=1_000),
+                          stride: int = Query(1, ge=1, le=1_000), padding: str = "valid") -> dict[str, Any]:
+        try:
+            return size_case("conv", size, kernel, stride, padding)
+        except CnnlabError as exc:
+            raise ExploreError(422, str(exc)) from exc
 
     @app.get("/api/inputs/{input_key}/conv-step", dependencies=[key])
     async def conv_step(input_key: str, layer: str, channel: int = Query(0, ge=0), row: int = Query(0, ge=0),

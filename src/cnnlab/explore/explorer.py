@@ -33,14 +33,14 @@ from cnnlab.data.arrays import float_images
 from cnnlab.errors import CnnlabError
 from cnnlab.explore.architecture import LayerInfo, architecture, window_of
 from cnnlab.interpret import first_layer_filters, grad_cam
-from cnnlab.models.layers import ACTIVATIONS, Conv2D
+from cnnlab.models.layers import ACTIVATIONS, Conv2D, MaxPooling2D
 from cnnlab.models.summary import layer_modules
 from cnnlab.models.zoo import output_kind
 from cnnlab.training.objectives import probabilities
 
 __all__ = ["Explorer", "Trace", "ExploreError", "MAX_INPUTS", "MAX_TRACES", "MAX_GRID_CHANNELS", "grid_layout"]
 
-MAX_INPUTS = 64          # images kept (test samples + uploads); the oldest upload goes first
+MAX_INPUTS = 96          # images kept (test samples, mistakes, least confident, uploads); the oldest upload goes first
 MAX_TRACES = 8           # inputs whose activations stay in memory (a ResNet-18 at 224x224: ~10 MB each)
 MAX_GRID_CHANNELS = 64   # feature maps per grid image; a 1280-channel layer shows its first 64 (the page says so)
 GAP = 1                  # pixels between the tiles of a grid
@@ -64,7 +64,8 @@ class InputImage:
 
 @dataclass
 class Trace:
-    """One forward pass: each image-shaped layer output (C, H, W), each convolution's input, the probabilities."""
+    """One forward pass: each image-shaped layer output (C, H, W), each convolution's and max pooling's input
+    (`conv_inputs`), the probabilities."""
 
     outputs: dict[str, torch.Tensor]
     conv_inputs: dict[str, torch.Tensor]
@@ -110,6 +111,24 @@ def _grid(maps: torch.Tensor) -> np.ndarray:
     return grid
 
 
+def _is_max_pool(module: nn.Module) -> bool:
+    return isinstance(module, (MaxPooling2D, nn.MaxPool2d))
+
+
+def _is_relu_conv(module: nn.Module) -> bool:
+    return isinstance(module, Conv2D) and module.activation == "relu"
+
+
+def mean_order(maps: torch.Tensor) -> list[int]:
+    """Channel indices of (C, H, W) maps by mean activation, highest first (ties keep channel order).
+
+    >>> mean_order(torch.tensor([1.0, 3.0, 2.0, 3.0]).reshape(4, 1, 1))
+    [1, 3, 2, 0]
+    """
+    means = maps.reshape(maps.shape[0], -1).double().mean(1)
+    return sorted(range(maps.shape[0]), key=lambda c: -float(means[c]))
+
+
 def _heat(values: np.ndarray) -> np.ndarray:
     """(H, W) in [0, 1] -> (H, W, 3) uint8, dark blue through green and yellow to red (a jet-like map)."""
     v = np.clip(values, 0, 1)[..., None]
@@ -142,6 +161,8 @@ class Explorer:
         self.cams: dict[tuple[str, int, str], bytes] = {}
         self.kind = output_kind(model)
         self.notes: list[str] = []  # for the page: why there are no test images, say
+        self.ranked: dict[str, list[dict[str, Any]]] = {"mistakes": [], "least_confident": []}  # app.py fills them
+        self.ranked_only: set[str] = set()  # inputs listed only as mistakes or least confident, not by class
 
     # ------------------------------------------------------------------ inputs
     def add_input(self, pixels: torch.Tensor, label: str, true_class: int | None = None, key: str | None = None) -> str:
@@ -154,7 +175,7 @@ class Explorer:
         self.inputs[key] = InputImage(pixels.clone(), label, true_class)
         self.inputs.move_to_end(key)
         while len(self.inputs) > MAX_INPUTS:
-            oldest = next((k for k in self.inputs if k.startswith("u")), next(iter(self.inputs)))
+            oldest = next((k for k in self.inputs if k.startswith("u") and k != key), next(iter(self.inputs)))
             del self.inputs[oldest]
             self.traces.pop(oldest, None)
         return key
@@ -182,7 +203,7 @@ class Explorer:
         handles = []
         for layer in self.layers:
             def hook(module: nn.Module, args: Any, out: Any, name: str = layer.name,
-                     step: bool = layer.steppable) -> None:
+                     step: bool = layer.steppable or _is_max_pool(self.modules[layer.name])) -> None:
                 if name in outputs or not isinstance(out, torch.Tensor):
                     return  # a module run twice (torchvision's shared ReLU) reports its first call, as the summary
                 if out.ndim == 4:
@@ -219,12 +240,19 @@ class Explorer:
                            "rows": rows, "gap": GAP, "min": float(flat.min()), "max": float(flat.max()),
                            "channel_min": flat.min(1).values.tolist()[:shown],
                            "channel_max": flat.max(1).values.tolist()[:shown],
-                           "channel_mean": flat.mean(1).tolist()[:shown]})
+                           "channel_mean": flat.mean(1).tolist()[:shown], "order": mean_order(maps),
+                           "relu": _is_relu_conv(self.modules[layer.name]),
+                           "max_pool": _is_max_pool(self.modules[layer.name])})
         return {"input": key, "forward_ms": round(trace.milliseconds, 2), "layers": layers,
                 "probabilities": trace.probabilities, "classes": self.card.class_names}
 
-    def activation_png(self, key: str, layer: str, channel: int | None = None) -> bytes:
-        """A layer's feature maps as one grid PNG, or one channel's map (`channel`), each stretched to 0..255."""
+    def activation_png(self, key: str, layer: str, channel: int | None = None, order: str = "index") -> bytes:
+        """A layer's feature maps as one grid PNG, or one channel's map (`channel`), each stretched to 0..255.
+
+        `order="mean"` tiles the grid by mean activation, highest first (the order `activations` gives).
+        """
+        if order not in ("index", "mean"):
+            raise ExploreError(422, f"order={order!r} is not a channel order; use 'index' or 'mean'")
         trace = self.trace(key)
         if layer not in trace.outputs:
             raise ExploreError(404, self._not_a_map(layer))
@@ -232,10 +260,14 @@ class Explorer:
         if channel is not None and not 0 <= channel < maps.shape[0]:
             raise ExploreError(422, f"channel={channel} is out of range: layer {layer!r} has channels 0.."
                                     f"{maps.shape[0] - 1}")
-        cached = trace.pngs.get((layer, channel))
+        cache_key = (layer, channel if channel is not None else (None if order == "index" else -1))
+        cached = trace.pngs.get(cache_key)
         if cached is None:
-            cached = _png(_grid(maps) if channel is None else _scaled(maps[channel:channel + 1].float())[0])
-            trace.pngs[(layer, channel)] = cached
+            if channel is not None:
+                cached = _png(_scaled(maps[channel:channel + 1].float())[0])
+            else:
+                cached = _png(_grid(maps if order == "index" else maps[mean_order(maps)]))
+            trace.pngs[cache_key] = cached
         return cached
 
     def _not_a_map(self, layer: str) -> str:
@@ -307,6 +339,63 @@ class Explorer:
             raise ExploreError(422, f"channel={channel} is out of range: the input of {layer!r} has channels "
                                     f"0..{x.shape[0] - 1}")
         return _png(_scaled(x[channel:channel + 1].float())[0])
+
+    # ------------------------------------------------------------------ ReLU and max pooling taken apart
+    def relu_before_after(self, key: str, layer: str, channel: int) -> dict[str, Any]:
+        """One channel of a ReLU convolution before its activation (sum plus bias) and after (max(before, 0))."""
+        module = self.modules.get(layer)
+        if module is None or not _is_relu_conv(module):
+            names = [n for n, m in self.modules.items() if _is_relu_conv(m)]
+            raise ExploreError(404, f"layer={layer!r} is not a convolution with activation='relu'; use one of: "
+                                    f"{', '.join(names[:12]) or 'none in this model'}")
+        trace = self.trace(key)
+        after = trace.outputs[layer]
+        self._check_channel(channel, after.shape[0], layer)
+        assert isinstance(module, Conv2D)
+        module.activation = None  # the layer's own code without its ReLU; one thread runs the model
+        try:
+            with torch.no_grad():
+                before = module(trace.conv_inputs[layer][None])[0, channel]
+        finally:
+            module.activation = "relu"
+        return {"layer": layer, "channel": channel, "before": before.tolist(), "after": after[channel].tolist(),
+                "before_range": [float(before.min()), float(before.max())],
+                "zeroed": int((before <= 0).sum()), "size": before.numel()}
+
+    def pool_windows(self, key: str, layer: str, channel: int) -> dict[str, Any]:
+        """One channel of a max pooling layer: its input, each window's origin and the position of its maximum.
+
+        Positions are (row, col) on the unpadded input; 'same' padding never wins (it pads with -inf).
+        """
+        module = self.modules.get(layer)
+        if module is None or not _is_max_pool(module):
+            names = [n for n, m in self.modules.items() if _is_max_pool(m)]
+            raise ExploreError(404, f"layer={layer!r} is not a max pooling layer; use one of: "
+                                    f"{', '.join(names[:12]) or 'none in this model'}")
+        trace = self.trace(key)
+        x, out = trace.conv_inputs[layer], trace.outputs[layer]  # (C, H, W), (C, H', W')
+        self._check_channel(channel, out.shape[0], layer)
+        h, w = x.shape[1:]
+        window = window_of(module, (h, w))
+        assert window is not None
+        (kh, kw), (sh, sw) = window.kernel, window.strides
+        plane = x[channel].double().numpy()
+        windows = []
+        for row in range(out.shape[1]):
+            for col in range(out.shape[2]):
+                top, left = row * sh - window.pads[0], col * sw - window.pads[2]
+                r0, c0 = max(top, 0), max(left, 0)
+                block = plane[r0:min(top + kh, h), c0:min(left + kw, w)]
+                r, c = divmod(int(np.argmax(block)), block.shape[1])  # the first maximum, as torch keeps it
+                windows.append({"origin": [top, left], "argmax": [r0 + r, c0 + c], "value": float(block[r, c])})
+        return {"layer": layer, "channel": channel, "input": plane.tolist(), "kernel": [kh, kw],
+                "strides": [sh, sw], "pads": list(window.pads), "output_shape": list(out.shape[1:]),
+                "windows": windows}
+
+    def _check_channel(self, channel: int, channels: int, layer: str) -> None:
+        if not 0 <= channel < channels:
+            raise ExploreError(422, f"channel={channel} is out of range: layer {layer!r} has channels 0.."
+                                    f"{channels - 1}")
 
     # ------------------------------------------------------------------ decision and filters
     def grad_cam_png(self, key: str, class_index: int, layer: str) -> bytes:
