@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from cnnlab.data import load_dataset
@@ -35,7 +36,18 @@ def _shot(browser, element, path: Path) -> None:
 
 def test_a_learner_explores_a_trained_digit_model(browser, server, tmp_path, not_blank):
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    def grid_of(driver, layer):
+        return driver.find_element(By.CSS_SELECTOR, f'.fmap-layer[data-layer="{layer}"] img.grid')
+
+    def click_tile(grid, natural: int, step: int, tile: int) -> None:  # the middle of a tile of the first row
+        browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", grid)
+        size, centre = grid.size, tile * step + step // 2  # step: a tile's width plus the 1-pixel gap
+        ActionChains(browser).move_to_element_with_offset(grid, -size["width"] / 2 + size["width"] * centre / natural,
+                                                          -size["height"] / 2 + size["height"] * 13 / natural
+                                                          ).click().perform()
 
     url, explorer = server
     wait = WebDriverWait(browser, 30)
@@ -70,8 +82,6 @@ def test_a_learner_explores_a_trained_digit_model(browser, server, tmp_path, not
     # open a feature map: the enlarged channel and its value range
     grid = browser.find_element(By.CSS_SELECTOR, '.fmap-layer[data-layer="conv2d"] img.grid')
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", grid)
-    from selenium.webdriver.common.action_chains import ActionChains
-
     size = grid.size  # click the middle of the second tile of the first row: channel 1
     ActionChains(browser).move_to_element_with_offset(grid, -size["width"] / 2 + size["width"] * 40 / 161,
                                                       -size["height"] / 2 + size["height"] * 13 / 161).click().perform()
@@ -80,8 +90,41 @@ def test_a_learner_explores_a_trained_digit_model(browser, server, tmp_path, not
     maps = explorer.trace(key).outputs["conv2d"][1]
     shown = browser.find_element(By.ID, "enlarged-range").text
     assert f"max {float(maps.max()):.3f}" in shown, shown
+    # conv2d is a ReLU convolution: the modal shows its map before and after, with how many values ReLU zeroed
+    inside = browser.find_element(By.ID, "inside")
+    wait.until(lambda d: inside.get_attribute("data-kind") == "relu" and inside.is_displayed())
+    module, x = explorer.modules["conv2d"], explorer.trace(key).conv_inputs["conv2d"][None]
+    before = torch.nn.functional.conv2d(x, module.weight, module.bias)[0, 1]
+    assert f"ReLU sets the {int((before <= 0).sum())} of 676" in browser.find_element(By.ID, "inside-note").text
     _shot(browser, browser.find_element(By.ID, "modal"), tmp_path / "explore-feature-map.png")
     browser.find_element(By.ID, "modal-close").click()
+
+    # sorted by mean activation, the second tile is the channel with the second highest mean
+    browser.find_element(By.ID, "sort-mean").click()
+    wait.until(lambda d: grid_of(d, "conv2d").get_attribute("data-order") == "mean")
+    means = explorer.trace(key).outputs["conv2d"].double().mean(dim=(1, 2))
+    second = sorted(range(32), key=lambda c: -float(means[c]))[1]
+    click_tile(grid_of(browser, "conv2d"), 161, 27, 1)
+    wait.until(lambda d: d.find_element(By.ID, "modal").get_attribute("data-channel") == str(second))
+    browser.find_element(By.ID, "modal-close").click()
+
+    # max pooling: the windows and the value each keeps, 13x13 of 26x26
+    click_tile(grid_of(browser, "max_pooling2d"), 83, 14, 0)
+    wait.until(lambda d: inside.get_attribute("data-kind") == "pool" and inside.is_displayed())
+    assert "13x13 values survive of 676" in browser.find_element(By.ID, "inside-note").text
+    _shot(browser, browser.find_element(By.ID, "modal"), tmp_path / "explore-pooling.png")
+    browser.find_element(By.ID, "modal-close").click()
+
+    # the output-size sandbox: seed 001's 10x10 with a 3x3 kernel shrinks to 8x8, with 'same' it stays 10x10
+    result = browser.find_element(By.ID, "sb-result")
+    wait.until(lambda d: result.get_attribute("data-output") == "8")
+    assert "floor((10 - 3) / 1) + 1 = 8" in result.text
+    Select(browser.find_element(By.ID, "sb-padding")).select_by_value("same")
+    wait.until(lambda d: result.get_attribute("data-output") == "10")
+
+    # the run's mistakes and least confident test images, beside the samples by class
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#mistakes .sample")) == 12
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#least-confident .sample")) == 12
 
     # the convolution, three steps: each sum is torch's value at the next position
     stepper = browser.find_element(By.ID, "stepper-card")
@@ -106,8 +149,6 @@ def test_a_learner_explores_a_trained_digit_model(browser, server, tmp_path, not
     cam = browser.find_element(By.ID, "cam-img")
     wait.until(lambda d: cam.get_attribute("data-cls") is not None)
     first = browser.execute_script("return arguments[0].src;", cam)
-    from selenium.webdriver.support.ui import Select
-
     other = "0" if top != "0" else "1"
     Select(browser.find_element(By.ID, "cam-class")).select_by_value(other)
     wait.until(lambda d: cam.get_attribute("data-cls") == other)
@@ -119,6 +160,6 @@ def test_a_learner_explores_a_trained_digit_model(browser, server, tmp_path, not
     browser.save_screenshot(str(whole))
     if os.environ.get("CNNLAB_EXPLORE_SCREENSHOT"):
         shutil.copy(whole, Path(os.environ["CNNLAB_EXPLORE_SCREENSHOT"]) / whole.name)
-    for shot in ("explore-page.png", "explore-feature-map.png", "explore-stepper.png"):
+    for shot in ("explore-page.png", "explore-feature-map.png", "explore-stepper.png", "explore-pooling.png"):
         not_blank(tmp_path / shot)
     assert not browser.find_element(By.ID, "error").is_displayed()

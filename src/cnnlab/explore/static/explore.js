@@ -98,14 +98,20 @@ function selectLayer(name) {
 
 // ------------------------------------------------------------------ inputs
 async function loadInputs() {
-  const { inputs } = await (await api("/api/inputs")).json();
-  const box = $("samples");
-  box.replaceChildren();
-  for (const item of inputs) addSample(item);
-  return inputs;
+  const listing = await (await api("/api/inputs")).json();
+  $("samples").replaceChildren();
+  for (const item of listing.inputs) addSample(item);
+  for (const [group, id] of [["mistakes", "mistakes"], ["least_confident", "least-confident"]]) {
+    $(id).replaceChildren();
+    for (const item of listing[group] || []) {
+      const button = addSample(item, $(id));
+      button.title = `${item.label}: predicted ${state.model.classes[item.predicted]} at ${pct(item.probability)}`;
+    }
+  }
+  $("ranked").hidden = !(listing.mistakes || []).length && !(listing.least_confident || []).length;
+  return listing.inputs;
 }
-function addSample(item) {
-  const box = $("samples");
+function addSample(item, box = $("samples")) {
   let button = box.querySelector(`[data-key="${item.key}"]`);
   if (!button) {
     button = el("button", "sample");
@@ -184,7 +190,9 @@ function renderMaps(maps) {
     row.append(meta, img);
     box.append(row);
     // first layers first: each grid is its own request, answered from the one forward pass already made
-    setImage(img, `/api/inputs/${maps.input}/maps.png?layer=${encodeURIComponent(layer.name)}`).catch((e) => showError(e.message));
+    const order = $("sort-mean").checked ? "mean" : "index";
+    img.dataset.order = order;
+    setImage(img, `/api/inputs/${maps.input}/maps.png?layer=${encodeURIComponent(layer.name)}&order=${order}`).catch((e) => showError(e.message));
   }
 }
 
@@ -193,12 +201,76 @@ async function openChannel(layer, img, event) {
   const scale = img.naturalWidth / rect.width;
   const x = (event.clientX - rect.left) * scale, y = (event.clientY - rect.top) * scale;
   const col = Math.floor(x / (layer.width + layer.gap)), row = Math.floor(y / (layer.height + layer.gap));
-  const channel = Math.min(row * layer.columns + col, layer.shown - 1);
+  const tile = Math.min(row * layer.columns + col, layer.shown - 1);
+  const channel = img.dataset.order === "mean" ? layer.order[tile] : tile;
   $("modal-title").textContent = `${layer.name}, channel ${channel}`;
-  $("enlarged-range").textContent = `min ${fmt(layer.channel_min[channel])}   mean ${fmt(layer.channel_mean[channel])}   max ${fmt(layer.channel_max[channel])}`;
+  const stats = channel < layer.shown ? `min ${fmt(layer.channel_min[channel])}   mean ${fmt(layer.channel_mean[channel])}   max ${fmt(layer.channel_max[channel])}` : "";
+  $("enlarged-range").textContent = stats;
+  showInside(layer, channel).catch((e) => showError(e.message));
   $("modal").hidden = false;
   $("modal").dataset.channel = channel;
   await setImage($("enlarged"), `/api/inputs/${state.input}/maps.png?layer=${encodeURIComponent(layer.name)}&channel=${channel}`);
+}
+
+// ------------------------------------------------------------------ ReLU before/after, max pooling's windows
+// A map drawn cell by cell on a canvas, on the scale [low, high] (black to white), so two maps can share one.
+function drawMap(canvas, values, low, high) {
+  const ctx = canvas.getContext("2d"), rows = values.length, cols = values[0].length;
+  const cell = canvas.width / Math.max(rows, cols), span = Math.max(high - low, 1e-12);
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  values.forEach((line, i) => line.forEach((v, j) => {
+    const g = Math.round(255 * Math.min(1, Math.max(0, (v - low) / span)));
+    ctx.fillStyle = `rgb(${g},${g},${g})`;
+    ctx.fillRect(j * cell, i * cell, Math.ceil(cell), Math.ceil(cell));
+  }));
+  return { ctx, cell };
+}
+async function showInside(layer, channel) {
+  const box = $("inside");
+  box.hidden = true;
+  box.dataset.kind = "";
+  const where = `/api/inputs/${state.input}`, q = `layer=${encodeURIComponent(layer.name)}&channel=${channel}`;
+  if (layer.relu) {
+    const r = await (await api(`${where}/relu?${q}`)).json();
+    const [low, high] = r.before_range;
+    drawMap($("inside-a"), r.before, low, high);
+    drawMap($("inside-b"), r.after, low, high);
+    $("inside-title").textContent = "ReLU: before (left) and after (right), on one scale";
+    $("inside-note").textContent = `Before ReLU the values run from ${fmt(low)} to ${fmt(high)}; `
+      + `ReLU sets the ${r.zeroed} of ${r.size} that are not positive to 0 (the flat grey on the right), and keeps the rest.`;
+    box.dataset.kind = "relu";
+  } else if (layer.max_pool) {
+    const p = await (await api(`${where}/pool?${q}`)).json();
+    const flat = p.input.flat();
+    const { ctx, cell } = drawMap($("inside-a"), p.input, Math.min(...flat), Math.max(...flat));
+    const [kh, kw] = p.kernel, [oh, ow] = p.output_shape;
+    const kept = Array.from({ length: oh }, (_, i) => p.windows.slice(i * ow, (i + 1) * ow).map((w) => w.value));
+    drawMap($("inside-b"), kept, Math.min(...flat), Math.max(...flat));
+    ctx.lineWidth = 1;
+    ctx.strokeStyle = "rgba(79,70,229,.7)";
+    for (const w of p.windows) ctx.strokeRect(w.origin[1] * cell, w.origin[0] * cell, kw * cell, kh * cell);
+    ctx.lineWidth = 2;
+    ctx.strokeStyle = "#e11d48";
+    for (const w of p.windows) ctx.strokeRect(w.argmax[1] * cell + 1, w.argmax[0] * cell + 1, cell - 2, cell - 2);
+    $("inside-title").textContent = `Max pooling: the ${kh}x${kw} windows (blue), the value each keeps (red), and the ${oh}x${ow} result`;
+    $("inside-note").textContent = `Its input, ${p.input.length}x${p.input[0].length}, in windows moving ${p.strides.join("x")}: `
+      + `each keeps only its largest value, so ${oh}x${ow} values survive of ${flat.length}.`;
+    box.dataset.kind = "pool";
+  } else return;
+  box.hidden = false;
+}
+
+// ------------------------------------------------------------------ the output-size sandbox
+async function sandbox() {
+  const params = new URLSearchParams({ size: $("sb-size").value, kernel: $("sb-kernel").value,
+                                       stride: $("sb-stride").value, padding: $("sb-padding").value });
+  const out = $("sb-result");
+  try {
+    const r = await (await api(`/api/output-size?${params}`)).json();
+    out.textContent = `${r.size}x${r.size} -> ${r.formula}x${r.formula}:  ${r.worked}`
+      + (r.matches ? "  (a real Conv2D gives the same)" : `  (a real Conv2D gives ${r.measured}!)`);
+    out.dataset.output = String(r.formula);
+  } catch (e) { out.textContent = e.message; out.dataset.output = ""; }
 }
 
 // ------------------------------------------------------------------ the convolution step by step
@@ -342,6 +414,7 @@ async function start() {
   m.classes.forEach((c, i) => $("cam-class").append(new Option(c, String(i))));
   $("stepper-card").hidden = steppable.length === 0;
   if (steppable.length) resetStepper();
+  sandbox();
   setImage($("filters"), "/api/filters.png").catch(() => { $("filters").hidden = true; });
   const inputs = await loadInputs();
   if (inputs.length) await selectInput(inputs[0].key, inputs[0].label);
@@ -361,6 +434,8 @@ $("step-next").addEventListener("click", () => stepBy(1));
 $("step-prev").addEventListener("click", () => stepBy(-1));
 $("step-play").addEventListener("click", togglePlay);
 $("cam-class").addEventListener("change", renderCam);
+for (const id of ["sb-size", "sb-kernel", "sb-stride", "sb-padding"]) $(id).addEventListener("change", sandbox);
+$("sort-mean").addEventListener("change", () => { if (state.maps) renderMaps(state.maps); });
 $("cam-layer").addEventListener("change", renderCam);
 $("modal-close").addEventListener("click", () => { $("modal").hidden = true; });
 $("modal").addEventListener("click", (e) => { if (e.target === $("modal")) $("modal").hidden = true; });
