@@ -359,6 +359,22 @@ def test_relu_before_after_is_the_convolution_before_and_max_zero_after(app_clie
     assert refused.status_code == 404 and "use one of: conv2d, conv2d_1" in refused.json()["detail"]
 
 
+def test_a_relu_layer_of_its_own_shows_its_input_before_and_max_zero_after():
+    """torchvision's conv, batch norm, ReLU (in place, and shared within a block): before is the batch norm's output."""
+    torch.manual_seed(0)
+    explorer = Explorer(transfer_model("resnet18", 5, (64, 64, 3), pretrained=False),
+                        ModelCard({"name": "r"}, list("01234"), [64, 64, 3]), "r")
+    key = explorer.add_input(torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8,
+                                           generator=torch.Generator().manual_seed(2)), "noise.png")
+    outputs = explorer.trace(key).outputs
+    for relu, fed_by, channel in (("features.0.2", "features.0.1", 5), ("features.1.relu", "features.1.bn1", 60)):
+        pair = explorer.relu_before_after(key, relu, channel)
+        before, after = torch.tensor(pair["before"]), torch.tensor(pair["after"])
+        assert torch.equal(before, outputs[fed_by][channel]) and (before < 0).any() and (before > 0).any()
+        assert torch.equal(after, before.clamp_min(0)) and torch.equal(after, outputs[relu][channel])
+    assert next(x for x in explorer.activations(key)["layers"] if x["name"] == "features.0.2")["relu"] is True
+
+
 @pytest.mark.parametrize("name", ["seed-mnist", "resnet18"])
 def test_max_pooling_marks_the_value_each_window_keeps_as_torch_does(name):
     build, (h, w, c) = MODELS[name]

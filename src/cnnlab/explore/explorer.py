@@ -119,6 +119,11 @@ def _is_relu_conv(module: nn.Module) -> bool:
     return isinstance(module, Conv2D) and module.activation == "relu"
 
 
+def _is_relu(module: nn.Module) -> bool:
+    """A convolution with activation='relu', or a ReLU layer of its own (torchvision's conv, batch norm, ReLU)."""
+    return _is_relu_conv(module) or isinstance(module, nn.ReLU)
+
+
 def mean_order(maps: torch.Tensor) -> list[int]:
     """Channel indices of (C, H, W) maps by mean activation, highest first (ties keep channel order).
 
@@ -210,7 +215,14 @@ class Explorer:
                     outputs[name] = out[0].detach().clone()  # clone: an in-place ReLU later must not change it
                 if step and isinstance(args[0], torch.Tensor):
                     conv_inputs[name] = args[0][0].detach().clone()
-            handles.append(self.modules[layer.name].register_forward_hook(hook))
+            def before(module: nn.Module, args: Any, name: str = layer.name) -> None:
+                if name not in conv_inputs and isinstance(args[0], torch.Tensor) and args[0].ndim == 4:
+                    conv_inputs[name] = args[0][0].detach().clone()  # before an in-place ReLU overwrites it
+
+            module = self.modules[layer.name]
+            handles.append(module.register_forward_hook(hook))
+            if isinstance(module, nn.ReLU):
+                handles.append(module.register_forward_pre_hook(before))
         started = time.perf_counter()
         try:
             with torch.no_grad():
@@ -241,7 +253,7 @@ class Explorer:
                            "channel_min": flat.min(1).values.tolist()[:shown],
                            "channel_max": flat.max(1).values.tolist()[:shown],
                            "channel_mean": flat.mean(1).tolist()[:shown], "order": mean_order(maps),
-                           "relu": _is_relu_conv(self.modules[layer.name]),
+                           "relu": _is_relu(self.modules[layer.name]),
                            "max_pool": _is_max_pool(self.modules[layer.name])})
         return {"input": key, "forward_ms": round(trace.milliseconds, 2), "layers": layers,
                 "probabilities": trace.probabilities, "classes": self.card.class_names}
@@ -342,22 +354,29 @@ class Explorer:
 
     # ------------------------------------------------------------------ ReLU and max pooling taken apart
     def relu_before_after(self, key: str, layer: str, channel: int) -> dict[str, Any]:
-        """One channel of a ReLU convolution before its activation (sum plus bias) and after (max(before, 0))."""
+        """One channel of a ReLU before (a convolution's sum plus bias, or a ReLU layer's input) and after it.
+
+        After is max(before, 0): the tests hold this, and `before` equal to torch's convolution or to the
+        output of the layer feeding a ReLU layer.
+        """
         module = self.modules.get(layer)
-        if module is None or not _is_relu_conv(module):
-            names = [n for n, m in self.modules.items() if _is_relu_conv(m)]
-            raise ExploreError(404, f"layer={layer!r} is not a convolution with activation='relu'; use one of: "
-                                    f"{', '.join(names[:12]) or 'none in this model'}")
+        if module is None or not _is_relu(module) or layer not in self.trace(key).outputs:
+            names = [n for n, m in self.modules.items() if _is_relu(m)]
+            raise ExploreError(404, f"layer={layer!r} is not a ReLU or a convolution with activation='relu'; use "
+                                    f"one of: {', '.join(names[:12]) or 'none in this model'}")
         trace = self.trace(key)
         after = trace.outputs[layer]
         self._check_channel(channel, after.shape[0], layer)
-        assert isinstance(module, Conv2D)
-        module.activation = None  # the layer's own code without its ReLU; one thread runs the model
-        try:
-            with torch.no_grad():
-                before = module(trace.conv_inputs[layer][None])[0, channel]
-        finally:
-            module.activation = "relu"
+        if isinstance(module, nn.ReLU):
+            before = trace.conv_inputs[layer][channel]
+        else:
+            assert isinstance(module, Conv2D)
+            module.activation = None  # the layer's own code without its ReLU; one thread runs the model
+            try:
+                with torch.no_grad():
+                    before = module(trace.conv_inputs[layer][None])[0, channel]
+            finally:
+                module.activation = "relu"
         return {"layer": layer, "channel": channel, "before": before.tolist(), "after": after[channel].tolist(),
                 "before_range": [float(before.min()), float(before.max())],
                 "zeroed": int((before <= 0).sum()), "size": before.numel()}
