@@ -101,7 +101,8 @@ def test_a_learner_explores_a_trained_digit_model(browser, server, tmp_path, not
 
     # sorted by mean activation, the second tile is the channel with the second highest mean
     browser.find_element(By.ID, "sort-mean").click()
-    wait.until(lambda d: grid_of(d, "conv2d").get_attribute("data-order") == "mean")
+    wait.until(lambda d: grid_of(d, "conv2d").get_attribute("data-order") == "mean"
+               and d.execute_script(loaded) == [161, 83, 95, 47])  # the sorted grids drawn before a click
     means = explorer.trace(key).outputs["conv2d"].double().mean(dim=(1, 2))
     second = sorted(range(32), key=lambda c: -float(means[c]))[1]
     click_tile(grid_of(browser, "conv2d"), 161, 27, 1)
