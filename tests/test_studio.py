@@ -31,7 +31,7 @@ from PIL import Image
 
 from cnnlab.studio.app import create_studio_app
 from cnnlab.studio.jobs import JobQueue, TrainSettings
-from cnnlab.studio.projects import THUMBNAIL_SIZE
+from cnnlab.studio.projects import THUMBNAIL_SIZE, stored_name
 
 sys.path.insert(0, str(Path(__file__).parent))
 import test_serve as serve_tests  # noqa: E402  (its hostile uploads, written once)
@@ -196,6 +196,112 @@ def test_training_needs_two_classes_with_photos(client):
     client.post("/api/projects/p/classes", json={"name": "only"})
     response = client.post("/api/projects/p/train", json={})
     assert response.status_code == 409 and "at least 2" in response.json()["detail"]
+
+
+# importing a folder or archive on the server's disk -----------------------------------------------------------
+def _wait_import(client: TestClient, project: str, name: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/projects/{project}/imports/{name}").json()
+        if job["state"] != "running":
+            return job
+        time.sleep(0.2)
+    pytest.fail(f"import {name} did not finish in {timeout} s")
+
+
+def _stored(path: Path) -> str:
+    return stored_name(path.read_bytes(), "JPEG")  # Imagenette photos are JPEGs
+
+
+@needs_photos
+def test_a_folder_is_imported_with_hostile_files_refused_and_duplicates_stored_once(client, tmp_path):
+    found = photos(tmp_path / "photos", 12)
+    val = tmp_path / "photos" / "imagenette-224" / "val"
+    (val / "church" / "notes.jpg").write_text("hello, I am text")
+    (val / "church" / "bomb.png").write_bytes(serve_tests._bomb())
+    (val / "church" / "link.jpg").symlink_to("/etc/passwd")
+    (val / "golf_ball" / "cut.png").write_bytes(serve_tests._truncated_png())
+    (val / "golf_ball" / "huge.png").write_bytes(b"\x89PNG" + bytes(1_100_000))  # over the client's 1 MB
+    (val / "golf_ball" / "copy.JPEG").write_bytes(found["church"][3].read_bytes())  # a church photo, again
+    (tmp_path / "photos" / "stray.png").write_bytes(_png("red"))
+    (val / "_bad").mkdir()
+    (val / "_bad" / "x.png").write_bytes(_png("blue"))
+    client.post("/api/projects", json={"name": "places"})
+    client.post("/api/projects/places/classes", json={"name": "church"})
+    _upload(client, "places", "church", found["church"][:1])  # uploaded before: the import stores it once
+    assert client.post("/api/projects/places/import", json={"path": "photos"}).status_code == 422
+    assert client.post("/api/projects/places/import", json={"path": str(tmp_path / "no")}).status_code == 404
+    assert client.post("/api/projects/places/import", json={"path": str(val / "church" / "notes.jpg")}
+                       ).status_code == 422
+    response = client.post("/api/projects/places/import", json={"path": str(tmp_path / "photos")})
+    assert response.status_code == 202 and response.json()["total"] == 32
+    job = _wait_import(client, "places", response.json()["id"].split("/")[1])
+    assert job["state"] == "done" and job["done"] == 32 and job["error"] is None
+    assert (job["added"], job["duplicates"], job["refused_count"], job["missing_count"]) == (23, 2, 7, 0)
+    reasons = {r["file"].rsplit("/", 1)[-1]: r["reason"] for r in job["refused"]}
+    assert sorted(reasons) == ["bomb.png", "cut.png", "huge.png", "link.jpg", "notes.jpg", "stray.png", "x.png"]
+    assert "is not a JPEG, PNG, WebP, BMP or GIF image" in reasons["notes.jpg"]
+    assert "too many pixels" in reasons["bomb.png"] and "damaged or truncated" in reasons["cut.png"]
+    assert "is a link" in reasons["link.jpg"] and "not inside a class folder" in reasons["stray.png"]
+    assert "class name '_bad' is not allowed" in reasons["x.png"]
+    assert "over the limit of 1,000,000 bytes" in reasons["huge.png"]
+    assert all("\n" not in r for r in reasons.values())
+    church, golf = _stored(found["church"][3]), _stored(found["church"][0])
+    assert sorted((d["file"].rsplit("/", 1)[-1], d["duplicate_of"]) for d in job["duplicate_files"]) == sorted(
+        [("copy.JPEG", f"church/{church}"), (found["church"][0].name, f"church/{golf}")])
+    data = client.app.state.store.root / "places" / "data"
+    for name, paths in found.items():  # exactly the photos, under their content names, nothing else
+        assert sorted(p.name for p in (data / name).iterdir()) == sorted(_stored(p) for p in paths)
+    assert sorted(p.name for p in data.iterdir()) == ["church", "golf_ball"]
+    listed = client.get("/api/projects/places/imports").json()["imports"]
+    assert [i["id"] for i in listed] == [job["id"]] and "files" not in listed[0]
+
+
+@needs_photos
+def test_an_archive_is_read_without_extracting_and_an_interrupted_import_continues_at_the_next_start(tmp_path):
+    found = photos(tmp_path / "photos", 10)
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for name, paths in found.items():
+            for p in paths:
+                z.write(p, f"{name}/{p.name}")
+        z.writestr("../../outside.png", _png("red"))  # a hostile member name: only ever a name
+    root = tmp_path / "projects"
+    with TestClient(create_studio_app(root)) as client:
+        client.post("/api/projects", json={"name": "places"})
+        importer = client.app.state.importer
+        handled = []
+        real_one = importer._one
+
+        def stop_after_8(job, reader, name, label):  # the studio stops after the 8th file ...
+            real_one(job, reader, name, label)
+            handled.append(name)
+            if len(handled) == 8:
+                importer.closing = True
+        importer._one = stop_after_8
+        job = importer.submit("places", str(archive))
+        importer.wait(job, 60)
+        saved = json.loads((root / "places" / ".studio" / "imports" / f"{job.id.split('/')[1]}.json").read_text())
+        assert saved["state"] == "running" and saved["done"] == 8 and (saved["added"], saved["refused_count"]) == (7, 1)
+    # ... and while it is stopped, three files not yet imported leave the archive
+    gone = [f"golf_ball/{p.name}" for p in found["golf_ball"][-3:]]
+    smaller = tmp_path / "smaller.zip"
+    with zipfile.ZipFile(archive) as z, zipfile.ZipFile(smaller, "w") as out:
+        for info in z.infolist():
+            if info.filename not in gone:
+                out.writestr(info, z.read(info))
+    os.replace(smaller, archive)
+    with TestClient(create_studio_app(root)) as client:  # the next start continues where it stopped
+        view = _wait_import(client, "places", job.id.split("/")[1])
+    assert view["state"] == "incomplete" and view["done"] == view["total"] == 21
+    assert sorted(view["missing"]) == sorted(gone) and view["missing_count"] == 3
+    assert (view["added"], view["duplicates"], view["refused_count"]) == (17, 0, 1)
+    assert view["refused"][0]["file"] == "../../outside.png"
+    assert not (tmp_path / "outside.png").exists() and not (root / "outside.png").exists()
+    data = root / "places" / "data"
+    kept = {name: [p for p in paths if f"{name}/{p.name}" not in gone] for name, paths in found.items()}
+    for name, paths in kept.items():
+        assert sorted(p.name for p in (data / name).iterdir()) == sorted(_stored(p) for p in paths)
 
 
 # a project trained from the studio --------------------------------------------------------------------------

@@ -11,8 +11,10 @@ API (JSON unless said): /api/settings; /api/projects (GET, POST {name}); /api/pr
 {name}, DELETE); .../classes (POST {name}); .../classes/{c} (PATCH {name}, DELETE); .../classes/{c}/merge
 {into}; .../classes/{c}/images (GET ?offset&limit, POST multipart); .../classes/{c}/images/{name} and
 .../thumbs/{name} (the image, its JPEG thumbnail); .../classes/{c}/move {images, to}; .../classes/{c}/delete
-{images}; .../check (cnnlab check-data); .../train (POST settings); /api/jobs, /api/jobs/stream (server-sent
-events), /api/jobs/{p}/{run}/stop and /resume; .../runs/{run}/evaluation, /predict (multipart), /export
+{images}; .../import {path} (a folder or archive on the server's disk; a background job), .../imports and
+.../imports/{id} (its progress); .../check (cnnlab check-data); .../train (POST settings); /api/jobs,
+/api/jobs/stream (server-sent events), /api/jobs/{p}/{run}/stop and /resume; .../runs/{run}/evaluation,
+/predict (multipart), /export
 (POST), /files/{model.safetensors|model.onnx|studio-export.zip}, /curves.png.
 """
 
@@ -38,6 +40,7 @@ from cnnlab.serve.app import (
     api_key_dependency, build_server, receive_images, serve_forever,
 )
 from cnnlab.serve.budget import Budget
+from cnnlab.studio.imports import Importer
 from cnnlab.studio.jobs import RECIPES_OFFERED, JobQueue, TrainSettings, default_settings
 from cnnlab.studio.projects import PAGE_LIMIT, ProjectStore, StudioError, check_name
 from cnnlab.studio.results import ZIP_NAME, RunModels, evaluate_run, export_bundle, top_classes
@@ -66,6 +69,10 @@ class Images(BaseModel):
     to: str | None = None
 
 
+class ImportPath(BaseModel):
+    path: str
+
+
 class Train(BaseModel):
     recipe: str | None = None
     epochs: int | None = None
@@ -89,6 +96,7 @@ def create_studio_app(source: str | Path, *, api_key: str | None = None, max_fil
     if root.exists() and not root.is_dir():
         raise CnnlabError(f"--dir {root} is a file; give a folder for the studio's projects (made when missing)")
     store, queue, models = ProjectStore(root), JobQueue(root, command), RunModels()
+    importer = Importer(store, max_bytes, max_pixels)
     budget = Budget(decode_budget, "pixels being decoded", budget_wait_s)
     checker = ImageDecoder(CHECK_SIZE, max_pixels, budget)
     bodies = Budget(body_budget, "bytes of request bodies held", budget_wait_s)
@@ -96,13 +104,15 @@ def create_studio_app(source: str | Path, *, api_key: str | None = None, max_fil
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         queue.start()
+        importer.start()
         yield
         await run_in_threadpool(queue.close)
+        await run_in_threadpool(importer.close)
         checker.close()
 
     app = FastAPI(title="cnnlab studio", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
-    app.state.store, app.state.queue, app.state.models = store, queue, models
+    app.state.store, app.state.queue, app.state.models, app.state.importer = store, queue, models, importer
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     add_error_handlers(app)
 
@@ -125,6 +135,7 @@ def create_studio_app(source: str | Path, *, api_key: str | None = None, max_fil
     api = APIRouter(prefix="/api", dependencies=[Depends(api_key_dependency(api_key))])
     _project_routes(api, store, queue)
     _image_routes(api, store, bodies, checker, max_bytes, max_files)
+    _import_routes(api, importer)
     _job_routes(api, store, queue, {"max_files": max_files, "max_bytes": max_bytes, "max_pixels": max_pixels})
     _run_routes(api, store, queue, models, bodies, budget, max_pixels, max_bytes)
     app.include_router(api)
@@ -220,6 +231,20 @@ def _image_routes(api: APIRouter, store: ProjectStore, bodies: Budget, checker: 
     @api.post("/projects/{project}/classes/{name}/delete")
     def delete(project: str, name: str, body: Images) -> dict[str, Any]:
         return {"deleted": store.delete_images(project, name, body.images)}
+
+
+def _import_routes(api: APIRouter, importer: Importer) -> None:
+    @api.post("/projects/{project}/import", status_code=202)
+    def start_import(project: str, body: ImportPath) -> dict[str, Any]:
+        return importer.submit(project, body.path).view()
+
+    @api.get("/projects/{project}/imports")
+    def imports(project: str) -> dict[str, Any]:
+        return {"imports": [j.view() for j in list(importer.jobs.values()) if j.project == project]}
+
+    @api.get("/projects/{project}/imports/{name}")
+    def one_import(project: str, name: str) -> dict[str, Any]:
+        return importer.find(f"{project}/{name}").view()
 
 
 def _job_routes(api: APIRouter, store: ProjectStore, queue: JobQueue, limits: dict[str, int]) -> None:
