@@ -400,6 +400,31 @@ def test_relabelling_a_test_photo_moves_it_and_evaluation_counts_it_under_its_ne
     assert any(i["name"] == photo["name"] for i in after["cells"]["1,0"])  # a golf ball the model calls a church
 
 
+@needs_photos
+def test_the_runs_table_compares_runs_by_settings_accuracy_loss_and_time(trained):
+    client, first, _ = trained
+    second = client.post("/api/projects/places/train",
+                         json={"recipe": "fast", "epochs": 2, "image_size": 64, "augment": "light"}).json()
+    second = _wait_job(client, second["id"])
+    assert second["state"] == "done", second
+    runs = {r["name"]: r for r in client.get("/api/projects/places").json()["runs"]}
+    root = client.app.state.store.root / "places" / "runs"
+    for job in (first, second):
+        row, run = runs[job["run"]], root / job["run"]
+        metrics = json.loads((run / "metrics.json").read_text())
+        with open(run / "history.csv") as f:
+            history = list(csv.DictReader(f))
+        assert (row["epochs"], row["image_size"], row["augment"]) == (
+            job["settings"]["epochs"], job["settings"]["image_size"], job["settings"]["augment"])
+        assert row["test_accuracy"] == metrics["test_accuracy"] and row["test_loss"] == metrics["test_loss"]
+        assert row["train_seconds"] == metrics["train_seconds"] > 0
+        assert row["epochs_run"] == len(history) == len(row["history"]) >= 1
+        for key in ("loss", "val_loss", "accuracy", "val_accuracy"):  # the curves drawn on the Train screen
+            assert [h[key] for h in row["history"]] == [float(r[key]) for r in history]
+    assert runs[second["run"]]["epochs_run"] == 2 and runs[second["run"]]["model"] != runs[first["run"]]["model"]
+    assert list(runs)[:2] == [second["run"], first["run"]]  # newest first
+
+
 # the queue -----------------------------------------------------------------------------------------------------
 def _small_project(root: Path, name: str, per_class: int = 12) -> None:
     """A project made on disk, as the command line would: two classes of coloured squares."""

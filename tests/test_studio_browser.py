@@ -83,6 +83,17 @@ def test_a_learner_trains_evaluates_tests_and_exports_a_classifier(browser, serv
     accuracy = slow.until(lambda d: d.find_elements(By.CSS_SELECTOR, '.job[data-state="done"] .acc'))[0]
     shown = float(accuracy.get_attribute("data-accuracy"))
     assert shown >= 0.9 and f"{100 * shown:.1f}% test accuracy" == accuracy.text
+    # the loss curve beside the accuracy one: the validation colour's lines, drawn only once epochs exist
+    drawn = ("const c = document.querySelector('.job[data-state=done] canvas.curve-loss'); "
+             "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0; "
+             "for (let i = 0; i < d.length; i += 4) if (d[i] === 79 && d[i + 1] === 70 && d[i + 2] === 229) n++; "
+             "return n;")
+    assert browser.execute_script(drawn) > 600
+    row = wait.until(lambda d: [r for r in d.find_elements(By.CSS_SELECTOR, "#runs tr")
+                                if r.find_elements(By.TAG_NAME, "td")[5].text == "done"])[0]
+    cells = [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+    assert len(cells) == 9 and cells[3] == "224px" and cells[4] == "none" and cells[6] == f"{100 * shown:.1f}%"
+    assert cells[8].endswith(" s") and float(cells[7]) > 0
     _shot(browser, tmp_path / "studio-3-train.png", not_blank)
 
     # evaluate: the confusion matrix; a cell shows its photos; relabel one

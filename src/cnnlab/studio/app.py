@@ -41,7 +41,7 @@ from cnnlab.serve.app import (
 )
 from cnnlab.serve.budget import Budget
 from cnnlab.studio.imports import Importer
-from cnnlab.studio.jobs import RECIPES_OFFERED, JobQueue, TrainSettings, default_settings
+from cnnlab.studio.jobs import RECIPES_OFFERED, JobQueue, TrainSettings, default_settings, read_history
 from cnnlab.studio.projects import PAGE_LIMIT, ProjectStore, StudioError, check_name
 from cnnlab.studio.results import ZIP_NAME, RunModels, evaluate_run, export_bundle, top_classes
 from cnnlab.versions import __version__
@@ -346,7 +346,9 @@ def _idle(queue: JobQueue, project: str) -> None:
 
 
 def _runs(store: ProjectStore, queue: JobQueue, project: str) -> list[dict[str, Any]]:
-    """The project's runs, newest first: every run directory, with its job's state when the studio ran it."""
+    """The project's runs, newest first, as the runs table compares them: every run directory, with its job's
+    state when the studio ran it, its settings (model, epochs, image size, augmentation), its test accuracy
+    and loss, its training time in seconds and its history (loss and accuracy per epoch)."""
     folder = store.project(project) / "runs"
     jobs = {j.run: j for j in list(queue.jobs) if j.project == project}
     found = []
@@ -354,11 +356,27 @@ def _runs(store: ProjectStore, queue: JobQueue, project: str) -> list[dict[str, 
         metrics = _json(run / "metrics.json")
         config = _json(run / "config.json")
         job = jobs.get(run.name)
+        history = read_history(run / "history.csv")
         found.append({"name": run.name, "state": job.state if job else ("done" if metrics else "stopped"),
-                      "recipe": config.get("recipe"), "model": config.get("model"),
+                      "recipe": config.get("recipe"), "model": config.get("model"), "epochs": config.get("epochs"),
+                      "epochs_run": len(history), "image_size": _side(config.get("image_size")),
+                      "augment": config.get("augment") or None,
                       "test_accuracy": metrics.get("test_accuracy"), "val_accuracy": metrics.get("val_accuracy"),
+                      "test_loss": metrics.get("test_loss"), "train_seconds": metrics.get("train_seconds"),
+                      "history": history,
                       "finished": bool(metrics), "exported": (run / ZIP_NAME).is_file()})
     return found
+
+
+def _side(size: object) -> object:
+    """A square image size as one number (`[128, 128]` -> 128), any other size as it is.
+
+    >>> _side([128, 128]), _side([64, 32]), _side(None)
+    (128, [64, 32], None)
+    """
+    if isinstance(size, list) and len(size) == 2 and size[0] == size[1]:
+        return size[0]
+    return size
 
 
 def _json(path: Path) -> dict[str, Any]:

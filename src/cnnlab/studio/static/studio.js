@@ -340,29 +340,41 @@ function jobCard(job) {
   if (job.state === "done") buttons.append(el("button", { class: "ghost", text: "See results", onclick: () => { $("eval-run").value = job.run; showTab("evaluate"); } }));
   const left = el("div", {}, [title, el("div", { class: "small", text: status }), progress, numbers, buttons,
     el("div", { class: "log mono", text: job.state === "failed" ? job.log : "" })]);
-  const canvas = el("canvas", { width: 520, height: 240 });
-  drawCurves(canvas, h);
-  return el("div", { class: "job", "data-job": job.id, "data-state": job.state }, [left, canvas]);
+  const accuracy = el("canvas", { width: 520, height: 240, class: "curve-accuracy" });
+  const loss = el("canvas", { width: 520, height: 240, class: "curve-loss" });
+  drawCurves(accuracy, h);
+  drawCurves(loss, h, "loss");
+  return el("div", { class: "job", "data-job": job.id, "data-state": job.state }, [left, el("div", { class: "curves" }, [accuracy, loss])]);
 }
 
-function drawCurves(canvas, history) {  // accuracy (train, validation) per epoch, 0..1
+function drawCurves(canvas, history, what = "accuracy") {  // accuracy (0..1) or loss (0..its largest) per epoch, training and validation
   const g = canvas.getContext("2d"), W = canvas.width, H = canvas.height, pad = 28;
+  const keys = what === "loss" ? ["loss", "val_loss"] : ["accuracy", "val_accuracy"];
+  const top = what === "loss" ? Math.max(1e-9, ...history.flatMap((row) => keys.map((k) => row[k] || 0))) : 1;
+  const label = (y) => what === "loss" ? (y * top).toFixed(2) : `${y * 100}%`;
   g.clearRect(0, 0, W, H);
   g.strokeStyle = "#e3e7f0"; g.fillStyle = "#6b7386"; g.font = "20px system-ui";
-  for (const y of [0, 0.5, 1]) { const py = H - pad - y * (H - 2 * pad); g.beginPath(); g.moveTo(pad, py); g.lineTo(W - 8, py); g.stroke(); g.fillText(`${y * 100}%`, 0, py - 2); }
-  if (!history.length) { g.fillText("accuracy per epoch appears here", pad + 10, H / 2); return; }
+  for (const y of [0, 0.5, 1]) { const py = H - pad - y * (H - 2 * pad); g.beginPath(); g.moveTo(pad, py); g.lineTo(W - 8, py); g.stroke(); g.fillText(label(y), 0, py - 2); }
+  if (!history.length) { g.fillText(`${what} per epoch appears here`, pad + 10, H / 2); return; }
   const n = Math.max(history.length - 1, 1);
-  for (const [key, color] of [["accuracy", "#a5b4fc"], ["val_accuracy", "#4f46e5"]]) {
+  for (const [key, color] of [[keys[0], "#a5b4fc"], [keys[1], "#4f46e5"]]) {
     g.strokeStyle = color; g.lineWidth = 4; g.beginPath();
-    history.forEach((row, i) => { const x = pad + i / n * (W - pad - 8), y = H - pad - (row[key] || 0) * (H - 2 * pad); if (i) g.lineTo(x, y); else g.moveTo(x, y); });
+    history.forEach((row, i) => { const x = pad + i / n * (W - pad - 8), y = H - pad - (row[key] || 0) / top * (H - 2 * pad); if (i) g.lineTo(x, y); else g.moveTo(x, y); });
     g.stroke();
   }
+  g.fillStyle = "#111827"; g.fillText(what, pad + 10, 20);
   g.fillStyle = "#4f46e5"; g.fillText("validation", W - 120, 20); g.fillStyle = "#a5b4fc"; g.fillText("training", W - 220, 20);
 }
 
 function renderRuns() {
-  $("runs").replaceChildren(...state.runs.map((r) => el("tr", {}, [el("td", { text: r.name }), el("td", { text: r.model || "" }),
-    el("td", {}, [el("span", { class: `badge ${r.state}`, text: r.state })]), el("td", { text: pct(r.test_accuracy) })])));
+  const best = Math.max(-1, ...state.runs.map((r) => r.test_accuracy ?? -1));
+  $("runs").replaceChildren(...state.runs.map((r) => el("tr", { class: r.test_accuracy !== null && r.test_accuracy === best ? "best" : "" }, [
+    el("td", { text: r.name }), el("td", { text: r.model || "" }),
+    el("td", { text: r.epochs_run && r.epochs ? `${r.epochs_run} of ${r.epochs}` : (r.epochs ?? "") }),
+    el("td", { text: r.image_size ? `${r.image_size}px` : "" }), el("td", { text: r.augment || "none" }),
+    el("td", {}, [el("span", { class: `badge ${r.state}`, text: r.state })]), el("td", { text: pct(r.test_accuracy) }),
+    el("td", { text: r.test_loss != null ? r.test_loss.toFixed(3) : "" }),
+    el("td", { text: r.train_seconds != null ? `${Math.round(r.train_seconds)} s` : "" })])));
 }
 function fillRunSelects() {
   const finished = state.runs.filter((r) => r.finished);
