@@ -401,6 +401,28 @@ def test_relabelling_a_test_photo_moves_it_and_evaluation_counts_it_under_its_ne
 
 
 @needs_photos
+def test_the_int8_export_reports_its_parity_on_the_runs_test_photos(trained, tmp_path):
+    from cnnlab.export.runtime import OnnxClassifier
+
+    client, job, _ = trained
+    url = f"/api/projects/places/runs/{job['run']}/export"
+    assert client.post(url, json={"quantize": "fp16"}).status_code == 422
+    report = client.post(url, json={"quantize": "int8"}).json()
+    parity = report["parity"]
+    metrics = json.loads((client.app.state.store.root / "places" / "runs" / job["run"] / "metrics.json").read_text())
+    assert parity["test_images"] == 12 and parity["calibration_images"] > 0  # the run's own test split: 20% of 60
+    assert parity["top1_agreement"] >= 10 / 12 and parity["accuracy"]["int8"] >= 0.8
+    assert parity["accuracy"]["fp32"] == pytest.approx(metrics["test_accuracy"], abs=1 / 12 + 1e-9)
+    assert report["int8_bytes"] < parity["fp32_bytes"] / 2  # int8 weights: about a quarter of fp32's
+    download = client.get(f"/api/projects/places/runs/{job['run']}/files/model-int8.onnx")
+    assert download.status_code == 200 and len(download.content) == report["int8_bytes"]
+    (tmp_path / "m.onnx").write_bytes(download.content)
+    probs = OnnxClassifier(tmp_path / "m.onnx").predict_proba(np.zeros((1, 3, 224, 224), np.uint8))
+    assert probs.shape == (1, 2)
+    assert client.post(url, json={"quantize": "int8"}).json() == report  # kept: asked again, the same answer
+
+
+@needs_photos
 def test_the_runs_table_compares_runs_by_settings_accuracy_loss_and_time(trained):
     client, first, _ = trained
     second = client.post("/api/projects/places/train",

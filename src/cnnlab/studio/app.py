@@ -14,8 +14,8 @@ API (JSON unless said): /api/settings; /api/projects (GET, POST {name}); /api/pr
 {images}; .../import {path} (a folder or archive on the server's disk; a background job), .../imports and
 .../imports/{id} (its progress); .../check (cnnlab check-data); .../train (POST settings); /api/jobs,
 /api/jobs/stream (server-sent events), /api/jobs/{p}/{run}/stop and /resume; .../runs/{run}/evaluation,
-/predict (multipart), /export
-(POST), /files/{model.safetensors|model.onnx|studio-export.zip}, /curves.png.
+/predict (multipart), /export (POST, {quantize: int8} for model-int8.onnx),
+/files/{model.safetensors|model.onnx|model-int8.onnx|studio-export.zip}, /curves.png.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from cnnlab.serve.budget import Budget
 from cnnlab.studio.imports import Importer
 from cnnlab.studio.jobs import RECIPES_OFFERED, JobQueue, TrainSettings, default_settings, read_history
 from cnnlab.studio.projects import PAGE_LIMIT, ProjectStore, StudioError, check_name
-from cnnlab.studio.results import ZIP_NAME, RunModels, evaluate_run, export_bundle, top_classes
+from cnnlab.studio.results import INT8_NAME, ZIP_NAME, RunModels, evaluate_run, export_bundle, export_int8, top_classes
 from cnnlab.versions import __version__
 
 __all__ = ["create_studio_app", "run_studio", "DEFAULT_PORT"]
@@ -53,7 +53,7 @@ DEFAULT_PORT = 8020
 CHECK_SIZE = (32, 32, 3)  # uploads are decoded in full (a truncated file is refused) at this small size
 STREAM_EVERY_S = 1.0      # how often the job stream looks for news
 DOWNLOADS = {"model.safetensors": "application/octet-stream", "model.onnx": "application/octet-stream",
-             ZIP_NAME: "application/zip"}
+             INT8_NAME: "application/octet-stream", ZIP_NAME: "application/zip"}
 
 
 class Name(BaseModel):
@@ -71,6 +71,10 @@ class Images(BaseModel):
 
 class ImportPath(BaseModel):
     path: str
+
+
+class Export(BaseModel):
+    quantize: str | None = None
 
 
 class Train(BaseModel):
@@ -318,11 +322,14 @@ def _run_routes(api: APIRouter, store: ProjectStore, queue: JobQueue, models: Ru
         return {"run": run, "filename": uploads[0].filename, "top": top[0]}
 
     @api.post("/projects/{project}/runs/{run}/export")
-    def export(project: str, run: str) -> dict[str, Any]:
+    def export(project: str, run: str, body: Export | None = None) -> dict[str, Any]:
         folder = run_dir(project, run)
         if not (folder / "model.safetensors").is_file():
             raise StudioError(409, f"run {run!r} has not finished; export it when it has a model")
-        return export_bundle(folder)
+        quantize = body.quantize if body is not None else None
+        if quantize not in (None, "int8"):
+            raise StudioError(422, f"quantize must be int8 (or left out, for fp32); got {quantize!r}")
+        return export_int8(folder) if quantize == "int8" else export_bundle(folder)
 
     @api.get("/projects/{project}/runs/{run}/files/{name}")
     def download(project: str, run: str, name: str) -> FileResponse:

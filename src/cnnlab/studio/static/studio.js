@@ -477,6 +477,24 @@ $("export").onclick = () => guarded(async () => {
   } finally { $("export").disabled = false; $("export").textContent = "Export"; }
 });
 
+$("export-int8").onclick = () => guarded(async () => {
+  const run = $("export-run").value;
+  if (!run) throw new Error("train a model first: there is no finished run to export");
+  $("export-int8").disabled = true; $("export-int8").textContent = "Quantizing and checking…";
+  try {
+    const data = await api(`${P()}/runs/${enc(run)}/export`, { method: "POST", json: { quantize: "int8" } });
+    const p = data.parity, acc = p.accuracy || {};
+    const text = `int8 on ${p.test_images} test photos: same answer as fp32 on ${pct(p.top1_agreement)} of them; accuracy ` +
+      `${pct(acc.int8)} (fp32 ${pct(acc.fp32)}); ${(data.int8_bytes / 1e6).toFixed(1)} MB instead of ${(p.fp32_bytes / 1e6).toFixed(1)} MB.`;
+    const result = $("export-int8-result");
+    result.dataset.agreement = p.top1_agreement;
+    result.replaceChildren(el("div", { class: p.top1_agreement >= 0.95 ? "check-ok" : "check-warn", text: text }),
+      el("div", { class: "downloads" }, [el("a", { href: `${P()}/runs/${enc(run)}/files/${data.files.int8}`, download: "" },
+        [el("b", { text: "int8 ONNX model" }), el("span", { class: "muted small", text: `${(data.int8_bytes / 1e6).toFixed(1)} MB` })])]));
+    result.hidden = false;
+  } finally { $("export-int8").disabled = false; $("export-int8").textContent = "Smaller int8 ONNX"; }
+});
+
 // start ------------------------------------------------------------------------------------------------------
 async function start() {
   const health = await (await fetch("/health")).json();
