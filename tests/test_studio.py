@@ -447,6 +447,30 @@ def test_the_runs_table_compares_runs_by_settings_accuracy_loss_and_time(trained
     assert list(runs)[:2] == [second["run"], first["run"]]  # newest first
 
 
+@needs_photos
+def test_the_most_confident_mistakes_are_listed_and_one_deleted_leaves_the_evaluation(trained):
+    client, job, _ = trained
+    url = f"/api/projects/places/runs/{job['run']}/evaluation"
+    sure = max(client.get(url).json()["cells"]["1,1"], key=lambda i: i["confidence"])  # a golf ball, surely
+    client.post("/api/projects/places/classes/golf_ball/move", json={"images": [sure["name"]], "to": "church"})
+    before = client.get(url).json()
+    mistakes = before["mistakes"]
+    wrong = [i for key, cell in before["cells"].items() if key[0] != key[2] for i in cell]
+    assert len(mistakes) == min(12, len(wrong)) and {m["name"] for m in mistakes} <= {i["name"] for i in wrong}
+    assert [m["confidence"] for m in mistakes] == sorted((i["confidence"] for i in wrong), reverse=True)[:12]
+    assert all(m["class"] != m["predicted"] for m in mistakes)
+    first = mistakes[0]
+    assert (first["name"], first["class"], first["predicted"]) == (sure["name"], "church", "golf_ball")
+    assert first["confidence"] == pytest.approx(sure["confidence"], abs=1e-9)
+    deleted = client.post(f"/api/projects/places/classes/{first['class']}/delete", json={"images": [first["name"]]})
+    assert deleted.json() == {"deleted": 1}
+    after = client.get(url).json()
+    assert after["test_images"] == before["test_images"] - 1
+    assert first["name"] not in {m["name"] for m in after["mistakes"]}
+    trash = client.app.state.store.root / "places" / ".trash" / "images" / "church" / first["name"]
+    assert trash.is_file()  # nothing is lost: the photo is in the project's trash
+
+
 # the queue -----------------------------------------------------------------------------------------------------
 def _small_project(root: Path, name: str, per_class: int = 12) -> None:
     """A project made on disk, as the command line would: two classes of coloured squares."""

@@ -351,7 +351,7 @@ function drawCurves(canvas, history, what = "accuracy") {  // accuracy (0..1) or
   const g = canvas.getContext("2d"), W = canvas.width, H = canvas.height, pad = 28;
   const keys = what === "loss" ? ["loss", "val_loss"] : ["accuracy", "val_accuracy"];
   const top = what === "loss" ? Math.max(1e-9, ...history.flatMap((row) => keys.map((k) => row[k] || 0))) : 1;
-  const label = (y) => what === "loss" ? (y * top).toFixed(2) : `${y * 100}%`;
+  const label = (y) => what === "loss" ? (y * top).toPrecision(2) : `${y * 100}%`;
   g.clearRect(0, 0, W, H);
   g.strokeStyle = "#e3e7f0"; g.fillStyle = "#6b7386"; g.font = "20px system-ui";
   for (const y of [0, 0.5, 1]) { const py = H - pad - y * (H - 2 * pad); g.beginPath(); g.moveTo(pad, py); g.lineTo(W - 8, py); g.stroke(); g.fillText(label(y), 0, py - 2); }
@@ -362,7 +362,7 @@ function drawCurves(canvas, history, what = "accuracy") {  // accuracy (0..1) or
     history.forEach((row, i) => { const x = pad + i / n * (W - pad - 8), y = H - pad - (row[key] || 0) / top * (H - 2 * pad); if (i) g.lineTo(x, y); else g.moveTo(x, y); });
     g.stroke();
   }
-  g.fillStyle = "#111827"; g.fillText(what, pad + 10, 20);
+  g.fillStyle = "#111827"; g.fillText(what, pad + 60, 20);
   g.fillStyle = "#4f46e5"; g.fillText("validation", W - 120, 20); g.fillStyle = "#a5b4fc"; g.fillText("training", W - 220, 20);
 }
 
@@ -373,7 +373,7 @@ function renderRuns() {
     el("td", { text: r.epochs_run && r.epochs ? `${r.epochs_run} of ${r.epochs}` : (r.epochs ?? "") }),
     el("td", { text: r.image_size ? `${r.image_size}px` : "" }), el("td", { text: r.augment || "none" }),
     el("td", {}, [el("span", { class: `badge ${r.state}`, text: r.state })]), el("td", { text: pct(r.test_accuracy) }),
-    el("td", { text: r.test_loss != null ? r.test_loss.toFixed(3) : "" }),
+    el("td", { text: r.test_loss != null ? r.test_loss.toPrecision(2) : "" }),
     el("td", { text: r.train_seconds != null ? `${Math.round(r.train_seconds)} s` : "" })])));
 }
 function fillRunSelects() {
@@ -409,6 +409,7 @@ async function loadEvaluation() {
   })]));
   m.replaceChildren(head, ...rows);
   $("eval-notes").textContent = data.notes.join(" ");
+  renderMistakes(data);
   if (state.cell && k) { const again = m.querySelector(`[data-cell="${state.cell}"]`); if (again && again.textContent !== "0") showCell(...state.cell.split(",").map(Number), again); else $("cell").hidden = true; }
 }
 $("eval-run").onchange = () => guarded(loadEvaluation);
@@ -425,21 +426,34 @@ function showCell(actual, predicted, cellNode) {
   for (const td of $("matrix").querySelectorAll("td")) td.classList.toggle("picked", td === cellNode);
   $("cell").hidden = false;
   $("cell-title").textContent = `${images.length} photo(s) of ${data.classes[actual]} that the model called ${data.classes[predicted]}`;
-  $("cell-images").replaceChildren(...images.map((image) => {
-    const img = el("img", { alt: image.name });
-    setImage(img, `${P()}/classes/${enc(image.class)}/thumbs/${enc(image.name)}`);
-    const target = el("select", {}, data.classes.filter((c) => c !== image.class).map((c) => el("option", { value: c, text: c })));
-    if (data.classes.includes(image.predicted) && image.predicted !== image.class) target.value = image.predicted;
-    const wrong = image.predicted !== image.class;
-    return el("div", { class: "figure", "data-name": image.name }, [img,
-      el("span", { class: wrong ? "wrong" : "right", text: `said ${image.predicted} (${pct(image.confidence)})` }),
-      el("span", { class: "row" }, [target, el("button", { class: "ghost relabel", text: "Move",
-        title: "this photo is in the wrong class: move it", onclick: () => guarded(async () => {
-          await api(`${P()}/classes/${enc(image.class)}/move`, { method: "POST", json: { images: [image.name], to: target.value } });
-          toast(`Moved to ${target.value}; train again to learn from it`);
+  $("cell-images").replaceChildren(...images.map((image) => figure(image, data)));
+}
+
+function renderMistakes(data) {  // the photos the model got wrong while most sure, most sure first
+  $("mistakes").replaceChildren(...data.mistakes.map((image) => figure(image, data)));
+  $("mistakes-empty").hidden = data.mistakes.length > 0;
+}
+
+function figure(image, data) {  // a test photo with what the model said, and buttons to relabel or delete it
+  const img = el("img", { alt: image.name });
+  setImage(img, `${P()}/classes/${enc(image.class)}/thumbs/${enc(image.name)}`);
+  const target = el("select", {}, data.classes.filter((c) => c !== image.class).map((c) => el("option", { value: c, text: c })));
+  if (data.classes.includes(image.predicted) && image.predicted !== image.class) target.value = image.predicted;
+  const wrong = image.predicted !== image.class;
+  return el("div", { class: "figure", "data-name": image.name, "data-class": image.class }, [img,
+    el("span", { class: wrong ? "wrong" : "right", text: `${image.class}, said ${image.predicted} (${pct(image.confidence)})` }),
+    el("span", { class: "row" }, [target, el("button", { class: "ghost relabel", text: "Move",
+      title: "this photo is in the wrong class: move it", onclick: () => guarded(async () => {
+        await api(`${P()}/classes/${enc(image.class)}/move`, { method: "POST", json: { images: [image.name], to: target.value } });
+        toast(`Moved to ${target.value}; train again to learn from it`);
+        await loadEvaluation();
+      }) }),
+      el("button", { class: "ghost danger delete", text: "Delete", title: "not a photo of any class: move it to the project's trash",
+        onclick: () => guarded(async () => {
+          await api(`${P()}/classes/${enc(image.class)}/delete`, { method: "POST", json: { images: [image.name] } });
+          toast("Moved to the project's trash; train again without it");
           await loadEvaluation();
         }) })])]);
-  }));
 }
 
 // test -------------------------------------------------------------------------------------------------------
