@@ -31,7 +31,7 @@ from PIL import Image
 
 from cnnlab.studio.app import create_studio_app
 from cnnlab.studio.jobs import JobQueue, TrainSettings
-from cnnlab.studio.projects import THUMBNAIL_SIZE
+from cnnlab.studio.projects import THUMBNAIL_SIZE, stored_name
 
 sys.path.insert(0, str(Path(__file__).parent))
 import test_serve as serve_tests  # noqa: E402  (its hostile uploads, written once)
@@ -198,6 +198,112 @@ def test_training_needs_two_classes_with_photos(client):
     assert response.status_code == 409 and "at least 2" in response.json()["detail"]
 
 
+# importing a folder or archive on the server's disk -----------------------------------------------------------
+def _wait_import(client: TestClient, project: str, name: str, timeout: float = 120) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/api/projects/{project}/imports/{name}").json()
+        if job["state"] != "running":
+            return job
+        time.sleep(0.2)
+    pytest.fail(f"import {name} did not finish in {timeout} s")
+
+
+def _stored(path: Path) -> str:
+    return stored_name(path.read_bytes(), "JPEG")  # Imagenette photos are JPEGs
+
+
+@needs_photos
+def test_a_folder_is_imported_with_hostile_files_refused_and_duplicates_stored_once(client, tmp_path):
+    found = photos(tmp_path / "photos", 12)
+    val = tmp_path / "photos" / "imagenette-224" / "val"
+    (val / "church" / "notes.jpg").write_text("hello, I am text")
+    (val / "church" / "bomb.png").write_bytes(serve_tests._bomb())
+    (val / "church" / "link.jpg").symlink_to("/etc/passwd")
+    (val / "golf_ball" / "cut.png").write_bytes(serve_tests._truncated_png())
+    (val / "golf_ball" / "huge.png").write_bytes(b"\x89PNG" + bytes(1_100_000))  # over the client's 1 MB
+    (val / "golf_ball" / "copy.JPEG").write_bytes(found["church"][3].read_bytes())  # a church photo, again
+    (tmp_path / "photos" / "stray.png").write_bytes(_png("red"))
+    (val / "_bad").mkdir()
+    (val / "_bad" / "x.png").write_bytes(_png("blue"))
+    client.post("/api/projects", json={"name": "places"})
+    client.post("/api/projects/places/classes", json={"name": "church"})
+    _upload(client, "places", "church", found["church"][:1])  # uploaded before: the import stores it once
+    assert client.post("/api/projects/places/import", json={"path": "photos"}).status_code == 422
+    assert client.post("/api/projects/places/import", json={"path": str(tmp_path / "no")}).status_code == 404
+    assert client.post("/api/projects/places/import", json={"path": str(val / "church" / "notes.jpg")}
+                       ).status_code == 422
+    response = client.post("/api/projects/places/import", json={"path": str(tmp_path / "photos")})
+    assert response.status_code == 202 and response.json()["total"] == 32
+    job = _wait_import(client, "places", response.json()["id"].split("/")[1])
+    assert job["state"] == "done" and job["done"] == 32 and job["error"] is None
+    assert (job["added"], job["duplicates"], job["refused_count"], job["missing_count"]) == (23, 2, 7, 0)
+    reasons = {r["file"].rsplit("/", 1)[-1]: r["reason"] for r in job["refused"]}
+    assert sorted(reasons) == ["bomb.png", "cut.png", "huge.png", "link.jpg", "notes.jpg", "stray.png", "x.png"]
+    assert "is not a JPEG, PNG, WebP, BMP or GIF image" in reasons["notes.jpg"]
+    assert "too many pixels" in reasons["bomb.png"] and "damaged or truncated" in reasons["cut.png"]
+    assert "is a link" in reasons["link.jpg"] and "not inside a class folder" in reasons["stray.png"]
+    assert "class name '_bad' is not allowed" in reasons["x.png"]
+    assert "over the limit of 1,000,000 bytes" in reasons["huge.png"]
+    assert all("\n" not in r for r in reasons.values())
+    church, golf = _stored(found["church"][3]), _stored(found["church"][0])
+    assert sorted((d["file"].rsplit("/", 1)[-1], d["duplicate_of"]) for d in job["duplicate_files"]) == sorted(
+        [("copy.JPEG", f"church/{church}"), (found["church"][0].name, f"church/{golf}")])
+    data = client.app.state.store.root / "places" / "data"
+    for name, paths in found.items():  # exactly the photos, under their content names, nothing else
+        assert sorted(p.name for p in (data / name).iterdir()) == sorted(_stored(p) for p in paths)
+    assert sorted(p.name for p in data.iterdir()) == ["church", "golf_ball"]
+    listed = client.get("/api/projects/places/imports").json()["imports"]
+    assert [i["id"] for i in listed] == [job["id"]] and "files" not in listed[0]
+
+
+@needs_photos
+def test_an_archive_is_read_without_extracting_and_an_interrupted_import_continues_at_the_next_start(tmp_path):
+    found = photos(tmp_path / "photos", 10)
+    archive = tmp_path / "photos.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for name, paths in found.items():
+            for p in paths:
+                z.write(p, f"{name}/{p.name}")
+        z.writestr("../../outside.png", _png("red"))  # a hostile member name: only ever a name
+    root = tmp_path / "projects"
+    with TestClient(create_studio_app(root)) as client:
+        client.post("/api/projects", json={"name": "places"})
+        importer = client.app.state.importer
+        handled = []
+        real_one = importer._one
+
+        def stop_after_8(job, reader, name, label):  # the studio stops after the 8th file ...
+            real_one(job, reader, name, label)
+            handled.append(name)
+            if len(handled) == 8:
+                importer.closing = True
+        importer._one = stop_after_8
+        job = importer.submit("places", str(archive))
+        importer.wait(job, 60)
+        saved = json.loads((root / "places" / ".studio" / "imports" / f"{job.id.split('/')[1]}.json").read_text())
+        assert saved["state"] == "running" and saved["done"] == 8 and (saved["added"], saved["refused_count"]) == (7, 1)
+    # ... and while it is stopped, three files not yet imported leave the archive
+    gone = [f"golf_ball/{p.name}" for p in found["golf_ball"][-3:]]
+    smaller = tmp_path / "smaller.zip"
+    with zipfile.ZipFile(archive) as z, zipfile.ZipFile(smaller, "w") as out:
+        for info in z.infolist():
+            if info.filename not in gone:
+                out.writestr(info, z.read(info))
+    os.replace(smaller, archive)
+    with TestClient(create_studio_app(root)) as client:  # the next start continues where it stopped
+        view = _wait_import(client, "places", job.id.split("/")[1])
+    assert view["state"] == "incomplete" and view["done"] == view["total"] == 21
+    assert sorted(view["missing"]) == sorted(gone) and view["missing_count"] == 3
+    assert (view["added"], view["duplicates"], view["refused_count"]) == (17, 0, 1)
+    assert view["refused"][0]["file"] == "../../outside.png"
+    assert not (tmp_path / "outside.png").exists() and not (root / "outside.png").exists()
+    data = root / "places" / "data"
+    kept = {name: [p for p in paths if f"{name}/{p.name}" not in gone] for name, paths in found.items()}
+    for name, paths in kept.items():
+        assert sorted(p.name for p in (data / name).iterdir()) == sorted(_stored(p) for p in paths)
+
+
 # a project trained from the studio --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
@@ -292,6 +398,77 @@ def test_relabelling_a_test_photo_moves_it_and_evaluation_counts_it_under_its_ne
     rows_before, rows_after = np.array(before["confusion"]).sum(1), np.array(after["confusion"]).sum(1)
     assert list(rows_after) == [rows_before[0] - 1, rows_before[1] + 1]
     assert any(i["name"] == photo["name"] for i in after["cells"]["1,0"])  # a golf ball the model calls a church
+
+
+@needs_photos
+def test_the_int8_export_reports_its_parity_on_the_runs_test_photos(trained, tmp_path):
+    from cnnlab.export.runtime import OnnxClassifier
+
+    client, job, _ = trained
+    url = f"/api/projects/places/runs/{job['run']}/export"
+    assert client.post(url, json={"quantize": "fp16"}).status_code == 422
+    report = client.post(url, json={"quantize": "int8"}).json()
+    parity = report["parity"]
+    metrics = json.loads((client.app.state.store.root / "places" / "runs" / job["run"] / "metrics.json").read_text())
+    assert parity["test_images"] == 12 and parity["calibration_images"] > 0  # the run's own test split: 20% of 60
+    assert parity["top1_agreement"] >= 10 / 12 and parity["accuracy"]["int8"] >= 0.8
+    assert parity["accuracy"]["fp32"] == pytest.approx(metrics["test_accuracy"], abs=1 / 12 + 1e-9)
+    assert report["int8_bytes"] < parity["fp32_bytes"] / 2  # int8 weights: about a quarter of fp32's
+    download = client.get(f"/api/projects/places/runs/{job['run']}/files/model-int8.onnx")
+    assert download.status_code == 200 and len(download.content) == report["int8_bytes"]
+    (tmp_path / "m.onnx").write_bytes(download.content)
+    probs = OnnxClassifier(tmp_path / "m.onnx").predict_proba(np.zeros((1, 3, 224, 224), np.uint8))
+    assert probs.shape == (1, 2)
+    assert client.post(url, json={"quantize": "int8"}).json() == report  # kept: asked again, the same answer
+
+
+@needs_photos
+def test_the_runs_table_compares_runs_by_settings_accuracy_loss_and_time(trained):
+    client, first, _ = trained
+    second = client.post("/api/projects/places/train",
+                         json={"recipe": "fast", "epochs": 2, "image_size": 64, "augment": "light"}).json()
+    second = _wait_job(client, second["id"])
+    assert second["state"] == "done", second
+    runs = {r["name"]: r for r in client.get("/api/projects/places").json()["runs"]}
+    root = client.app.state.store.root / "places" / "runs"
+    for job in (first, second):
+        row, run = runs[job["run"]], root / job["run"]
+        metrics = json.loads((run / "metrics.json").read_text())
+        with open(run / "history.csv") as f:
+            history = list(csv.DictReader(f))
+        assert (row["epochs"], row["image_size"], row["augment"]) == (
+            job["settings"]["epochs"], job["settings"]["image_size"], job["settings"]["augment"])
+        assert row["test_accuracy"] == metrics["test_accuracy"] and row["test_loss"] == metrics["test_loss"]
+        assert row["train_seconds"] == metrics["train_seconds"] > 0
+        assert row["epochs_run"] == len(history) == len(row["history"]) >= 1
+        for key in ("loss", "val_loss", "accuracy", "val_accuracy"):  # the curves drawn on the Train screen
+            assert [h[key] for h in row["history"]] == [float(r[key]) for r in history]
+    assert runs[second["run"]]["epochs_run"] == 2 and runs[second["run"]]["model"] != runs[first["run"]]["model"]
+    assert list(runs)[:2] == [second["run"], first["run"]]  # newest first
+
+
+@needs_photos
+def test_the_most_confident_mistakes_are_listed_and_one_deleted_leaves_the_evaluation(trained):
+    client, job, _ = trained
+    url = f"/api/projects/places/runs/{job['run']}/evaluation"
+    sure = max(client.get(url).json()["cells"]["1,1"], key=lambda i: i["confidence"])  # a golf ball, surely
+    client.post("/api/projects/places/classes/golf_ball/move", json={"images": [sure["name"]], "to": "church"})
+    before = client.get(url).json()
+    mistakes = before["mistakes"]
+    wrong = [i for key, cell in before["cells"].items() if key[0] != key[2] for i in cell]
+    assert len(mistakes) == min(12, len(wrong)) and {m["name"] for m in mistakes} <= {i["name"] for i in wrong}
+    assert [m["confidence"] for m in mistakes] == sorted((i["confidence"] for i in wrong), reverse=True)[:12]
+    assert all(m["class"] != m["predicted"] for m in mistakes)
+    first = mistakes[0]
+    assert (first["name"], first["class"], first["predicted"]) == (sure["name"], "church", "golf_ball")
+    assert first["confidence"] == pytest.approx(sure["confidence"], abs=1e-9)
+    deleted = client.post(f"/api/projects/places/classes/{first['class']}/delete", json={"images": [first["name"]]})
+    assert deleted.json() == {"deleted": 1}
+    after = client.get(url).json()
+    assert after["test_images"] == before["test_images"] - 1
+    assert first["name"] not in {m["name"] for m in after["mistakes"]}
+    trash = client.app.state.store.root / "places" / ".trash" / "images" / "church" / first["name"]
+    assert trash.is_file()  # nothing is lost: the photo is in the project's trash
 
 
 # the queue -----------------------------------------------------------------------------------------------------

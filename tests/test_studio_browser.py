@@ -7,6 +7,7 @@ cell, relabel a photo, predict an uploaded photo, export. Screenshots of each sc
 test's tmp_path and are checked not blank (set CNNLAB_STUDIO_SCREENSHOT to a folder to keep copies).
 """
 
+import json
 import os
 import shutil
 import sys
@@ -83,6 +84,20 @@ def test_a_learner_trains_evaluates_tests_and_exports_a_classifier(browser, serv
     accuracy = slow.until(lambda d: d.find_elements(By.CSS_SELECTOR, '.job[data-state="done"] .acc'))[0]
     shown = float(accuracy.get_attribute("data-accuracy"))
     assert shown >= 0.9 and f"{100 * shown:.1f}% test accuracy" == accuracy.text
+    # the loss curve beside the accuracy one: the validation colour's lines, drawn only once epochs exist
+    drawn = ("const c = document.querySelector('.job[data-state=done] canvas.curve-loss'); "
+             "const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0; "
+             "for (let i = 0; i < d.length; i += 4) if (Math.abs(d[i] - 79) + Math.abs(d[i + 1] - 70) + "
+             "Math.abs(d[i + 2] - 229) < 60 && d[i + 3] > 200) n++; return n;")
+    assert browser.execute_script(drawn) > 400  # a line across the chart: ~490 px long, 4 px wide
+    # the runs table, read in one go (the page redraws it as jobs change)
+    done_row = ("return [...document.querySelectorAll('#runs tr')].map(r => [...r.cells].map(c => c.textContent))"
+                ".find(cells => cells[5] === 'done') || null;")
+    cells = wait.until(lambda d: d.execute_script(done_row))
+    assert len(cells) == 9 and cells[3] == "224px" and cells[4] == "none" and cells[6] == f"{100 * shown:.1f}%"
+    metrics = json.loads((root / "places" / "runs" / cells[0] / "metrics.json").read_text())
+    assert float(cells[7]) == pytest.approx(metrics["test_loss"], rel=0.05)  # shown to 2 significant digits
+    assert cells[8] == f"{int(metrics['train_seconds'] + 0.5)} s"  # Math.round
     _shot(browser, tmp_path / "studio-3-train.png", not_blank)
 
     # evaluate: the confusion matrix; a cell shows its photos; relabel one
@@ -118,4 +133,15 @@ def test_a_learner_trains_evaluates_tests_and_exports_a_classifier(browser, serv
     slow.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#export-result .downloads a")) == 3)
     assert "100.0%" in browser.find_element(By.ID, "export-result").text
     _shot(browser, tmp_path / "studio-6-export.png", not_blank)
+
+    # back to evaluate: the relabelled photo is now a confident mistake; delete it from the list
+    browser.find_element(By.CSS_SELECTOR, '#tabs [data-tab="evaluate"]').click()
+    mistake = f'#mistakes .figure[data-name="{moved}"]'
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, mistake))
+    said = browser.execute_script(f"const f = document.querySelector('{mistake}'); return f && f.textContent;")
+    assert "church, said golf_ball" in said
+    browser.find_element(By.CSS_SELECTOR, f"{mistake} button.delete").click()
+    wait.until(lambda d: (root / "places" / ".trash" / "images" / "church" / moved).is_file())
+    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, mistake))
+    assert not (root / "places" / "data" / "church" / moved).exists()
     assert not browser.find_element(By.ID, "error").is_displayed()

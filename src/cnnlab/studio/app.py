@@ -11,9 +11,11 @@ API (JSON unless said): /api/settings; /api/projects (GET, POST {name}); /api/pr
 {name}, DELETE); .../classes (POST {name}); .../classes/{c} (PATCH {name}, DELETE); .../classes/{c}/merge
 {into}; .../classes/{c}/images (GET ?offset&limit, POST multipart); .../classes/{c}/images/{name} and
 .../thumbs/{name} (the image, its JPEG thumbnail); .../classes/{c}/move {images, to}; .../classes/{c}/delete
-{images}; .../check (cnnlab check-data); .../train (POST settings); /api/jobs, /api/jobs/stream (server-sent
-events), /api/jobs/{p}/{run}/stop and /resume; .../runs/{run}/evaluation, /predict (multipart), /export
-(POST), /files/{model.safetensors|model.onnx|studio-export.zip}, /curves.png.
+{images}; .../import {path} (a folder or archive on the server's disk; a background job), .../imports and
+.../imports/{id} (its progress); .../check (cnnlab check-data); .../train (POST settings); /api/jobs,
+/api/jobs/stream (server-sent events), /api/jobs/{p}/{run}/stop and /resume; .../runs/{run}/evaluation,
+/predict (multipart), /export (POST, {quantize: int8} for model-int8.onnx),
+/files/{model.safetensors|model.onnx|model-int8.onnx|studio-export.zip}, /curves.png.
 """
 
 from __future__ import annotations
@@ -38,9 +40,10 @@ from cnnlab.serve.app import (
     api_key_dependency, build_server, receive_images, serve_forever,
 )
 from cnnlab.serve.budget import Budget
-from cnnlab.studio.jobs import RECIPES_OFFERED, JobQueue, TrainSettings, default_settings
+from cnnlab.studio.imports import Importer
+from cnnlab.studio.jobs import RECIPES_OFFERED, JobQueue, TrainSettings, default_settings, read_history
 from cnnlab.studio.projects import PAGE_LIMIT, ProjectStore, StudioError, check_name
-from cnnlab.studio.results import ZIP_NAME, RunModels, evaluate_run, export_bundle, top_classes
+from cnnlab.studio.results import INT8_NAME, ZIP_NAME, RunModels, evaluate_run, export_bundle, export_int8, top_classes
 from cnnlab.versions import __version__
 
 __all__ = ["create_studio_app", "run_studio", "DEFAULT_PORT"]
@@ -50,7 +53,7 @@ DEFAULT_PORT = 8020
 CHECK_SIZE = (32, 32, 3)  # uploads are decoded in full (a truncated file is refused) at this small size
 STREAM_EVERY_S = 1.0      # how often the job stream looks for news
 DOWNLOADS = {"model.safetensors": "application/octet-stream", "model.onnx": "application/octet-stream",
-             ZIP_NAME: "application/zip"}
+             INT8_NAME: "application/octet-stream", ZIP_NAME: "application/zip"}
 
 
 class Name(BaseModel):
@@ -64,6 +67,14 @@ class Into(BaseModel):
 class Images(BaseModel):
     images: list[str]
     to: str | None = None
+
+
+class ImportPath(BaseModel):
+    path: str
+
+
+class Export(BaseModel):
+    quantize: str | None = None
 
 
 class Train(BaseModel):
@@ -89,6 +100,7 @@ def create_studio_app(source: str | Path, *, api_key: str | None = None, max_fil
     if root.exists() and not root.is_dir():
         raise CnnlabError(f"--dir {root} is a file; give a folder for the studio's projects (made when missing)")
     store, queue, models = ProjectStore(root), JobQueue(root, command), RunModels()
+    importer = Importer(store, max_bytes, max_pixels)
     budget = Budget(decode_budget, "pixels being decoded", budget_wait_s)
     checker = ImageDecoder(CHECK_SIZE, max_pixels, budget)
     bodies = Budget(body_budget, "bytes of request bodies held", budget_wait_s)
@@ -96,13 +108,15 @@ def create_studio_app(source: str | Path, *, api_key: str | None = None, max_fil
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         queue.start()
+        importer.start()
         yield
         await run_in_threadpool(queue.close)
+        await run_in_threadpool(importer.close)
         checker.close()
 
     app = FastAPI(title="cnnlab studio", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
-    app.state.store, app.state.queue, app.state.models = store, queue, models
+    app.state.store, app.state.queue, app.state.models, app.state.importer = store, queue, models, importer
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     add_error_handlers(app)
 
@@ -125,6 +139,7 @@ def create_studio_app(source: str | Path, *, api_key: str | None = None, max_fil
     api = APIRouter(prefix="/api", dependencies=[Depends(api_key_dependency(api_key))])
     _project_routes(api, store, queue)
     _image_routes(api, store, bodies, checker, max_bytes, max_files)
+    _import_routes(api, importer)
     _job_routes(api, store, queue, {"max_files": max_files, "max_bytes": max_bytes, "max_pixels": max_pixels})
     _run_routes(api, store, queue, models, bodies, budget, max_pixels, max_bytes)
     app.include_router(api)
@@ -222,6 +237,20 @@ def _image_routes(api: APIRouter, store: ProjectStore, bodies: Budget, checker: 
         return {"deleted": store.delete_images(project, name, body.images)}
 
 
+def _import_routes(api: APIRouter, importer: Importer) -> None:
+    @api.post("/projects/{project}/import", status_code=202)
+    def start_import(project: str, body: ImportPath) -> dict[str, Any]:
+        return importer.submit(project, body.path).view()
+
+    @api.get("/projects/{project}/imports")
+    def imports(project: str) -> dict[str, Any]:
+        return {"imports": [j.view() for j in list(importer.jobs.values()) if j.project == project]}
+
+    @api.get("/projects/{project}/imports/{name}")
+    def one_import(project: str, name: str) -> dict[str, Any]:
+        return importer.find(f"{project}/{name}").view()
+
+
 def _job_routes(api: APIRouter, store: ProjectStore, queue: JobQueue, limits: dict[str, int]) -> None:
     @api.get("/settings")
     def settings() -> dict[str, Any]:
@@ -293,11 +322,14 @@ def _run_routes(api: APIRouter, store: ProjectStore, queue: JobQueue, models: Ru
         return {"run": run, "filename": uploads[0].filename, "top": top[0]}
 
     @api.post("/projects/{project}/runs/{run}/export")
-    def export(project: str, run: str) -> dict[str, Any]:
+    def export(project: str, run: str, body: Export | None = None) -> dict[str, Any]:
         folder = run_dir(project, run)
         if not (folder / "model.safetensors").is_file():
             raise StudioError(409, f"run {run!r} has not finished; export it when it has a model")
-        return export_bundle(folder)
+        quantize = body.quantize if body is not None else None
+        if quantize not in (None, "int8"):
+            raise StudioError(422, f"quantize must be int8 (or left out, for fp32); got {quantize!r}")
+        return export_int8(folder) if quantize == "int8" else export_bundle(folder)
 
     @api.get("/projects/{project}/runs/{run}/files/{name}")
     def download(project: str, run: str, name: str) -> FileResponse:
@@ -321,7 +353,9 @@ def _idle(queue: JobQueue, project: str) -> None:
 
 
 def _runs(store: ProjectStore, queue: JobQueue, project: str) -> list[dict[str, Any]]:
-    """The project's runs, newest first: every run directory, with its job's state when the studio ran it."""
+    """The project's runs, newest first, as the runs table compares them: every run directory, with its job's
+    state when the studio ran it, its settings (model, epochs, image size, augmentation), its test accuracy
+    and loss, its training time in seconds and its history (loss and accuracy per epoch)."""
     folder = store.project(project) / "runs"
     jobs = {j.run: j for j in list(queue.jobs) if j.project == project}
     found = []
@@ -329,11 +363,27 @@ def _runs(store: ProjectStore, queue: JobQueue, project: str) -> list[dict[str, 
         metrics = _json(run / "metrics.json")
         config = _json(run / "config.json")
         job = jobs.get(run.name)
+        history = read_history(run / "history.csv")
         found.append({"name": run.name, "state": job.state if job else ("done" if metrics else "stopped"),
-                      "recipe": config.get("recipe"), "model": config.get("model"),
+                      "recipe": config.get("recipe"), "model": config.get("model"), "epochs": config.get("epochs"),
+                      "epochs_run": len(history), "image_size": _side(config.get("image_size")),
+                      "augment": config.get("augment") or None,
                       "test_accuracy": metrics.get("test_accuracy"), "val_accuracy": metrics.get("val_accuracy"),
+                      "test_loss": metrics.get("test_loss"), "train_seconds": metrics.get("train_seconds"),
+                      "history": history,
                       "finished": bool(metrics), "exported": (run / ZIP_NAME).is_file()})
     return found
+
+
+def _side(size: object) -> object:
+    """A square image size as one number (`[128, 128]` -> 128), any other size as it is.
+
+    >>> _side([128, 128]), _side([64, 32]), _side(None)
+    (128, [64, 32], None)
+    """
+    if isinstance(size, list) and len(size) == 2 and size[0] == size[1]:
+        return size[0]
+    return size
 
 
 def _json(path: Path) -> dict[str, Any]:

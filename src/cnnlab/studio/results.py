@@ -31,9 +31,12 @@ from cnnlab.fileio import atomic_write
 from cnnlab.inference import Inference, load_inference
 from cnnlab.studio.projects import StudioError
 
-__all__ = ["RunModels", "evaluate_run", "export_bundle", "PREDICT_PY", "ZIP_NAME", "top_classes"]
+__all__ = ["RunModels", "evaluate_run", "export_bundle", "export_int8", "PREDICT_PY", "ZIP_NAME", "INT8_NAME",
+           "top_classes"]
 
 ZIP_NAME = "studio-export.zip"
+INT8_NAME = "model-int8.onnx"  # `cnnlab export --quantize int8`'s own name in a run directory
+INT8_REPORT = "model-int8.json"  # its checks, kept so that a second export answers without quantizing again
 MODELS_KEPT = 2         # runs whose models stay loaded: the Evaluate and Test pages of one or two runs
 MISTAKES_SHOWN = 12     # most confident mistakes listed under the confusion matrix
 PREDICT_PY = '''"""Classify photos with model.onnx: python predict.py photo.jpg [more.jpg ...]
@@ -178,3 +181,27 @@ def export_bundle(run: Path) -> dict[str, Any]:
                                           "images": report.n_parity_images, "source": report.parity_source}
     return {"run": run.name, "onnx_bytes": onnx.stat().st_size, "zip_bytes": (run / ZIP_NAME).stat().st_size,
             "parity": parity, "files": {"model": "model.safetensors", "onnx": "model.onnx", "zip": ZIP_NAME}}
+
+
+def export_int8(run: Path) -> dict[str, Any]:
+    """`cnnlab export --quantize int8` of a run (model-int8.onnx) and what its checks measured.
+
+    Calibrated on the run's training photos and compared with the fp32 graph on its test photos:
+    `parity` gives the int8 graph's top-1 agreement with fp32 there, its largest output difference, and
+    both accuracies. The report is kept beside the file (model-int8.json): a second call reads it.
+    """
+    from cnnlab.export import export_onnx
+
+    onnx, kept = run / INT8_NAME, run / INT8_REPORT
+    if not (onnx.is_file() and kept.is_file()):
+        try:
+            report = export_onnx(run, onnx, quantize="int8", force=True)
+        except CnnlabError as exc:
+            raise StudioError(422, f"run {run.name!r} could not be exported to int8: {first_line(exc, 300)}") from None
+        found = {"top1_agreement": report.top1_agreement, "max_abs_diff": report.max_abs_diff,
+                 "test_images": report.n_test_images, "calibration_images": report.n_calibration_images,
+                 "accuracy": report.accuracy, "fp32_bytes": report.fp32_size_bytes, "notes": report.notes}
+        text = json.dumps(found, indent=1)
+        atomic_write(kept, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    return {"run": run.name, "int8_bytes": onnx.stat().st_size, "parity": json.loads(kept.read_text("utf-8")),
+            "files": {"int8": INT8_NAME}}

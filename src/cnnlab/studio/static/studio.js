@@ -340,29 +340,41 @@ function jobCard(job) {
   if (job.state === "done") buttons.append(el("button", { class: "ghost", text: "See results", onclick: () => { $("eval-run").value = job.run; showTab("evaluate"); } }));
   const left = el("div", {}, [title, el("div", { class: "small", text: status }), progress, numbers, buttons,
     el("div", { class: "log mono", text: job.state === "failed" ? job.log : "" })]);
-  const canvas = el("canvas", { width: 520, height: 240 });
-  drawCurves(canvas, h);
-  return el("div", { class: "job", "data-job": job.id, "data-state": job.state }, [left, canvas]);
+  const accuracy = el("canvas", { width: 520, height: 240, class: "curve-accuracy" });
+  const loss = el("canvas", { width: 520, height: 240, class: "curve-loss" });
+  drawCurves(accuracy, h);
+  drawCurves(loss, h, "loss");
+  return el("div", { class: "job", "data-job": job.id, "data-state": job.state }, [left, el("div", { class: "curves" }, [accuracy, loss])]);
 }
 
-function drawCurves(canvas, history) {  // accuracy (train, validation) per epoch, 0..1
+function drawCurves(canvas, history, what = "accuracy") {  // accuracy (0..1) or loss (0..its largest) per epoch, training and validation
   const g = canvas.getContext("2d"), W = canvas.width, H = canvas.height, pad = 28;
+  const keys = what === "loss" ? ["loss", "val_loss"] : ["accuracy", "val_accuracy"];
+  const top = what === "loss" ? Math.max(1e-9, ...history.flatMap((row) => keys.map((k) => row[k] || 0))) : 1;
+  const label = (y) => what === "loss" ? (y * top).toPrecision(2) : `${y * 100}%`;
   g.clearRect(0, 0, W, H);
   g.strokeStyle = "#e3e7f0"; g.fillStyle = "#6b7386"; g.font = "20px system-ui";
-  for (const y of [0, 0.5, 1]) { const py = H - pad - y * (H - 2 * pad); g.beginPath(); g.moveTo(pad, py); g.lineTo(W - 8, py); g.stroke(); g.fillText(`${y * 100}%`, 0, py - 2); }
-  if (!history.length) { g.fillText("accuracy per epoch appears here", pad + 10, H / 2); return; }
+  for (const y of [0, 0.5, 1]) { const py = H - pad - y * (H - 2 * pad); g.beginPath(); g.moveTo(pad, py); g.lineTo(W - 8, py); g.stroke(); g.fillText(label(y), 0, py - 2); }
+  if (!history.length) { g.fillText(`${what} per epoch appears here`, pad + 10, H / 2); return; }
   const n = Math.max(history.length - 1, 1);
-  for (const [key, color] of [["accuracy", "#a5b4fc"], ["val_accuracy", "#4f46e5"]]) {
+  for (const [key, color] of [[keys[0], "#a5b4fc"], [keys[1], "#4f46e5"]]) {
     g.strokeStyle = color; g.lineWidth = 4; g.beginPath();
-    history.forEach((row, i) => { const x = pad + i / n * (W - pad - 8), y = H - pad - (row[key] || 0) * (H - 2 * pad); if (i) g.lineTo(x, y); else g.moveTo(x, y); });
+    history.forEach((row, i) => { const x = pad + i / n * (W - pad - 8), y = H - pad - (row[key] || 0) / top * (H - 2 * pad); if (i) g.lineTo(x, y); else g.moveTo(x, y); });
     g.stroke();
   }
+  g.fillStyle = "#111827"; g.fillText(what, pad + 60, 20);
   g.fillStyle = "#4f46e5"; g.fillText("validation", W - 120, 20); g.fillStyle = "#a5b4fc"; g.fillText("training", W - 220, 20);
 }
 
 function renderRuns() {
-  $("runs").replaceChildren(...state.runs.map((r) => el("tr", {}, [el("td", { text: r.name }), el("td", { text: r.model || "" }),
-    el("td", {}, [el("span", { class: `badge ${r.state}`, text: r.state })]), el("td", { text: pct(r.test_accuracy) })])));
+  const best = Math.max(-1, ...state.runs.map((r) => r.test_accuracy ?? -1));
+  $("runs").replaceChildren(...state.runs.map((r) => el("tr", { class: r.test_accuracy !== null && r.test_accuracy === best ? "best" : "" }, [
+    el("td", { text: r.name }), el("td", { text: r.model || "" }),
+    el("td", { text: r.epochs_run && r.epochs ? `${r.epochs_run} of ${r.epochs}` : (r.epochs ?? "") }),
+    el("td", { text: r.image_size ? `${r.image_size}px` : "" }), el("td", { text: r.augment || "none" }),
+    el("td", {}, [el("span", { class: `badge ${r.state}`, text: r.state })]), el("td", { text: pct(r.test_accuracy) }),
+    el("td", { text: r.test_loss != null ? r.test_loss.toPrecision(2) : "" }),
+    el("td", { text: r.train_seconds != null ? `${Math.round(r.train_seconds)} s` : "" })])));
 }
 function fillRunSelects() {
   const finished = state.runs.filter((r) => r.finished);
@@ -397,6 +409,7 @@ async function loadEvaluation() {
   })]));
   m.replaceChildren(head, ...rows);
   $("eval-notes").textContent = data.notes.join(" ");
+  renderMistakes(data);
   if (state.cell && k) { const again = m.querySelector(`[data-cell="${state.cell}"]`); if (again && again.textContent !== "0") showCell(...state.cell.split(",").map(Number), again); else $("cell").hidden = true; }
 }
 $("eval-run").onchange = () => guarded(loadEvaluation);
@@ -413,21 +426,34 @@ function showCell(actual, predicted, cellNode) {
   for (const td of $("matrix").querySelectorAll("td")) td.classList.toggle("picked", td === cellNode);
   $("cell").hidden = false;
   $("cell-title").textContent = `${images.length} photo(s) of ${data.classes[actual]} that the model called ${data.classes[predicted]}`;
-  $("cell-images").replaceChildren(...images.map((image) => {
-    const img = el("img", { alt: image.name });
-    setImage(img, `${P()}/classes/${enc(image.class)}/thumbs/${enc(image.name)}`);
-    const target = el("select", {}, data.classes.filter((c) => c !== image.class).map((c) => el("option", { value: c, text: c })));
-    if (data.classes.includes(image.predicted) && image.predicted !== image.class) target.value = image.predicted;
-    const wrong = image.predicted !== image.class;
-    return el("div", { class: "figure", "data-name": image.name }, [img,
-      el("span", { class: wrong ? "wrong" : "right", text: `said ${image.predicted} (${pct(image.confidence)})` }),
-      el("span", { class: "row" }, [target, el("button", { class: "ghost relabel", text: "Move",
-        title: "this photo is in the wrong class: move it", onclick: () => guarded(async () => {
-          await api(`${P()}/classes/${enc(image.class)}/move`, { method: "POST", json: { images: [image.name], to: target.value } });
-          toast(`Moved to ${target.value}; train again to learn from it`);
+  $("cell-images").replaceChildren(...images.map((image) => figure(image, data)));
+}
+
+function renderMistakes(data) {  // the photos the model got wrong while most sure, most sure first
+  $("mistakes").replaceChildren(...data.mistakes.map((image) => figure(image, data)));
+  $("mistakes-empty").hidden = data.mistakes.length > 0;
+}
+
+function figure(image, data) {  // a test photo with what the model said, and buttons to relabel or delete it
+  const img = el("img", { alt: image.name });
+  setImage(img, `${P()}/classes/${enc(image.class)}/thumbs/${enc(image.name)}`);
+  const target = el("select", {}, data.classes.filter((c) => c !== image.class).map((c) => el("option", { value: c, text: c })));
+  if (data.classes.includes(image.predicted) && image.predicted !== image.class) target.value = image.predicted;
+  const wrong = image.predicted !== image.class;
+  return el("div", { class: "figure", "data-name": image.name, "data-class": image.class }, [img,
+    el("span", { class: wrong ? "wrong" : "right", text: `${image.class}, said ${image.predicted} (${pct(image.confidence)})` }),
+    el("span", { class: "row" }, [target, el("button", { class: "ghost relabel", text: "Move",
+      title: "this photo is in the wrong class: move it", onclick: () => guarded(async () => {
+        await api(`${P()}/classes/${enc(image.class)}/move`, { method: "POST", json: { images: [image.name], to: target.value } });
+        toast(`Moved to ${target.value}; train again to learn from it`);
+        await loadEvaluation();
+      }) }),
+      el("button", { class: "ghost danger delete", text: "Delete", title: "not a photo of any class: move it to the project's trash",
+        onclick: () => guarded(async () => {
+          await api(`${P()}/classes/${enc(image.class)}/delete`, { method: "POST", json: { images: [image.name] } });
+          toast("Moved to the project's trash; train again without it");
           await loadEvaluation();
         }) })])]);
-  }));
 }
 
 // test -------------------------------------------------------------------------------------------------------
@@ -463,6 +489,24 @@ $("export").onclick = () => guarded(async () => {
         link(data.files.model, "cnnlab model", "for cnnlab predict / serve")]));
     $("export-result").hidden = false;
   } finally { $("export").disabled = false; $("export").textContent = "Export"; }
+});
+
+$("export-int8").onclick = () => guarded(async () => {
+  const run = $("export-run").value;
+  if (!run) throw new Error("train a model first: there is no finished run to export");
+  $("export-int8").disabled = true; $("export-int8").textContent = "Quantizing and checking…";
+  try {
+    const data = await api(`${P()}/runs/${enc(run)}/export`, { method: "POST", json: { quantize: "int8" } });
+    const p = data.parity, acc = p.accuracy || {};
+    const text = `int8 on ${p.test_images} test photos: same answer as fp32 on ${pct(p.top1_agreement)} of them; accuracy ` +
+      `${pct(acc.int8)} (fp32 ${pct(acc.fp32)}); ${(data.int8_bytes / 1e6).toFixed(1)} MB instead of ${(p.fp32_bytes / 1e6).toFixed(1)} MB.`;
+    const result = $("export-int8-result");
+    result.dataset.agreement = p.top1_agreement;
+    result.replaceChildren(el("div", { class: p.top1_agreement >= 0.95 ? "check-ok" : "check-warn", text: text }),
+      el("div", { class: "downloads" }, [el("a", { href: `${P()}/runs/${enc(run)}/files/${data.files.int8}`, download: "" },
+        [el("b", { text: "int8 ONNX model" }), el("span", { class: "muted small", text: `${(data.int8_bytes / 1e6).toFixed(1)} MB` })])]));
+    result.hidden = false;
+  } finally { $("export-int8").disabled = false; $("export-int8").textContent = "Smaller int8 ONNX"; }
 });
 
 // start ------------------------------------------------------------------------------------------------------
