@@ -87,10 +87,6 @@ def run_data(source: str | Path, card: ModelCard, dataset: str | None = None, sp
     if data.input_shape[:2] != (h, w) and data.input_shape[2] == c:
         data = load_dataset(dataset, split=split, data_dir=data_dir, download=download, image_size=(h, w))
     return _checked(card, data, dataset, split), dataset
-    data = load_dataset(dataset, split=split, data_dir=data_dir, download=download)
-    if data.input_shape[:2] != (h, w) and data.input_shape[2] == c:
-        data = load_dataset(dataset, split=split, data_dir=data_dir, download=download, image_size=(h, w))
-    return _checked(card, data, dataset, split), dataset
 
 
 def evaluate_model(source: str | Path, dataset: str | None = None, split: str = "test",

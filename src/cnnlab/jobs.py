@@ -39,6 +39,7 @@ from cnnlab.models.transfer import BACKBONES, TransferModel, backbone_preprocess
 from cnnlab.models.zoo import build_model
 from cnnlab.rundir import LOCK_NAME, RunLock, claim_run_dir, write_file, write_json, writing
 from cnnlab.startup import FirstStep, first_step_clock
+from cnnlab.training.callbacks import auto_mode
 from cnnlab.training.checkpoint import (
     CHECKPOINT_JSON, Checkpointer, TrainingInterrupted, check_writable, remove_checkpoint,
 )
@@ -109,7 +110,7 @@ def _better_phase(history: dict[str, list[float]], monitor: str, phases: int) ->
     values, phase_of = history.get(monitor, []), history.get("phase", [])
     if len(values) != len(phase_of):
         return None
-    sign = -1.0 if "acc" in monitor else 1.0  # as EarlyStopping's mode "auto": accuracies up, losses down
+    sign = -1.0 if auto_mode(monitor) == "max" else 1.0  # EarlyStopping's mode "auto": accuracies up, losses down
     scored = [(sign * v, i, int(p)) for i, (v, p) in enumerate(zip(values, phase_of, strict=True)) if not math.isnan(v)]
     earlier = [(v, i) for v, i, p in scored if p == phases - 2]
     last = [(v, i) for v, i, p in scored if p == phases - 1]
@@ -459,7 +460,7 @@ def _record(config: TrainConfig, run_dir: Path, data: _Data, phases: list[Phase]
     if weights is not None:
         weight_values = dict(zip(train.class_names, weights.tolist(), strict=True))
         extra["class_weight_values"] = weight_values
-    from_imagenet = bool(getattr(model, "head_from_imagenet", False)) and not config.init_from
+    from_imagenet = bool(getattr(model, "head_from_imagenet", False))  # a model from --init-from has it False
     if from_imagenet:
         extra["head_start"] = "imagenet"
     check_writable(run_dir)  # an unwritable directory or a full disk fails here, not after an epoch of training
@@ -532,7 +533,7 @@ def _train(config: TrainConfig, verbose: int, resume: bool, print_fn: Callable[[
         if saved is not None and index < saved.run["phase"]:
             continue  # finished before the checkpoint: its history is in `history` already
         _apply_phase(model, phase)
-        if index == len(phases) - 1 and index > 0 and _keeps_best_phase(config, phases) and is_main() \
+        if index == len(phases) - 1 and _keeps_best_phase(config, phases) and is_main() \
                 and not (saved is not None and index == saved.run["phase"]):  # resumed: written before
             _write_phase_start(run_dir, model)
         keeper = Checkpointer(run_dir, config.checkpoint_every, resume=saved if saved and index == saved.run["phase"]
@@ -564,7 +565,7 @@ def _train(config: TrainConfig, verbose: int, resume: bool, print_fn: Callable[[
     seconds = time.perf_counter() - start
     if not is_main():  # distributed: rank 0 tests the model and writes the results
         return RunResult(run_dir, history, None, seconds, epoch_seconds, [])
-    if phases and _keeps_best_phase(config, phases) and (run_dir / PHASE_START).is_file():
+    if _keeps_best_phase(config, phases) and (run_dir / PHASE_START).is_file():
         back = _better_phase(history, config.monitor, len(phases))
         if back is not None:  # fine-tuning did not beat the phase before it on validation: keep that phase's model
             model.load_state_dict(load_file(str(run_dir / PHASE_START)))

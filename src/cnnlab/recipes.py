@@ -99,9 +99,7 @@ def recipe_settings(name: str) -> dict[str, Any]:
         settings["model"] = recipe.model
     if recipe.pretrained or recipe.freeze:
         settings.update(pretrained=recipe.pretrained, freeze=recipe.freeze)
-    if recipe.early_stopping_patience is not None:
-        settings["early_stopping_patience"] = recipe.early_stopping_patience
-    for name in ("unfreeze_top", "fine_tune_epochs", "fine_tune_lr", "augment"):
+    for name in ("early_stopping_patience", "unfreeze_top", "fine_tune_epochs", "fine_tune_lr", "augment"):
         if getattr(recipe, name) is not None:
             settings[name] = getattr(recipe, name)
     return settings

@@ -41,7 +41,9 @@ from cnnlab.serve.app import (
 )
 from cnnlab.serve.budget import Budget
 from cnnlab.studio.imports import Importer
-from cnnlab.studio.jobs import RECIPES_OFFERED, JobQueue, TrainSettings, default_settings, read_history
+from cnnlab.studio.jobs import (
+    RECIPES_OFFERED, JobQueue, TrainSettings, default_settings, read_history, read_json_dict,
+)
 from cnnlab.studio.projects import PAGE_LIMIT, ProjectStore, StudioError, check_name
 from cnnlab.studio.results import INT8_NAME, ZIP_NAME, RunModels, evaluate_run, export_bundle, export_int8, top_classes
 from cnnlab.versions import __version__
@@ -360,8 +362,8 @@ def _runs(store: ProjectStore, queue: JobQueue, project: str) -> list[dict[str, 
     jobs = {j.run: j for j in list(queue.jobs) if j.project == project}
     found = []
     for run in sorted((r for r in folder.iterdir() if r.is_dir()), key=lambda r: r.name, reverse=True):
-        metrics = _json(run / "metrics.json")
-        config = _json(run / "config.json")
+        metrics = read_json_dict(run / "metrics.json")
+        config = read_json_dict(run / "config.json")
         job = jobs.get(run.name)
         history = read_history(run / "history.csv")
         found.append({"name": run.name, "state": job.state if job else ("done" if metrics else "stopped"),
@@ -384,14 +386,6 @@ def _side(size: object) -> object:
     if isinstance(size, list) and len(size) == 2 and size[0] == size[1]:
         return size[0]
     return size
-
-
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def run_studio(projects_dir: str | Path, host: str = "127.0.0.1", port: int = DEFAULT_PORT,

@@ -245,7 +245,7 @@ class JobQueue:
         left = None
         if job.state == "running" and history and planned > len(history):
             left = elapsed / len(history) * (planned - len(history))
-        metrics = _read_json(run / "metrics.json")
+        metrics = read_json_dict(run / "metrics.json")
         return {**asdict(job), "history": history, "epochs_planned": planned, "elapsed_s": round(elapsed, 1),
                 "seconds_left": None if left is None else round(left, 1), "log": _log_tail(self.log_path(job)),
                 "test_accuracy": metrics.get("test_accuracy"), "val_accuracy": metrics.get("val_accuracy"),
@@ -381,7 +381,8 @@ def read_history(path: Path) -> list[dict[str, float]]:
         return []
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def read_json_dict(path: Path) -> dict[str, Any]:
+    """The JSON object in `path`, or {} when it is missing, unreadable or not an object (a run still writing it)."""
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

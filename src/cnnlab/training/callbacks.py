@@ -24,7 +24,7 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write
 
-__all__ = ["TrainState", "Callback", "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint", "CSVLogger",
+__all__ = ["TrainState", "auto_mode", "Callback", "EarlyStopping", "ReduceLROnPlateau", "ModelCheckpoint", "CSVLogger",
            "TrainingHints"]
 
 
@@ -63,12 +63,21 @@ class Callback:
         """Take back what `state_dict()` returned."""
 
 
+def auto_mode(monitor: str) -> str:
+    """Keras's mode "auto": 'max' for accuracies, 'min' for everything else (losses).
+
+    >>> auto_mode("val_accuracy"), auto_mode("val_loss")
+    ('max', 'min')
+    """
+    return "max" if "acc" in monitor else "min"
+
+
 class _Monitor:
     """Tracks the best value of one metric ('min' for losses, 'max' for accuracies)."""
 
     def __init__(self, monitor: str, mode: str, min_delta: float, who: str) -> None:
         if mode == "auto":
-            mode = "max" if "acc" in monitor else "min"
+            mode = auto_mode(monitor)
         if mode not in ("min", "max"):
             raise CnnlabError(f"{who}: mode must be 'min', 'max' or 'auto'; got {mode!r}")
         self.monitor, self.mode, self.min_delta, self.who = monitor, mode, abs(min_delta), who
