@@ -187,6 +187,14 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     _image_args(p)
 
 
+def _server_args(p: argparse.ArgumentParser, port: int, key_use: str = "") -> None:
+    """--host, --port and --api-key of the web apps (serve, explore, studio): one server stack, one set of flags."""
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
+    p.add_argument("--port", type=_positive_int, default=port)
+    p.add_argument("--api-key", help=f"{key_use}needed to bind beyond loopback (prefer $CNNLAB_API_KEY: a flag "
+                                     f"shows in ps)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="cnnlab", description="Build, train, evaluate and use CNN image classifiers.")
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
@@ -303,10 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="web page and JSON API for a model (FastAPI + uvicorn)")
     p.add_argument("model", help="run directory, model file (.safetensors/.json) or .onnx file")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
-    p.add_argument("--port", type=_positive_int, default=8000)
-    p.add_argument("--api-key", help="required from clients on everything but /health and the page; needed to "
-                                     "bind beyond loopback (prefer $CNNLAB_API_KEY: a flag shows in ps)")
+    _server_args(p, 8000, "required from clients on everything but /health and the page; ")
     p.add_argument("--top-k", type=_positive_int, default=5, help="classes per image unless a request asks (5)")
     p.add_argument("--max-files", type=_positive_int, default=16, help="images per request (16)")
     _runtime_args(p)
@@ -314,17 +319,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explore", help="see inside a model in the browser: layers, feature maps, convolution "
                                        "step by step, Grad-CAM")
     p.add_argument("model", help="run directory or model file (.safetensors/.json)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
-    p.add_argument("--port", type=_positive_int, default=8010)
-    p.add_argument("--api-key", help="needed to bind beyond loopback (prefer $CNNLAB_API_KEY: a flag shows in ps)")
+    _server_args(p, 8010)
 
     p = sub.add_parser("studio", help="train your own image classifier in the browser: projects, classes, photos, "
                                       "training, evaluation, test, export")
     p.add_argument("--dir", default="studio-projects", help="folder of the projects (made when missing; "
                                                             "default ./studio-projects)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
-    p.add_argument("--port", type=_positive_int, default=8020)
-    p.add_argument("--api-key", help="needed to bind beyond loopback (prefer $CNNLAB_API_KEY: a flag shows in ps)")
+    _server_args(p, 8020)
     return parser
 
 
