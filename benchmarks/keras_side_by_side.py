@@ -27,6 +27,7 @@ matches the sha256 recorded when it was built. Nothing else in Keras is touched,
     .venv/bin/python benchmarks/keras_side_by_side.py --smoke                        # minutes: proves every path
     .venv/bin/python benchmarks/keras_side_by_side.py --programs seed000 --seeds 0 1 2
     .venv/bin/python benchmarks/keras_side_by_side.py --programs seed003-bn --seeds 0 1 2 --append
+    .venv/bin/python benchmarks/keras_side_by_side.py --programs seed003-bn --epochs 3 --seeds 0 1 2 --append
 """
 
 from __future__ import annotations
@@ -42,8 +43,6 @@ import sys
 import tarfile
 import time
 from pathlib import Path
-
-import report
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "datasets"
@@ -176,7 +175,7 @@ def launch(program: Path) -> None:
     runpy.run_path(str(program), run_name="__main__")
 
 
-def run_one(program: str, backend: str, seed: int, smoke: bool, home: Path) -> dict:
+def run_one(program: str, backend: str, seed: int, smoke: bool, home: Path, epochs: int | None = None) -> dict:
     """One fresh process of `program` on `backend`; its JSON line plus the whole process's wall time."""
     runs = home / "runs"
     runs.mkdir(exist_ok=True)
@@ -185,15 +184,18 @@ def run_one(program: str, backend: str, seed: int, smoke: bool, home: Path) -> d
     path.write_text(variant(source, backend))
     env = {**os.environ, "HOME": str(home), "KERAS_HOME": str(home / ".keras"),
            "CNNLAB_DATA": str(keras_datasets(home)), "BENCH_SEED": str(seed)}
-    for name in ("BENCH_SMALL", "KERAS_BACKEND", "BENCH_CIFAR_ARCHIVE"):
+    for name in ("BENCH_SMALL", "BENCH_EPOCHS", "KERAS_BACKEND", "BENCH_CIFAR_ARCHIVE"):
         env.pop(name, None)
     if smoke:
         env["BENCH_SMALL"] = "1"
+    if epochs is not None:
+        env["BENCH_EPOCHS"] = str(epochs)
     if backend == "keras3-torch":
         env["KERAS_BACKEND"] = "torch"
     if program == "seed003-bn" and backend != "cnnlab":
         env["BENCH_CIFAR_ARCHIVE"] = str(keras_datasets(home) / KERAS_CIFAR_ARCHIVE)
-    log = runs / f"{program}-{backend}-seed{seed}{'-smoke' if smoke else ''}.log"
+    tag = ("-smoke" if smoke else "") + (f"-epochs{epochs}" if epochs is not None else "")
+    log = runs / f"{program}-{backend}-seed{seed}{tag}.log"
     command = [str(PYTHONS[backend]), str(Path(__file__).resolve()), "--launch", str(path)]
     start = time.perf_counter()
     done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
@@ -203,8 +205,8 @@ def run_one(program: str, backend: str, seed: int, smoke: bool, home: Path) -> d
     if done.returncode != 0 or not results:
         sys.exit(f"{program} on {backend} (seed {seed}) failed (exit {done.returncode}); log: {log}\n"
                  f"{done.stderr[-3000:]}")
-    return {"program": program, "backend": backend, "seed": seed, "smoke": smoke, **json.loads(results[-1]),
-            "wall_seconds": wall}
+    return {"program": program, "backend": backend, "seed": seed, "smoke": smoke, "epochs_cap": epochs,
+            **json.loads(results[-1]), "wall_seconds": wall}
 
 
 def versions(backends: list[str]) -> dict:
@@ -235,11 +237,17 @@ def main() -> None:
     parser.add_argument("--shared-machine", action="store_true",
                         help="other work shares the CPU during these runs: their accuracy counts, their times are "
                         "recorded but kept out of every speed figure")
+    parser.add_argument("--epochs", type=int, help="cap seed003-bn's 100 epochs at this many (a per-epoch speed "
+                        "sitting: every engine runs the same epochs; reported as its own rows)")
     parser.add_argument("--launch", type=Path, help=argparse.SUPPRESS)  # internal: run one program
     args = parser.parse_args()
-    if args.launch:
+    if args.launch:  # in the backend's own environment, which may have no torch: nothing of ours imported
         launch(args.launch)
         return
+    import report  # the machine record reads torch's matmul peak
+    if args.epochs is not None and (args.epochs < 1 or args.programs != ["seed003-bn"]):
+        sys.exit(f"--epochs {args.epochs}: expected a positive count with --programs seed003-bn only (seed000 runs "
+                 f"its one epoch as written)")
     for backend in args.backends:
         if not PYTHONS[backend].exists():
             sys.exit(f"no {backend} environment at {PYTHONS[backend]}; run benchmarks/setup_tf.sh (tf) or "
@@ -254,8 +262,8 @@ def main() -> None:
         shift = round_ % len(args.backends)
         for program in args.programs:
             for backend in args.backends[shift:] + args.backends[:shift]:
-                run = {**run_one(program, backend, seed, args.smoke, home), "timed": not args.shared_machine,
-                       "date": time.strftime("%Y-%m-%d")}
+                run = {**run_one(program, backend, seed, args.smoke, home, args.epochs),
+                       "timed": not args.shared_machine, "date": time.strftime("%Y-%m-%d")}
                 print(f"{program} {backend} seed {seed}: fit {run['fit_seconds']:.2f} s, wall {run['wall_seconds']:.2f}"
                       f" s, {run['epochs_run']} epochs, test accuracy {run['test_accuracy']:.4f}", flush=True)
                 record["runs"].append(run)

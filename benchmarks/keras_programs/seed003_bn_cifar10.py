@@ -1,7 +1,8 @@
 # Seed 003's BatchNorm CIFAR-10 program ("Code Examples" in ../shared/seeds/003*.txt) verbatim, in
 # tf.keras syntax (the loop body re-indented: the seed text lost its indentation). Added lines, the
 # same for every backend: the seed from $BENCH_SEED, the smoke size from $BENCH_SMALL (a few hundred
-# images, 1 epoch), fit's wall time and one JSON line at the end. keras_side_by_side.py swaps only
+# images, 1 epoch), a cap on the epochs from $BENCH_EPOCHS (a per-epoch speed sitting; default the
+# program's 100), fit's wall time and one JSON line at the end. keras_side_by_side.py swaps only
 # the imports per backend.
 import json
 import os
@@ -68,7 +69,7 @@ ReduceLROnPlateau(monitor='val_loss', factor=0.5, patience=5, min_lr=1e-6)
 t0 = time.perf_counter()
 history = model.fit(
 X_train, y_train,
-epochs=1 if SMALL else 100,
+epochs=1 if SMALL else int(os.environ.get("BENCH_EPOCHS", "100")),
 batch_size=64,
 validation_split=0.1,
 callbacks=callbacks
