@@ -47,11 +47,13 @@ class FakeCpu:
         return counts
 
 
-def tuner_on(cpu: FakeCpu, candidates: tuple[int, ...] = (2, 1), **settings: float) -> \
-        tuple[ThreadTuner, list[str]]:
+def tuner_on(cpu: FakeCpu, candidates: tuple[int, ...] = (2, 1), others: Callable[[], float | None] = lambda: None,
+             **settings: float) -> tuple[ThreadTuner, list[str]]:
+    """A tuner on the fake CPU; `others` is what the other processes used (CPU seconds; None: unknown, so the
+    tuner times the counts from the start)."""
     said: list[str] = []
     tuner = ThreadTuner(ThreadPolicy(list(candidates), "test"), TunerSettings(**settings),  # type: ignore[arg-type]
-                        clock=cpu.clock, set_threads=cpu.set_threads, say=said.append)
+                        clock=cpu.clock, set_threads=cpu.set_threads, say=said.append, others=others)
     return tuner, said
 
 
@@ -124,6 +126,55 @@ def test_four_candidates_on_many_cores() -> None:
     tuner, _ = tuner_on(cpu, candidates=tuple(thread_candidates(16)))
     cpu.run(tuner, 400)
     assert tuner.current == 8
+
+
+def test_a_quiet_machine_keeps_every_core_without_timing_fewer() -> None:
+    cpu = FakeCpu(lambda t, s: {2: 5.0, 1: 7.5}[t])
+    tuner, said = tuner_on(cpu, others=lambda: 0.02 * cpu.now, recheck_seconds=3.0)  # a browser tab, idling
+    counts = cpu.run(tuner, 4000)  # 20 s of steps
+    assert set(counts) == {2} and cpu.set_calls == [2]  # never a step at one thread
+    assert tuner.decisions[0]["reason"].startswith("quiet machine: other processes used 0.02 cores")
+    assert tuner.decisions[0]["ms_per_step"] == {2: 5.0} and said[0].startswith("threads: 2 (measured at step")
+    assert tuner.checks == 0 and tuner.quiet_checks >= 5  # each periodic check read the others, timed nothing
+
+
+def test_other_processes_busy_at_the_start_are_timed() -> None:
+    cpu = FakeCpu(lambda t, s: {2: 15.0, 1: 7.5}[t])
+    tuner, _ = tuner_on(cpu, others=lambda: 1.0 * cpu.now)  # `yes > /dev/null` on one of the two cores
+    counts = cpu.run(tuner, 600)
+    assert tuner.current == 1 and counts[-1] == 1
+    assert tuner.decisions[0]["reason"] == "start of the run; other processes used 1.00 cores"
+    assert tuner.decisions[0]["ms_per_step"] == {1: 7.5, 2: 15.0}
+
+
+def test_after_a_quiet_start_load_is_found_by_the_slowdown_and_by_the_periodic_check() -> None:
+    def busy_from(start: float) -> Callable[[], float]:
+        return lambda: max(0.0, cpu.now - start)  # one core busy from `start` seconds on
+
+    cpu = FakeCpu(lambda t, s: {2: 5.0, 1: 7.5}[t] if s < 400 else {2: 15.0, 1: 7.5}[t])
+    tuner, _ = tuner_on(cpu, others=busy_from(2.0), recheck_seconds=1e9)
+    counts = cpu.run(tuner, 900)
+    assert counts[399] == 2 and counts[-1] == 1 and tuner.decisions[-1]["reason"].startswith("steps slowed")
+    # a load that slows nothing much (2 threads still best) is read at the periodic check, and timed
+    cpu = FakeCpu(lambda t, s: {2: 5.0, 1: 7.5}[t] if s < 400 else {2: 5.5, 1: 7.5}[t])
+    tuner, _ = tuner_on(cpu, others=busy_from(2.0), recheck_seconds=3.0)
+    cpu.run(tuner, 1500)
+    assert tuner.checks >= 1 and tuner.current == 2 and 1 in cpu.set_calls
+
+
+@pytest.mark.skipif(threads_module.other_cpu_seconds() is None or not hasattr(os, "sched_setaffinity"),
+                    reason="needs /proc/stat and CPU affinity")
+def test_the_others_reading_sees_a_busy_process() -> None:
+    import time
+
+    core = sorted(os.sched_getaffinity(0))[-1]
+    before, start = threads_module.other_cpu_seconds(), time.monotonic()
+    busy = subprocess.Popen([sys.executable, "-c", f"import os, time\nos.sched_setaffinity(0, {{{core}}})\n"
+                             f"end = time.monotonic() + 1.5\nwhile time.monotonic() < end: pass"])
+    busy.wait()
+    after, elapsed = threads_module.other_cpu_seconds(), time.monotonic() - start
+    assert before is not None and after is not None
+    assert (after - before) / elapsed > 0.6  # the busy child took most of one core meanwhile
 
 
 def test_fixed_policy_never_switches() -> None:

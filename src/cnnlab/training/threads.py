@@ -13,6 +13,12 @@ own default ignores), times its first steps at each candidate count, alternating
 and measures again when its steps slow by more than a set share, and every `recheck_seconds` (a load
 that goes away slows nothing down, so only a periodic check finds the cores it frees).
 
+Timing fewer threads costs a quiet machine the steps run slower meanwhile (about 0.2 s of seed 000's
+epoch), so first the tuner looks at what the other processes on its cores do (`other_cpu_seconds`:
+/proc/stat's busy time of those cores minus this process's own): when they used under `quiet_cores`
+cores during its first second of steps, and again at each periodic check, every core is kept without
+timing any other count. Where /proc/stat cannot be read, it times the counts as before.
+
 >>> policy = thread_policy("auto", planned_steps=1000)
 >>> policy.adaptive == (len(policy.candidates) > 1)
 True
@@ -33,7 +39,7 @@ import torch
 from cnnlab.errors import CnnlabError
 
 __all__ = ["TunerSettings", "ThreadPolicy", "ThreadTuner", "available_cores", "cgroup_cpu_quota", "thread_candidates",
-           "thread_policy", "parse_threads"]
+           "thread_policy", "parse_threads", "other_cpu_seconds"]
 
 
 TORCH_DEFAULT = torch.get_num_threads()  # torch's own count at import, before any run changed it (physical cores)
@@ -55,6 +61,10 @@ class TunerSettings:
     recheck_seconds: float = 60.0   # and at least this often (seconds): a load that ends is found only by looking
     min_steps: int = 200            # runs planning fewer steps keep the starting count: probing could not pay off
     max_records: int = 50           # decisions kept for history.json; a day-long run rechecks ~1,400 times
+    quiet_cores: float = 0.15       # other processes using fewer cores than this (on average): a quiet machine,
+    #                                 every core kept unmeasured; /proc/stat counts in 10 ms ticks, so over
+    #                                 quiet_seconds the reading is good to about 0.05 cores
+    quiet_seconds: float = 1.0      # seconds of steps (after warm-up) over which the others' use is read
 
 
 def parse_threads(value: object, where: str = "--threads") -> int | None:
@@ -150,6 +160,33 @@ def thread_candidates(cores: int) -> list[int]:
     return [c for c in (cores, cores // 2, cores // 4, cores // 8) if c >= 1]
 
 
+def other_cpu_seconds(stat: Path = Path("/proc/stat")) -> float | None:
+    """CPU seconds that everything but this process has used on this process's cores since boot (busy time
+    of those cores from /proc/stat, the hypervisor's steal included, minus this process's user and system
+    time), or None where that cannot be read. Only differences of two readings mean anything.
+
+    >>> reading = other_cpu_seconds(); reading is None or isinstance(reading, float)
+    True
+    """
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    try:
+        lines = stat.read_text().splitlines()
+        ticks = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError):
+        return None
+    busy = 0
+    for line in lines:
+        name, *values = line.split()
+        if not name.startswith("cpu") or name == "cpu" or len(values) < 8:
+            continue
+        if cores is not None and int(name[3:]) not in cores:
+            continue
+        user, nice, system, _, _, irq, softirq, steal = (int(v) for v in values[:8])
+        busy += user + nice + system + irq + softirq + steal
+    own = os.times()
+    return busy / ticks - (own.user + own.system)
+
+
 @dataclass(frozen=True)
 class ThreadPolicy:
     """What a run does about CPU threads: the counts it may try (the first is where it starts) and why."""
@@ -231,6 +268,7 @@ class ThreadTuner:
     clock: Callable[[], float] = time.perf_counter
     set_threads: Callable[[int], None] = torch.set_num_threads
     say: Callable[[str], None] | None = None
+    others: Callable[[], float | None] = other_cpu_seconds  # tests pass fakes; None: unknown, so measure
     decisions: list[dict[str, object]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -245,9 +283,15 @@ class ThreadTuner:
         self.recent: list[float] = []       # step seconds since the last decision or window
         self.reference = math.inf           # mean seconds per step at the chosen count, as measured
         self.measured_at = self.clock()
+        self.reading = self._read()        # (clock, others' CPU seconds) the next quiet check compares with
+        self.watching = False               # the start of a run's quiet check is under way
+        self.quiet_checks = 0
         if self.policy.adaptive:
-            self._measure("start of the run")
             self.skip = self.settings.warmup_steps  # a run's first steps are slow at any count
+            if self.reading is None:
+                self._measure("start of the run")
+            else:
+                self.watching = True
 
     def epoch_start(self) -> None:
         """The time since the last step (validation, checkpoints) is not a training step."""
@@ -263,6 +307,9 @@ class ThreadTuner:
         if self.plan:
             self._probe(seconds)
             return
+        if self.watching:
+            self._watch(seconds)
+            return
         self.recent.append(seconds)
         if len(self.recent) >= self.settings.window and sum(self.recent) >= self.settings.window_seconds:
             mean, self.recent = _typical(self.recent), []
@@ -270,7 +317,46 @@ class ThreadTuner:
                 self._measure(f"steps slowed from {self.reference * 1e3:.1f} to {mean * 1e3:.1f} ms")
                 return
         if now - self.measured_at > self.settings.recheck_seconds:
-            self._measure("periodic check")
+            self._recheck(now)
+
+    def _read(self) -> tuple[float, float] | None:
+        reading = self.others()
+        return None if reading is None else (self.clock(), reading)
+
+    def _others_cores(self) -> float | None:
+        """Cores the other processes used on average since `self.reading`, which moves on to now (None: unknown)."""
+        before, self.reading = self.reading, self._read()
+        if before is None or self.reading is None or self.reading[0] <= before[0]:
+            return None
+        return max(0.0, (self.reading[1] - before[1]) / (self.reading[0] - before[0]))
+
+    def _watch(self, seconds: float) -> None:
+        """The start of a run: time steps at every core while reading what the other processes use."""
+        if self.skip > 0:
+            self.skip -= 1
+            return
+        self.timed.append(seconds)
+        if len(self.timed) < self.settings.probe_steps or sum(self.timed) < self.settings.quiet_seconds:
+            return
+        self.watching = False
+        used = self._others_cores()
+        if used is None or used >= self.settings.quiet_cores:
+            shown = "unknown" if used is None else f"{used:.2f}"
+            self._measure(f"start of the run; other processes used {shown} cores")
+            return
+        self.reference, self.measured_at, self.recent = _typical(self.timed), self.clock(), []
+        self.timed = []
+        self._record(self.current, f"quiet machine: other processes used {used:.2f} cores, every core kept "
+                                   f"without timing fewer", {self.current: self.reference})
+
+    def _recheck(self, now: float) -> None:
+        """The periodic check: nothing to time while every core is in use and the others stay quiet."""
+        used = self._others_cores()
+        if used is not None and used < self.settings.quiet_cores and self.current == self.policy.candidates[0]:
+            self.measured_at, self.recent = now, []
+            self.quiet_checks += 1
+            return
+        self._measure("periodic check")
 
     def _measure(self, reason: str) -> None:
         cands = self.policy.candidates
@@ -311,16 +397,21 @@ class ThreadTuner:
             self.set_threads(chosen)
             self.current = chosen
         self.reference, self.measured_at = means[chosen], self.clock()
-        self.recent = []
-        if changed and len(self.decisions) < self.settings.max_records:
-            timings = {c: round(m * 1e3, 2) for c, m in sorted(means.items())}
-            self.decisions.append({"step": self.steps, "threads": chosen, "reason": self.reason,
-                                   "ms_per_step": timings})
-            if self.say is not None:
-                shown = ", ".join(f"{c}: {m:g} ms" for c, m in timings.items())
-                self.say(f"threads: {chosen} (measured at step {self.steps}, {self.reason}; per step {shown})")
+        self.recent, self.reading = [], self._read()
+        if changed:
+            self._record(chosen, self.reason, means)
+
+    def _record(self, chosen: int, reason: str, means: dict[int, float]) -> None:
+        """A decision that changed the count (or the first): for history.json and the run's output."""
+        if len(self.decisions) >= self.settings.max_records:
+            return
+        timings = {c: round(m * 1e3, 2) for c, m in sorted(means.items())}
+        self.decisions.append({"step": self.steps, "threads": chosen, "reason": reason, "ms_per_step": timings})
+        if self.say is not None:
+            shown = ", ".join(f"{c}: {m:g} ms" for c, m in timings.items())
+            self.say(f"threads: {chosen} (measured at step {self.steps}, {reason}; per step {shown})")
 
     def record(self) -> dict[str, object]:
         """The policy and its decisions, for history.json."""
         return {"policy": self.policy.describe(), "threads": self.current, "checks": self.checks,
-                "decisions": self.decisions}
+                "quiet_checks": self.quiet_checks, "decisions": self.decisions}
