@@ -50,6 +50,9 @@ MODELS = {  # name: (build, (H, W, C))
     "strided-same": (_strided, (27, 27, 3)),
     "resnet18": (lambda: transfer_model("resnet18", 5, (64, 64, 3), pretrained=False), (64, 64, 3)),
     "lite0": (lambda: transfer_model("efficientnet_lite0", 5, (48, 48, 3), pretrained=False), (48, 48, 3)),
+    "keras-mobilenetv2": (lambda: keras.applications.MobileNetV2(input_shape=(48, 48, 3), weights=None, classes=10),
+                          (48, 48, 3)),
+    "speedrun": (lambda: build_model("speedrun", (32, 32, 3), widths=(16, 32, 32)), (32, 32, 3)),
 }
 
 
@@ -442,3 +445,102 @@ def test_mistakes_are_misclassified_and_least_confident_are_sorted(app_client):
     listed = {item["key"] for item in listing["inputs"]}  # by class and uploads; ranked-only images stay apart
     assert explorer.ranked_only and not explorer.ranked_only & listed
     assert explorer.ranked_only <= {item["key"] for item in mistakes + unsure}
+
+
+# ---------------------------------------------------------------- side by side, deeper filters, the graph
+
+def test_shifted_and_rotated_copies_are_the_pixels_numpy_gives():
+    from cnnlab.explore.explorer import moved
+
+    image = torch.randint(0, 256, (3, 9, 9), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    right_down = np.zeros((3, 9, 9), np.uint8)
+    right_down[:, 2:, 3:] = image.numpy()[:, :7, :6]
+    assert np.array_equal(moved(image, shift_x=3, shift_y=2).numpy(), right_down)
+    left_up = np.zeros((3, 9, 9), np.uint8)
+    left_up[:, :5, :8] = image.numpy()[:, 4:, 1:]
+    assert np.array_equal(moved(image, shift_x=-1, shift_y=-4).numpy(), left_up)
+    for angle, turns in ((90, 1), (180, 2), (-90, 3), (360, 0)):  # counter-clockwise, as numpy's rot90
+        assert np.array_equal(moved(image, rotate=angle).numpy(), np.rot90(image.numpy(), turns, axes=(1, 2))), angle
+    assert moved(image, rotate=30).shape == image.shape and moved(image, rotate=30)[:, 0, 0].tolist() == [0, 0, 0]
+
+
+def test_a_variant_is_a_new_input_with_the_same_class(app_client):
+    explorer = app_client.app.state.explorer
+    base = next(item for item in app_client.get("/api/inputs").json()["inputs"] if item["true_class"] == 3)
+    made = app_client.post(f"/api/inputs/{base['key']}/variant", params={"shift_x": 3, "rotate": 45})
+    assert made.status_code == 200, made.text
+    item = made.json()
+    assert item["key"] != base["key"] and item["true_class"] == 3
+    assert item["label"] == f"{base['label']}, shifted 3 px right, rotated 45°"
+    from cnnlab.explore.explorer import moved
+    expected = moved(explorer.inputs[base["key"]].pixels, 3, 0, 45)
+    assert torch.equal(explorer.inputs[item["key"]].pixels, expected)
+    assert _png(app_client.get(item["image"])).shape == (28, 28)
+    again = app_client.post(f"/api/inputs/{base['key']}/variant", params={"shift_x": 3, "rotate": 45}).json()
+    assert again["key"] == item["key"]  # the same pixels: the same input
+    for params, status, words in (({"shift_x": 28}, 422, "within -27..27"), ({"rotate": 400}, 422, "rotate"),
+                                  ({"shift_y": "up"}, 422, "shift_y")):
+        refused = app_client.post(f"/api/inputs/{base['key']}/variant", params=params)
+        assert refused.status_code == status and words in str(refused.json()["detail"]), (params, refused.text)
+    assert app_client.post("/api/inputs/nope/variant", params={"rotate": 90}).status_code == 404
+
+
+def test_a_deeper_filter_is_drawn_as_heat_maps_per_input_channel(app_client):
+    explorer = app_client.app.state.explorer
+    meta = app_client.get("/api/kernels", params={"layer": "conv2d_1", "channel": 5}).json()
+    weight = explorer.modules["conv2d_1"].weight[5].detach()  # (32, 3, 3)
+    assert (meta["in_channels"], meta["shown"], meta["columns"], meta["rows"], meta["kernel"]) == (32, 32, 6, 6, [3, 3])
+    assert meta["max_abs"] == pytest.approx(float(weight.abs().max()))
+    picture = _png(app_client.get("/api/kernels.png", params={"layer": "conv2d_1", "channel": 5})).astype(int)
+    tile, gap = 3 * meta["cell"], 4
+    assert picture.shape == (6 * tile + 5 * gap, 6 * tile + 5 * gap, 3)
+    for channel in (0, 7, 31):  # the centre pixel of every weight's cell: red for positive, blue for negative
+        r, c = divmod(channel, 6)
+        for i in range(3):
+            for j in range(3):
+                y = r * (tile + gap) + i * meta["cell"] + meta["cell"] // 2
+                x = c * (tile + gap) + j * meta["cell"] + meta["cell"] // 2
+                red, _, blue = picture[y, x]
+                w = float(weight[channel, i, j])
+                assert (red > blue) == (w > 0) or abs(w) < 1e-3 * meta["max_abs"], (channel, i, j, w, picture[y, x])
+    strongest = np.unravel_index(int(weight.abs().argmax()), weight.shape)
+    ch, i, j = (int(v) for v in strongest)
+    r, c = divmod(ch, 6)
+    y, x = r * (tile + gap) + i * meta["cell"] + 6, c * (tile + gap) + j * meta["cell"] + 6
+    assert tuple(picture[y, x]) in ((220, 38, 38), (37, 99, 235))  # full colour at +-max_abs
+    for params, status, words in (({"layer": "dense"}, 404, "use one of: conv2d, conv2d_1"),
+                                  ({"layer": "conv2d_1", "channel": 64}, 422, "channels 0..63")):
+        refused = app_client.get("/api/kernels", params=params)
+        assert refused.status_code == status and words in refused.json()["detail"], refused.text
+
+
+def test_the_sandbox_says_where_the_padding_zeros_go(app_client):
+    for size, kernel, stride, padding, pads in ((10, 3, 1, "valid", [0, 0]), (10, 3, 1, "same", [1, 1]),
+                                                (28, 3, 2, "same", [0, 1]), (7, 4, 1, "same", [1, 2])):
+        answer = app_client.get("/api/output-size", params={"size": size, "kernel": kernel, "stride": stride,
+                                                            "padding": padding}).json()
+        assert answer["pads"] == pads
+        padded = size + sum(pads)  # the window's positions over the padded input give the output size
+        assert (padded - kernel) // stride + 1 == answer["formula"]
+
+
+def test_rows_fed_through_operations_outside_modules_name_the_row_before():
+    rows = architecture(transfer_model("resnet18", 5, (64, 64, 3), pretrained=False), (64, 64, 3))
+    readers = [row.name for row in rows if "input" in row.inputs]
+    assert readers == [rows[0].name]  # torch.flatten feeds fc: it reads the pooling row, not the image
+    fc = next(row for row in rows if row.kind == "Linear")
+    assert fc.inputs == [rows[rows.index(fc) - 1].name]
+    assert [r.inputs for r in architecture(build_model("seed-mnist"), (28, 28, 1))[:2]] == [["input"], ["conv2d"]]
+
+
+def test_traces_stay_within_their_byte_budget(monkeypatch):
+    import cnnlab.explore.explorer as explorer_module
+
+    explorer = Explorer(build_model("seed-mnist"), ModelCard({"name": "m"}, list("0123456789"), [28, 28, 1]), "m")
+    keys = [explorer.add_input(torch.full((1, 28, 28), i, dtype=torch.uint8), f"{i}.png") for i in range(4)]
+    explorer.trace(keys[0])
+    one = explorer._trace_bytes()  # conv2d's 32x26x26 output and the rest: ~0.2 MB
+    monkeypatch.setattr(explorer_module, "TRACE_BYTES", int(2.5 * one))
+    for key in keys[1:]:
+        explorer.trace(key)
+    assert list(explorer.traces) == keys[2:] and explorer._trace_bytes() <= 2.5 * one

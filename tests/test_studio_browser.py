@@ -126,6 +126,13 @@ def test_a_learner_trains_evaluates_tests_and_exports_a_classifier(browser, serv
     assert browser.find_element(By.ID, "test-answer").get_attribute("data-top") == "church"
     assert len(browser.find_elements(By.CSS_SELECTOR, "#test-bars .bar")) == 2
     _shot(browser, tmp_path / "studio-5-test.png", not_blank)
+    # live from the webcam (chromium's fake camera): a frame tested about every 700 ms until it is stopped
+    tested = int(browser.find_element(By.ID, "test-result").get_attribute("data-tested"))
+    browser.find_element(By.ID, "test-cam").click()
+    slow.until(lambda d: int(d.find_element(By.ID, "test-result").get_attribute("data-tested")) >= tested + 2)
+    browser.find_element(By.ID, "test-cam").click()
+    assert browser.find_element(By.ID, "test-cam").text == "◉ Live from the webcam"
+    assert not browser.find_element(By.ID, "test-video").is_displayed()
 
     # export: checked, then three downloads
     browser.find_element(By.CSS_SELECTOR, '#tabs [data-tab="export"]').click()
@@ -145,3 +152,58 @@ def test_a_learner_trains_evaluates_tests_and_exports_a_classifier(browser, serv
     wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, mistake))
     assert not (root / "places" / "data" / "church" / moved).exists()
     assert not browser.find_element(By.ID, "error").is_displayed()
+
+
+def test_photos_from_the_webcam_and_an_import_from_the_disk(browser, server, tmp_path, not_blank):
+    import tarfile
+
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    url, root = server
+    wait = WebDriverWait(browser, 60)
+    browser.get(url + "/")
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
+    browser.find_element(By.ID, "new-project-name").send_keys("desk")
+    browser.find_element(By.CSS_SELECTOR, "#new-project button").click()
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-project") == "desk")
+    browser.find_element(By.ID, "new-class-name").send_keys("me")
+    browser.find_element(By.CSS_SELECTOR, "#new-class button").click()
+    wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-class") == "me")
+
+    # hold the button about 1.5 s at 5 photos a second: the frames are added to the class when it is let go
+    browser.find_element(By.ID, "cam-toggle").click()
+    wait.until(lambda d: d.execute_script("return document.getElementById('cam-video').videoWidth") > 0)
+    ActionChains(browser).click_and_hold(browser.find_element(By.ID, "cam-hold")).pause(1.5).release().perform()
+    status = browser.find_element(By.ID, "upload-status")
+    wait.until(lambda d: status.get_attribute("data-added") is not None)
+    added = int(status.get_attribute("data-added"))
+    stored = sorted((root / "desk" / "data" / "me").iterdir())
+    assert 4 <= added <= 10 and len(stored) == added, (added, stored)
+    wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#grid .thumb")) == added)
+    _shot(browser, tmp_path / "studio-webcam.png", not_blank)
+    browser.find_element(By.ID, "cam-toggle").click()
+    assert not browser.find_element(By.ID, "cam-video").is_displayed()
+
+    # import an archive from the server's disk: two classes of real photos, followed to its end on the page
+    found = photos(tmp_path / "photos")
+    archive = tmp_path / "more.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in CLASSES:
+            for path in found[name][:6]:
+                tar.add(path, arcname=f"more/{name}/{path.name}")
+    browser.find_element(By.ID, "import-path").send_keys(str(archive))
+    browser.find_element(By.CSS_SELECTOR, "#import-form button").click()
+    box = browser.find_element(By.ID, "import-status")
+    wait.until(lambda d: box.get_attribute("data-state") == "done")
+    assert box.get_attribute("data-added") == "12" and "12 photos added" in box.text
+    chips = "#class-list .class-chip"
+    wait.until(lambda d: {c.get_attribute("data-class") for c in d.find_elements(By.CSS_SELECTOR, chips)}
+               == {"me", *CLASSES})
+    assert all(len(list((root / "desk" / "data" / name).iterdir())) == 6 for name in CLASSES)
+    browser.find_element(By.ID, "import-path").clear()
+    browser.find_element(By.ID, "import-path").send_keys("photos/relative")
+    browser.find_element(By.CSS_SELECTOR, "#import-form button").click()
+    wait.until(lambda d: d.find_element(By.ID, "error").is_displayed())
+    assert "is not absolute" in browser.find_element(By.ID, "error-text").text

@@ -149,6 +149,7 @@ def size_case(layer: str, size: int, window: int, stride: int = 1, padding: str 
     if layer not in ("conv", "pool"):
         raise CnnlabError(f"size_case: layer must be 'conv' or 'pool', got {layer!r}")
     formula = output_size(size, window, stride, padding)
+    before, after = 0, 0
     if padding == "valid":
         worked = f"floor(({size} - {window}) / {stride}) + 1 = {formula}"
     else:
@@ -157,7 +158,8 @@ def size_case(layer: str, size: int, window: int, stride: int = 1, padding: str 
                   f"{before} before, {after} after")
     measured = _measured_size(layer, size, window, stride, padding)
     return {"layer": layer, "size": size, "window": window, "stride": stride, "padding": padding,
-            "formula": formula, "measured": measured, "matches": formula == measured, "worked": worked}
+            "formula": formula, "measured": measured, "matches": formula == measured, "worked": worked,
+            "pads": [before, after]}
 
 
 def conv_arithmetic_report() -> dict[str, Any]:

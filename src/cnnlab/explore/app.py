@@ -12,7 +12,9 @@ API (all GET but uploads; images are PNG, the rest JSON):
     /api/inputs/{key}/conv-step?layer=&channel=&row=&col=, /api/inputs/{key}/layer-input.png?layer=&channel=,
     /api/inputs/{key}/gradcam.png?class_index=&layer=, /api/filters.png,
     /api/inputs/{key}/relu?layer=&channel= (before/after ReLU), /api/inputs/{key}/pool?layer=&channel= (the
-    windows of max pooling and where each maximum sits), /api/output-size?size=&kernel=&stride=&padding=
+    windows of max pooling and where each maximum sits), /api/output-size?size=&kernel=&stride=&padding=,
+    /api/inputs/{key}/variant?shift_x=&shift_y=&rotate= (POST: a shifted or rotated copy as a new input),
+    /api/kernels?layer=&channel= and /api/kernels.png?layer=&channel= (one filter as heat maps per input channel)
 """
 
 from __future__ import annotations
@@ -203,6 +205,15 @@ def create_explore_app(source: str | Path | Explorer, *, api_key: str | None = N
         return {"inputs": [{"key": k, "label": explorer.inputs[k].label, "image": f"/api/inputs/{k}/image.png"}
                            for k in keys]}
 
+    @app.post("/api/inputs/{input_key}/variant", dependencies=[key])
+    async def variant(input_key: str, shift_x: int = Query(0, ge=-10_000, le=10_000),
+                      shift_y: int = Query(0, ge=-10_000, le=10_000),
+                      rotate: float = Query(0.0, ge=-360, le=360)) -> dict[str, Any]:
+        made = await run(explorer.add_variant, input_key, shift_x, shift_y, rotate)
+        item = explorer.inputs[made]
+        return {"key": made, "label": item.label, "true_class": item.true_class,
+                "image": f"/api/inputs/{made}/image.png"}
+
     @app.get("/api/inputs/{input_key}/image.png", dependencies=[key])
     async def image(input_key: str) -> Response:
         return png(explorer.input_png(input_key))
@@ -244,6 +255,14 @@ def create_explore_app(source: str | Path | Explorer, *, api_key: str | None = N
     @app.get("/api/inputs/{input_key}/gradcam.png", dependencies=[key])
     async def gradcam(input_key: str, class_index: int, layer: str) -> Response:
         return png(await run(explorer.grad_cam_png, input_key, class_index, layer))
+
+    @app.get("/api/kernels", dependencies=[key])
+    async def kernels(layer: str, channel: int = Query(0, ge=0)) -> dict[str, Any]:
+        return await run(explorer.kernels, layer, channel)
+
+    @app.get("/api/kernels.png", dependencies=[key])
+    async def kernels_png(layer: str, channel: int = Query(0, ge=0)) -> Response:
+        return png(await run(explorer.kernels_png, layer, channel))
 
     @app.get("/api/filters.png", dependencies=[key])
     async def filters() -> Response:

@@ -234,6 +234,8 @@ class _Tracer:
         self.recent: list[tuple[tuple[int, int], tuple[int, int]]] = [((1, 1), (1, 1))]
         self.started: list[int] = []
         self.seen: dict[str, dict[str, Any]] = {}
+        self.image_id: int | None = None  # the model's input tensor: its consumers are fed by "input"
+        self.last_row: str | None = None  # the row that produced last (what an operation between rows transformed)
         self.handles = []
         for _, module in model.named_modules():
             self.handles.append(module.register_forward_pre_hook(self.pre))
@@ -274,11 +276,19 @@ class _Tracer:
         self.remember(out, rf, jump)
         name = self.row_names.get(id(module))
         if name is not None and name not in self.seen:  # a module run twice (a shared ReLU) reports its first call
-            self.seen[name] = {"inputs": [self.producer.get(id(t), "input") for t in inputs],
+            self.seen[name] = {"inputs": [self.feeder(t) for t in inputs],
                                "input": tuple(first.shape[1:]) if first is not None else None,
                                "window": window, "rf": rf, "jump": jump, "module": module}
         if name is not None:
             self.producer[id(out)] = name
+            self.last_row = name
+
+    def feeder(self, tensor: torch.Tensor) -> str:
+        """The row that made `tensor`: its producer, "input" for the image, else the row before the operation
+        outside modules (torch.flatten, a + b) that made it."""
+        if id(tensor) in self.producer:
+            return self.producer[id(tensor)]
+        return "input" if id(tensor) == self.image_id or self.last_row is None else self.last_row
 
     def close(self) -> None:
         for handle in self.handles:
@@ -314,6 +324,7 @@ def architecture(model: nn.Module, input_shape: Sequence[int]) -> list[LayerInfo
         with torch.no_grad():
             image = torch.zeros(1, c, h, w)
             tracer.remember(image, (1, 1), (1, 1))
+            tracer.image_id = id(image)
             model.eval()(image)
     except RuntimeError as exc:
         raise CnnlabError(f"{type(model).__name__} cannot take input shape {(h, w, c)} (H, W, C): "

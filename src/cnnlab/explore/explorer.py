@@ -38,13 +38,17 @@ from cnnlab.models.summary import layer_modules
 from cnnlab.models.zoo import output_kind
 from cnnlab.training.objectives import probabilities
 
-__all__ = ["Explorer", "Trace", "ExploreError", "MAX_INPUTS", "MAX_TRACES", "MAX_GRID_CHANNELS", "grid_layout"]
+__all__ = ["Explorer", "Trace", "ExploreError", "MAX_INPUTS", "MAX_TRACES", "TRACE_BYTES", "MAX_GRID_CHANNELS",
+           "MAX_KERNEL_TILES", "grid_layout", "moved"]
 
 MAX_INPUTS = 96          # images kept (test samples, mistakes, least confident, uploads); the oldest upload goes first
 MAX_TRACES = 8           # inputs whose activations stay in memory (a ResNet-18 at 224x224: ~10 MB each)
+TRACE_BYTES = 512 * 2**20  # and at most this many bytes of them (VGG16 at 224x224: ~0.2 GB a trace), the newest kept
 MAX_GRID_CHANNELS = 64   # feature maps per grid image; a 1280-channel layer shows its first 64 (the page says so)
 GAP = 1                  # pixels between the tiles of a grid
 OVERLAY_SIZE = 224       # Grad-CAM overlays are drawn at least this large (a 28x28 heatmap is a blur otherwise)
+MAX_KERNEL_TILES = 64    # input channels of one filter drawn as heat maps (a 512-channel VGG filter shows 64)
+KERNEL_CELL = 12         # pixels per kernel weight in the heat maps: a 3x3 kernel is a 36x36 tile
 
 
 class ExploreError(CnnlabError):
@@ -134,6 +138,42 @@ def mean_order(maps: torch.Tensor) -> list[int]:
     return sorted(range(maps.shape[0]), key=lambda c: -float(means[c]))
 
 
+def moved(pixels: torch.Tensor, shift_x: int = 0, shift_y: int = 0, rotate: float = 0.0) -> torch.Tensor:
+    """uint8 (C, H, W) shifted right/down by whole pixels (zeros come in) and/or rotated `rotate` degrees
+    counter-clockwise about the centre (bilinear; corners filled with zeros). The same size, the same dtype.
+
+    >>> x = torch.arange(1, 5, dtype=torch.uint8).reshape(1, 2, 2)
+    >>> moved(x, shift_x=1).tolist(), moved(x, rotate=90).tolist()
+    ([[[0, 1], [0, 3]]], [[[2, 4], [1, 3]]])
+    """
+    from torchvision.transforms import InterpolationMode
+    from torchvision.transforms.functional import rotate as rotated
+
+    out = pixels
+    if rotate % 90 == 0 and out.shape[1] == out.shape[2]:  # exact: whole pixels move, none is interpolated
+        out = torch.rot90(out, int(rotate // 90) % 4, dims=(1, 2))
+    elif rotate % 360:
+        out = rotated(out, float(rotate), interpolation=InterpolationMode.BILINEAR, fill=[0.0])
+    if shift_x or shift_y:
+        h, w = out.shape[1:]
+        shifted = torch.zeros_like(out)
+        rows, cols = slice(max(shift_y, 0), h + min(shift_y, 0)), slice(max(shift_x, 0), w + min(shift_x, 0))
+        source_rows = slice(max(-shift_y, 0), h - max(shift_y, 0))
+        source_cols = slice(max(-shift_x, 0), w - max(shift_x, 0))
+        if abs(shift_x) < w and abs(shift_y) < h:
+            shifted[:, rows, cols] = out[:, source_rows, source_cols]
+        out = shifted
+    return out
+
+
+def _diverging(values: np.ndarray, limit: float) -> np.ndarray:
+    """(H, W) weights -> (H, W, 3) uint8: blue for negative, white for 0, red for positive, +-limit saturated."""
+    t = np.clip(values / max(limit, 1e-12), -1, 1)[..., None]
+    white, blue, red = np.array([255, 255, 255.0]), np.array([37, 99, 235.0]), np.array([220, 38, 38.0])
+    rgb = np.where(t < 0, white + (blue - white) * -t, white + (red - white) * t)
+    return rgb.round().astype(np.uint8)
+
+
 def _heat(values: np.ndarray) -> np.ndarray:
     """(H, W) in [0, 1] -> (H, W, 3) uint8, dark blue through green and yellow to red (a jet-like map)."""
     v = np.clip(values, 0, 1)[..., None]
@@ -180,10 +220,27 @@ class Explorer:
         self.inputs[key] = InputImage(pixels.clone(), label, true_class)
         self.inputs.move_to_end(key)
         while len(self.inputs) > MAX_INPUTS:
-            oldest = next((k for k in self.inputs if k.startswith("u") and k != key), next(iter(self.inputs)))
+            oldest = next((k for k in self.inputs if k[0] in "uv" and k != key), next(iter(self.inputs)))
             del self.inputs[oldest]
             self.traces.pop(oldest, None)
         return key
+
+    def add_variant(self, key: str, shift_x: int = 0, shift_y: int = 0, rotate: float = 0.0) -> str:
+        """A copy of input `key` shifted and/or rotated (`moved`), kept as a new input with the same true class:
+        the tutorials' point that a CNN shrugs off a shift more easily than a rotation, seen side by side."""
+        base = self.image(key)
+        h, w = base.pixels.shape[1:]
+        if not (abs(shift_x) < w and abs(shift_y) < h and -360 <= rotate <= 360):
+            raise ExploreError(422, f"shift_x={shift_x}, shift_y={shift_y}, rotate={rotate}: expected shifts "
+                                    f"within -{w - 1}..{w - 1} and -{h - 1}..{h - 1} pixels and an angle within "
+                                    f"-360..360 degrees")
+        changes = [f"shifted {abs(shift_x)} px {'right' if shift_x > 0 else 'left'}" if shift_x else "",
+                   f"shifted {abs(shift_y)} px {'down' if shift_y > 0 else 'up'}" if shift_y else "",
+                   f"rotated {rotate:g}°" if rotate % 360 else ""]
+        label = f"{base.label}, " + ", ".join(c for c in changes if c) if any(changes) else base.label
+        pixels = moved(base.pixels, shift_x, shift_y, rotate)
+        return self.add_input(pixels, label, base.true_class,
+                              key="v" + hashlib.sha256(pixels.numpy().tobytes()).hexdigest()[:12])
 
     def image(self, key: str) -> InputImage:
         if key not in self.inputs:
@@ -198,7 +255,8 @@ class Explorer:
 
     # ------------------------------------------------------------------ one forward pass
     def trace(self, key: str) -> Trace:
-        """Every layer's output for one input in one forward pass (cached for the last MAX_TRACES inputs)."""
+        """Every layer's output for one input in one forward pass (cached for the last MAX_TRACES inputs, within
+        TRACE_BYTES)."""
         if key in self.traces:
             self.traces.move_to_end(key)
             return self.traces[key]
@@ -233,9 +291,13 @@ class Explorer:
         probs = probabilities(out.float(), self.kind)[0].tolist()
         trace = Trace(outputs, conv_inputs, probs, (time.perf_counter() - started) * 1000)
         self.traces[key] = trace
-        while len(self.traces) > MAX_TRACES:
+        while len(self.traces) > MAX_TRACES or (len(self.traces) > 1 and self._trace_bytes() > TRACE_BYTES):
             self.traces.popitem(last=False)
         return trace
+
+    def _trace_bytes(self) -> int:
+        return sum(t.nbytes for trace in self.traces.values()
+                   for t in (*trace.outputs.values(), *trace.conv_inputs.values()))
 
     def activations(self, key: str) -> dict[str, Any]:
         """What the page needs to lay out the feature maps of one input: per layer its grid and value ranges."""
@@ -442,6 +504,39 @@ class Explorer:
             self.cams.clear()
         self.cams[(key, class_index, layer)] = png
         return png
+
+    def kernels(self, layer: str, channel: int) -> dict[str, Any]:
+        """How `kernels_png` lays out the filter of output `channel` of a convolution: one heat map per input
+        channel it sees, on one symmetric scale (+-max_abs: blue negative, white 0, red positive)."""
+        weight = self._filter(layer, channel)
+        shown, columns, rows = grid_layout(min(weight.shape[0], MAX_KERNEL_TILES))
+        return {"layer": layer, "channel": channel, "in_channels": int(weight.shape[0]), "shown": shown,
+                "columns": columns, "rows": rows, "kernel": list(weight.shape[1:]), "cell": KERNEL_CELL,
+                "max_abs": float(weight.abs().max())}
+
+    def kernels_png(self, layer: str, channel: int) -> bytes:
+        """The filter of output `channel` of a convolution as heat maps, one tile per input channel (first 64)."""
+        weight = self._filter(layer, channel).double().numpy()
+        limit = float(np.abs(weight).max())
+        shown, columns, rows = grid_layout(min(weight.shape[0], MAX_KERNEL_TILES))
+        kh, kw = weight.shape[1] * KERNEL_CELL, weight.shape[2] * KERNEL_CELL
+        gap = 4
+        grid = np.full((rows * (kh + gap) - gap, columns * (kw + gap) - gap, 3), 255, np.uint8)
+        for index in range(shown):
+            r, c = divmod(index, columns)
+            tile = np.kron(_diverging(weight[index], limit), np.ones((KERNEL_CELL, KERNEL_CELL, 1))).astype(np.uint8)
+            grid[r * (kh + gap):r * (kh + gap) + kh, c * (kw + gap):c * (kw + gap) + kw] = tile
+        return _png(grid)
+
+    def _filter(self, layer: str, channel: int) -> torch.Tensor:
+        """The (C_in / groups, kh, kw) kernel of output `channel` of a steppable convolution."""
+        if layer not in self.by_name or not self.by_name[layer].steppable:
+            steppable = [item.name for item in self.layers if item.steppable]
+            raise ExploreError(404, f"layer={layer!r} is not a convolution with a kernel to draw; use one of: "
+                                    f"{', '.join(steppable[:12]) or 'none in this model'}")
+        weight: torch.Tensor = self.modules[layer].weight.detach()  # type: ignore[operator]
+        self._check_channel(channel, weight.shape[0], layer)
+        return weight[channel].float()
 
     def filters_png(self) -> bytes:
         """The first convolution's kernels, each stretched to 0..255: RGB for 3 input channels, else channel 0."""

@@ -2,7 +2,8 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { model: null, layers: [], input: null, maps: null, timer: null, step: null, stepImage: null };
+const state = { model: null, layers: [], input: null, maps: null, timer: null, step: null, stepImage: null,
+                sandbox: null, sbTimer: null, stream: null, compare: [], labels: {} };
 
 function el(tag, cls, text) {
   const node = document.createElement(tag);
@@ -55,9 +56,67 @@ function renderLayers() {
   $("totals").textContent = `${state.layers.length} layers, ${total.toLocaleString()} parameters in all`;
 }
 
+// A functional model's graph: one row of boxes per depth (longest path from the input), arrows from feeder to fed.
+function branches(layers) {
+  return layers.some((l, i) => l.inputs.length !== 1 || l.inputs[0] !== (i === 0 ? "input" : layers[i - 1].name));
+}
+function renderGraph() {
+  const layers = state.layers;
+  $("graph-box").hidden = !branches(layers);
+  if ($("graph-box").hidden) return;
+  const depth = { input: 0 }, columns = [["input"]];
+  for (const l of layers) {
+    depth[l.name] = 1 + Math.max(0, ...l.inputs.map((n) => depth[n] ?? 0));
+    (columns[depth[l.name]] = columns[depth[l.name]] || []).push(l.name);
+  }
+  const W = 170, H = 40, GX = 18, GY = 26, BEND = 44, width = Math.max(...columns.map((c) => c ? c.length : 0));
+  const where = {};
+  columns.forEach((names, d) => (names || []).forEach((n, i) => {
+    where[n] = { x: 10 + i * (W + GX) + (width - names.length) * (W + GX) / 2, y: 10 + d * (H + GY) };
+  }));
+  const ns = "http://www.w3.org/2000/svg", svg = $("graph");
+  const make = (tag, attrs, parent) => {
+    const node = document.createElementNS(ns, tag);
+    for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+    parent.append(node);
+    return node;
+  };
+  svg.replaceChildren();
+  svg.setAttribute("width", 20 + width * (W + GX) - GX + BEND);
+  svg.setAttribute("height", 20 + columns.length * (H + GY) - GY);
+  const marker = make("marker", { id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto" }, make("defs", {}, svg));
+  make("path", { d: "M0,0 L10,5 L0,10 z", fill: "#94a3b8" }, marker);
+  for (const l of layers) {
+    for (const from of l.inputs) {
+      const a = where[from] || where.input, b = where[l.name];
+      if (depth[l.name] - (depth[from] ?? 0) > 1) {  // a skip over rows: around their right side, not through them
+        const y1 = a.y + H / 2, y2 = b.y + H / 2, x1 = a.x + W, x2 = b.x + W, out = Math.max(x1, x2) + BEND * 0.8;
+        make("path", { class: "edge skip", d: `M${x1},${y1} C${out},${y1} ${out},${y2} ${x2},${y2}` }, svg);
+        continue;
+      }
+      const x1 = a.x + W / 2, y1 = a.y + H, x2 = b.x + W / 2, y2 = b.y;
+      make("path", { class: "edge", d: `M${x1},${y1} C${x1},${y1 + GY} ${x2},${y2 - GY} ${x2},${y2}` }, svg);
+    }
+  }
+  const box = (name, title, sub, cls) => {
+    const g = make("g", { class: "node " + cls, "data-layer": name, transform: `translate(${where[name].x},${where[name].y})` }, svg);
+    make("rect", { width: W, height: H, rx: 7 }, g);
+    make("text", { x: 8, y: 16 }, g).textContent = title.length > 21 ? title.slice(0, 20) + "…" : title;
+    make("text", { x: 8, y: 32, class: "sub" }, g).textContent = sub.length > 27 ? sub.slice(0, 26) + "…" : sub;
+    return g;
+  };
+  const [h, w, c] = [state.model.input_size.height, state.model.input_size.width, state.model.input_size.channels];
+  box("input", "input", `${h}x${w}x${c}`, "");
+  for (const l of layers) {
+    const g = box(l.name, l.name, `${l.kind} ${shapeText(l.output_shape)}`, (l.steppable ? "conv" : "") + (l.inputs.length > 1 ? " merge" : ""));
+    g.addEventListener("click", () => selectLayer(l.name));
+  }
+}
+
 function selectLayer(name) {
   const layer = layerByName(name);
   document.querySelectorAll(".layer-row").forEach((r) => r.classList.toggle("active", r.dataset.layer === name));
+  document.querySelectorAll("#graph .node").forEach((g) => g.classList.toggle("active", g.dataset.layer === name));
   document.querySelectorAll(".fmap-layer").forEach((r) => r.classList.toggle("active", r.dataset.layer === name));
   $("layer-card").hidden = false;
   $("layer-title").textContent = `${layer.name} (${layer.kind})`;
@@ -112,6 +171,7 @@ async function loadInputs() {
   return listing.inputs;
 }
 function addSample(item, box = $("samples")) {
+  state.labels[item.key] = item;
   let button = box.querySelector(`[data-key="${item.key}"]`);
   if (!button) {
     button = el("button", "sample");
@@ -138,6 +198,53 @@ async function upload(file) {
     $("samples").prepend(button);
     await selectInput(item.key, item.label);
   } catch (e) { showError(e.message); }
+}
+
+// ------------------------------------------------------------------ a drawing or a webcam frame, sent as an upload
+function canvasFile(canvas, name) {
+  return new Promise((resolve) => canvas.toBlob((blob) => resolve(new File([blob], name, { type: "image/png" })), "image/png"));
+}
+function clearDrawing() {
+  const ctx = $("draw-canvas").getContext("2d");
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, $("draw-canvas").width, $("draw-canvas").height);
+}
+function setUpDrawing() {
+  const canvas = $("draw-canvas"), ctx = canvas.getContext("2d");
+  let last = null;
+  const at = (e) => { const r = canvas.getBoundingClientRect(); return [(e.clientX - r.left) * canvas.width / r.width, (e.clientY - r.top) * canvas.height / r.height]; };
+  canvas.addEventListener("pointerdown", (e) => { canvas.setPointerCapture(e.pointerId); last = at(e); draw(last); });
+  canvas.addEventListener("pointermove", (e) => { if (last) { const p = at(e); draw(p); last = p; } });
+  canvas.addEventListener("pointerup", () => { last = null; });
+  function draw([x, y]) {
+    ctx.strokeStyle = "#fff"; ctx.lineWidth = canvas.width / 12; ctx.lineCap = "round"; ctx.lineJoin = "round";
+    ctx.beginPath(); ctx.moveTo(last[0], last[1]); ctx.lineTo(x, y); ctx.stroke();
+  }
+  clearDrawing();
+}
+async function startCamera() {
+  showError("");
+  $("cam-box").hidden = false;
+  try {
+    state.stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+    $("cam-video").srcObject = state.stream;
+  } catch (e) {
+    $("cam-box").hidden = true;
+    showError(`The camera did not start (${e.name || e.message}): allow it in the browser, or upload a photo instead.`);
+  }
+}
+function stopCamera() {
+  if (state.stream) state.stream.getTracks().forEach((t) => t.stop());
+  state.stream = null;
+  $("cam-box").hidden = true;
+}
+async function cameraFrame() {
+  const video = $("cam-video");
+  if (!video.videoWidth) { showError("The camera has no picture yet: wait a moment and take the frame again."); return; }
+  const canvas = el("canvas");
+  canvas.width = video.videoWidth; canvas.height = video.videoHeight;
+  canvas.getContext("2d").drawImage(video, 0, 0);
+  await upload(await canvasFile(canvas, "webcam.png"));
 }
 
 async function selectInput(key, label) {
@@ -270,7 +377,52 @@ async function sandbox() {
     out.textContent = `${r.size}x${r.size} -> ${r.formula}x${r.formula}:  ${r.worked}`
       + (r.matches ? "  (a real Conv2D gives the same)" : `  (a real Conv2D gives ${r.measured}!)`);
     out.dataset.output = String(r.formula);
-  } catch (e) { out.textContent = e.message; out.dataset.output = ""; }
+    state.sandbox = { ...r, position: 0 };
+  } catch (e) { out.textContent = e.message; out.dataset.output = ""; state.sandbox = null; }
+  drawSandbox();
+}
+// The sandbox's input (padding zeros in orange), the window at the current output position, and the output grid.
+function drawSandbox() {
+  const canvas = $("sb-canvas"), ctx = canvas.getContext("2d"), r = state.sandbox;
+  ctx.clearRect(0, 0, canvas.width, canvas.height);
+  const where = $("sb-where");
+  if (!r || r.formula < 1) { where.textContent = ""; return; }
+  const [before, after] = r.pads, n = r.size + before + after, o = r.formula;
+  if (n > 40) { where.textContent = `Drawn up to 40 cells a side (this input is ${n} with its padding).`; return; }
+  const cell = Math.floor(Math.min(196 / n, 22)), outCell = Math.floor(Math.min(110 / o, 22));
+  const i = Math.floor(r.position / o), j = r.position % o;
+  for (let y = 0; y < n; y++) for (let x = 0; x < n; x++) {
+    const pad = y < before || x < before || y >= before + r.size || x >= before + r.size;
+    ctx.fillStyle = pad ? "#fde7c8" : "#e8ecf4";
+    ctx.fillRect(x * cell + 1, y * cell + 1, cell - 2, cell - 2);
+  }
+  ctx.strokeStyle = "#4f46e5"; ctx.lineWidth = 3;
+  ctx.fillStyle = "rgba(79,70,229,.25)";
+  ctx.fillRect(j * r.stride * cell, i * r.stride * cell, r.window * cell, r.window * cell);
+  ctx.strokeRect(j * r.stride * cell, i * r.stride * cell, r.window * cell, r.window * cell);
+  const left = n * cell + 30, top = Math.max(0, (n * cell - o * outCell) / 2);
+  for (let y = 0; y < o; y++) for (let x = 0; x < o; x++) {
+    const index = y * o + x;
+    ctx.fillStyle = index === r.position ? "#4f46e5" : index < r.position ? "#c7d2fe" : "#f1f3f9";
+    ctx.fillRect(left + x * outCell + 1, top + y * outCell + 1, outCell - 2, outCell - 2);
+  }
+  ctx.fillStyle = "#6b7386"; ctx.font = "12px system-ui, sans-serif";
+  ctx.fillText(`${r.size}x${r.size} input` + (before + after ? " + padding" : ""), 0, n * cell + 16);
+  ctx.fillText(`${o}x${o} output`, left, top + o * outCell + 16);
+  where.textContent = `Output (${i}, ${j}) of ${o}x${o}: the ${r.window}x${r.window} window starts at row ${i * r.stride}, `
+    + `column ${j * r.stride} of the ${before + after ? "padded " : ""}input and moves ${r.stride} cell(s) per step.`;
+  where.dataset.position = `${i},${j}`;
+}
+function sandboxStep() {
+  if (!state.sandbox) return;
+  const o = state.sandbox.formula;
+  state.sandbox.position = (state.sandbox.position + 1) % (o * o);
+  drawSandbox();
+}
+function sandboxPlay() {
+  if (state.sbTimer) { clearInterval(state.sbTimer); state.sbTimer = null; $("sb-play").textContent = "▶ Slide"; return; }
+  $("sb-play").textContent = "❚❚ Pause";
+  state.sbTimer = setInterval(sandboxStep, 350);
 }
 
 // ------------------------------------------------------------------ the convolution step by step
@@ -388,6 +540,74 @@ async function renderCam() {
   try { await setImage($("cam-img"), url); $("cam-img").dataset.cls = $("cam-class").value; } catch (e) { showError(e.message); }
 }
 
+// ------------------------------------------------------------------ any convolution's filter as heat maps
+async function renderKernels() {
+  const layer = $("k-layer").value;
+  if (!layer) return;
+  const q = `layer=${encodeURIComponent(layer)}&channel=${Number($("k-channel").value)}`;
+  try {
+    const k = await (await api(`/api/kernels?${q}`)).json();
+    await setImage($("kernels"), `/api/kernels.png?${q}`);
+    $("kernels").dataset.key = `${k.layer}|${k.channel}`;
+    $("k-channel").max = layerByName(layer).output_shape[2] - 1;
+    $("k-note").textContent = `Filter ${k.channel} of ${k.layer}: one ${k.kernel.join("x")} kernel for each of its ${k.in_channels} input channels`
+      + (k.shown < k.in_channels ? ` (the first ${k.shown} shown)` : "")
+      + `. Red weights add the input where they sit, blue ones subtract it, white ones ignore it; full colour is ±${fmt(k.max_abs)}.`;
+  } catch (e) { showError(e.message); }
+}
+
+// ------------------------------------------------------------------ several inputs side by side
+const MAX_COMPARED = 6;
+function addCompared(key) {
+  state.compare = state.compare.filter((k) => k !== key);
+  state.compare.push(key);
+  while (state.compare.length > MAX_COMPARED) state.compare.shift();
+  return renderCompare();
+}
+async function addVariant(params) {
+  if (!state.input) { showError("Pick an input first."); return; }
+  showError("");
+  try {
+    if (!state.compare.includes(state.input)) await addCompared(state.input);
+    const made = await (await api(`/api/inputs/${state.input}/variant?${params}`, { method: "POST" })).json();
+    state.labels[made.key] = made;
+    await addCompared(made.key);
+  } catch (e) { showError(e.message); }
+}
+async function renderCompare() {
+  const box = $("compare"), layer = $("compare-layer").value;
+  const columns = await Promise.all(state.compare.map(async (key) => {
+    const maps = await (await api(`/api/inputs/${key}/activations`)).json();
+    return { key, maps };
+  }));
+  box.replaceChildren();
+  for (const { key, maps } of columns) {
+    const info = state.labels[key] || {};
+    const col = el("div", "col");
+    col.dataset.key = key;
+    const img = el("img", "in");
+    img.alt = info.label || key;
+    const p = maps.probabilities, top = p.indexOf(Math.max(...p));
+    const pred = el("div", "pred" + (info.true_class !== null && info.true_class !== undefined && info.true_class !== top ? " wrong" : ""),
+                    `${maps.classes[top]} ${pct(p[top])}`);
+    col.dataset.top = maps.classes[top];
+    const remove = el("button", "remove", "×");
+    remove.title = "take it off";
+    remove.addEventListener("click", () => { state.compare = state.compare.filter((k) => k !== key); renderCompare(); });
+    col.append(img, remove, el("div", "label", info.label || key), pred);
+    if (layer && maps.layers.some((l) => l.name === layer)) {
+      const grid = el("img", "grid");
+      grid.alt = `feature maps of ${layer}`;
+      col.append(grid);
+      setImage(grid, `/api/inputs/${key}/maps.png?layer=${encodeURIComponent(layer)}`).catch(() => {});
+    }
+    box.append(col);
+    setImage(img, `/api/inputs/${key}/image.png`).catch(() => {});
+  }
+  if (!state.compare.length) box.append(el("p", "muted empty", "Pick an input, then a shift or a rotation."));
+  box.dataset.count = String(state.compare.length);
+}
+
 async function start() {
   try {
     const health = await (await fetch("/health")).json();
@@ -406,11 +626,18 @@ async function start() {
   $("notes").textContent = m.notes.join(" ");
   state.layers = (await (await api("/api/architecture")).json()).layers;
   renderLayers();
+  renderGraph();
   const steppable = state.layers.filter((l) => l.steppable), maps = state.layers.filter((l) => l.feature_map);
   for (const l of steppable) $("step-layer").append(new Option(`${l.name} (${shapeText(l.output_shape)})`, l.name));
   for (const l of maps) $("cam-layer").append(new Option(l.name, l.name));
+  for (const l of maps) $("compare-layer").append(new Option(`${l.name} (${shapeText(l.output_shape)})`, l.name));
+  for (const l of steppable) $("k-layer").append(new Option(`${l.name} (${shapeText(l.output_shape)})`, l.name));
+  $("k-layer").value = (steppable[1] || steppable[0] || {}).name || "";
+  if (steppable.length) renderKernels();
   const convs = maps.filter((l) => l.steppable);
   $("cam-layer").value = (convs.length ? convs[convs.length - 1] : maps[maps.length - 1] || {}).name || "";
+  $("compare-layer").value = $("cam-layer").value;
+  $("draw-open").hidden = m.input_size.channels !== 1;
   m.classes.forEach((c, i) => $("cam-class").append(new Option(c, String(i))));
   $("stepper-card").hidden = steppable.length === 0;
   if (steppable.length) resetStepper();
@@ -438,5 +665,19 @@ for (const id of ["sb-size", "sb-kernel", "sb-stride", "sb-padding"]) $(id).addE
 $("sort-mean").addEventListener("change", () => { if (state.maps) renderMaps(state.maps); });
 $("cam-layer").addEventListener("change", renderCam);
 $("modal-close").addEventListener("click", () => { $("modal").hidden = true; });
+$("draw-open").addEventListener("click", () => { $("draw-box").hidden = !$("draw-box").hidden; });
+$("draw-clear").addEventListener("click", clearDrawing);
+$("draw-use").addEventListener("click", async () => upload(await canvasFile($("draw-canvas"), "drawing.png")));
+$("cam-open").addEventListener("click", () => (state.stream ? stopCamera() : startCamera()));
+$("cam-stop").addEventListener("click", stopCamera);
+$("cam-shot").addEventListener("click", () => cameraFrame().catch((e) => showError(e.message)));
+$("sb-play").addEventListener("click", sandboxPlay);
+$("sb-next").addEventListener("click", sandboxStep);
+$("k-layer").addEventListener("change", () => { $("k-channel").value = 0; renderKernels(); });
+$("k-channel").addEventListener("change", renderKernels);
+document.querySelectorAll("[data-variant]").forEach((b) => b.addEventListener("click", () => addVariant(b.dataset.variant)));
+$("compare-add").addEventListener("click", () => { if (state.input) addCompared(state.input).catch((e) => showError(e.message)); });
+$("compare-layer").addEventListener("change", () => renderCompare().catch((e) => showError(e.message)));
+setUpDrawing();
 $("modal").addEventListener("click", (e) => { if (e.target === $("modal")) $("modal").hidden = true; });
 start().catch((e) => showError(e.message));

@@ -4,7 +4,8 @@
 const $ = (id) => document.getElementById(id);
 const state = { project: null, cls: null, classes: [], runs: [], offset: 0, total: 0, loading: false,
                 selected: new Set(), settings: null, key: sessionStorage.getItem("cnnlab-key") || "",
-                keyNeeded: false, stream: null, poll: null, cell: null };
+                keyNeeded: false, stream: null, poll: null, cell: null, camera: null, recording: null,
+                testCamera: null, importPoll: null };
 const enc = encodeURIComponent;
 const P = () => `/api/projects/${enc(state.project)}`;
 
@@ -261,6 +262,84 @@ document.addEventListener("paste", (event) => {
   if (files.length && document.body.dataset.tab === "images") guarded(() => upload(files));
 });
 
+// webcam: hold the button to take photos at the chosen rate; they are added to the class when it is let go
+async function openCamera(video) {
+  const stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
+  video.srcObject = stream; video.hidden = false;
+  return stream;
+}
+function closeCamera(stream, video) {
+  if (stream) stream.getTracks().forEach((t) => t.stop());
+  video.hidden = true; video.srcObject = null;
+  return null;
+}
+function frameFile(video, name) {
+  const canvas = el("canvas");
+  canvas.width = video.videoWidth; canvas.height = video.videoHeight;
+  canvas.getContext("2d").drawImage(video, 0, 0);
+  return new Promise((ok) => canvas.toBlob((b) => ok(new File([b], name, { type: "image/jpeg" })), "image/jpeg", 0.92));
+}
+$("cam-toggle").onclick = () => guarded(async () => {
+  if (state.camera) { state.camera = closeCamera(state.camera, $("cam-video")); $("cam-controls").hidden = true; $("cam-toggle").textContent = "◉ Webcam"; return; }
+  try { state.camera = await openCamera($("cam-video")); } catch (e) {
+    throw new Error(`the camera did not start (${e.name || e.message}): allow it in the browser, or add photos from files`);
+  }
+  $("cam-controls").hidden = false; $("cam-toggle").textContent = "Stop the camera";
+});
+function startRecording(event) {
+  event.preventDefault();
+  if (state.recording || !state.camera) return;
+  const video = $("cam-video"), frames = [], stamp = Date.now();
+  const take = async () => {
+    if (!video.videoWidth) return;
+    frames.push(await frameFile(video, `webcam-${stamp}-${String(frames.length).padStart(4, "0")}.jpg`));
+    $("cam-count").textContent = `${frames.length} photo${frames.length === 1 ? "" : "s"}…`;
+  };
+  state.recording = { frames, timer: setInterval(take, 1000 / Number($("cam-rate").value)) };
+  take();
+  $("cam-hold").classList.add("recording"); $("cam-hold").textContent = "Recording… let go to add";
+}
+function stopRecording() {
+  const recording = state.recording;
+  if (!recording) return;
+  clearInterval(recording.timer); state.recording = null;
+  $("cam-hold").classList.remove("recording"); $("cam-hold").textContent = "Hold to record";
+  $("cam-count").textContent = "";
+  setTimeout(() => guarded(() => upload(recording.frames)), 50);  // the last frame's blob is ready by then
+}
+$("cam-hold").addEventListener("pointerdown", startRecording);
+for (const end of ["pointerup", "pointerleave", "pointercancel"]) $("cam-hold").addEventListener(end, stopRecording);
+
+// import of a folder or archive on the server's disk: a background job, followed until it ends
+$("import-form").onsubmit = (event) => { event.preventDefault(); guarded(async () => {
+  const path = $("import-path").value.trim();
+  if (!path) throw new Error("type the full path of a folder or archive on this computer first");
+  const job = await api(`${P()}/import`, { method: "POST", json: { path } });
+  followImport(job);
+}); };
+function followImport(job) {
+  const status = $("import-status"), line = el("div"), bar = el("div");
+  status.hidden = false;
+  status.replaceChildren(line, el("div", { class: "progress" }, [bar]));
+  clearInterval(state.importPoll);
+  const show = async (j) => {
+    bar.style.width = `${j.total ? 100 * j.done / j.total : 100}%`;
+    status.dataset.state = j.state;
+    if (j.state === "running") { line.textContent = `Importing ${j.source}: ${j.done} of ${j.total} files, ${j.added} added`; return; }
+    clearInterval(state.importPoll); state.importPoll = null;
+    line.textContent = `Imported ${j.source}: ${j.added} photo${j.added === 1 ? "" : "s"} added` +
+      (j.duplicates ? `, ${j.duplicates} already in the project (kept once)` : "") +
+      (j.refused_count ? `, ${j.refused_count} refused` : "") + (j.missing_count ? `, ${j.missing_count} missing` : "") +
+      (j.error ? `; stopped: ${j.error}` : ".");
+    status.dataset.added = j.added; status.dataset.refused = j.refused_count;
+    status.append(el("ul", { class: "check-list" }, j.refused.slice(0, 20).map((r) => el("li", { class: "bad", text: `${r.file}: ${r.reason}` }))));
+    await loadProject(); await loadProjects();
+  };
+  show(job);
+  const [project, name] = job.id.split("/");
+  state.importPoll = setInterval(() => guarded(async () => show(await api(`/api/projects/${enc(project)}/imports/${enc(name)}`))), 700);
+}
+
 $("run-check").onclick = () => guarded(async () => {
   $("check-result").textContent = "Checking…";
   const report = await api(`${P()}/check`);
@@ -463,13 +542,36 @@ async function testPhoto(files) {
   if (!file) return;
   const form = new FormData();
   form.append("files", file, file.name);
-  $("test-image").src = URL.createObjectURL(file);
   const data = await api(`${P()}/runs/${enc(run)}/predict`, { method: "POST", form });
+  if ($("test-image").src.startsWith("blob:")) URL.revokeObjectURL($("test-image").src);
+  $("test-image").src = URL.createObjectURL(file);
   $("test-result").hidden = false;
+  $("test-result").dataset.tested = Number($("test-result").dataset.tested || 0) + 1;
   $("test-answer").textContent = `It looks like: ${data.top[0].class}`;
   $("test-answer").dataset.top = data.top[0].class;
   $("test-bars").replaceChildren(...data.top.map((t) => bar(t.class, t.probability, pct(t.probability))));
 }
+// live predictions from the webcam: a frame about every 700 ms while the camera is on
+$("test-cam").onclick = () => guarded(async () => {
+  const video = $("test-video");
+  if (state.testCamera) {
+    clearInterval(state.testCamera.timer); state.testCamera = closeCamera(state.testCamera.stream, video) || null;
+    $("test-cam").textContent = "◉ Live from the webcam"; return;
+  }
+  if (!$("test-run").value) throw new Error("train a model first: there is no finished run to test");
+  let stream;
+  try { stream = await openCamera(video); } catch (e) {
+    throw new Error(`the camera did not start (${e.name || e.message}): allow it in the browser, or test a photo file`);
+  }
+  let busy = false;
+  const timer = setInterval(async () => {
+    if (busy || !video.videoWidth) return;
+    busy = true;
+    try { await testPhoto([await frameFile(video, "webcam.jpg")]); } catch (e) { showError(e); } finally { busy = false; }
+  }, 700);
+  state.testCamera = { stream, timer };
+  $("test-cam").textContent = "Stop the webcam";
+});
 $("test-input").onchange = (event) => guarded(async () => { await testPhoto([...event.target.files]); event.target.value = ""; });
 dropZone($("test-drop"), testPhoto);
 
