@@ -595,3 +595,27 @@ def test_a_killed_studio_leaves_its_run_training_and_a_killed_run_resumes_at_the
             except ProcessLookupError:
                 pass
         studio.wait(timeout=90)
+
+
+def test_duplicate_detection_lists_the_project_once_per_change_not_once_per_file(tmp_path, monkeypatch):
+    from cnnlab.studio import projects as projects_module
+    from cnnlab.studio.projects import ProjectStore
+
+    store = ProjectStore(tmp_path)
+    store.create_project("p")
+    store.create_class("p", "a")
+    listings = []
+    listed = projects_module._image_names
+    monkeypatch.setattr(projects_module, "_image_names", lambda folder: listings.append(folder.name) or listed(folder))
+    colours = [f"#{i:02x}{255 - i:02x}40" for i in range(40)]
+    for colour in colours:  # one file per call, as an import stores them: one listing in all
+        store.add_images("p", "a", [(f"{colour}.png", _png(colour))])
+    assert len(listings) == 1 and len(list((tmp_path / "p" / "data" / "a").iterdir())) == 40
+    again = store.add_images("p", "a", [("copy.png", _png(colours[7]))])[0]
+    assert again.duplicate_of is not None and len(listings) == 1
+    # a file put in the folder by someone else (the CLI user copying photos in) is seen: the folder changed
+    outside = _png("#123456")
+    time.sleep(0.05)  # past the file system's timestamp granularity, as a person copying files in would be
+    (tmp_path / "p" / "data" / "a" / stored_name(outside, "PNG")).write_bytes(outside)
+    assert store.add_images("p", "a", [("same.png", outside)])[0].duplicate_of is not None
+    assert len(listings) == 2
