@@ -171,6 +171,7 @@ def test_functional_graph_rows_name_the_layers_that_feed_them():
 def app_client(served_run):
     app = create_explore_app(served_run, max_files=3, max_bytes=1_000_000, max_pixels=1_000_000)
     with TestClient(app) as client:
+        app.state.ranker.join(120)  # the search for mistakes runs beside the server
         yield client
 
 
@@ -544,3 +545,18 @@ def test_traces_stay_within_their_byte_budget(monkeypatch):
     for key in keys[1:]:
         explorer.trace(key)
     assert list(explorer.traces) == keys[2:] and explorer._trace_bytes() <= 2.5 * one
+
+
+def test_the_search_for_mistakes_runs_beside_the_server(served_run, tmp_path):
+    app = create_explore_app(served_run)
+    explorer = app.state.explorer
+    assert explorer.ranking == "pending" and not explorer.ranked["mistakes"]  # loading did not scan
+    with TestClient(app) as client:
+        first = client.get("/api/inputs").json()
+        assert first["ranking"] in ("running", "done") and len(first["inputs"]) == 40
+        app.state.ranker.join(120)
+        done = client.get("/api/inputs").json()
+    assert done["ranking"] == "done" and len(done["mistakes"]) == 12 and len(done["least_confident"]) == 12
+    model_file = next(Path(served_run).glob("model.safetensors"))
+    with TestClient(create_explore_app(model_file)) as client:
+        assert client.get("/api/inputs").json()["ranking"] == "none"

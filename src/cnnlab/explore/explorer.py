@@ -208,6 +208,8 @@ class Explorer:
         self.notes: list[str] = []  # for the page: why there are no test images, say
         self.ranked: dict[str, list[dict[str, Any]]] = {"mistakes": [], "least_confident": []}  # app.py fills them
         self.ranked_only: set[str] = set()  # inputs listed only as mistakes or least confident, not by class
+        self.test_data: tuple[Any, str] | None = None  # (the run's test split, dataset name) when it has one
+        self.ranking = "pending"  # the search for mistakes: pending, running, done, or "failed: why"
 
     # ------------------------------------------------------------------ inputs
     def add_input(self, pixels: torch.Tensor, label: str, true_class: int | None = None, key: str | None = None) -> str:

@@ -160,6 +160,16 @@ async function loadInputs() {
   const listing = await (await api("/api/inputs")).json();
   $("samples").replaceChildren();
   for (const item of listing.inputs) addSample(item);
+  renderRanked(listing);
+  return listing.inputs;
+}
+// The mistakes are searched for beside the server; until they are found the page asks again now and then.
+function renderRanked(listing) {
+  $("ranking-note").textContent = listing.ranking === "running" ? "Looking for the model's mistakes among the test images…"
+    : (listing.ranking || "").startsWith("failed") ? `No mistakes list: the search ${listing.ranking}.` : "";
+  if (listing.ranking === "running") {
+    setTimeout(async () => { try { renderRanked(await (await api("/api/inputs")).json()); } catch (e) { showError(e.message); } }, 1500);
+  }
   for (const [group, id] of [["mistakes", "mistakes"], ["least_confident", "least-confident"]]) {
     $(id).replaceChildren();
     for (const item of listing[group] || []) {
@@ -168,7 +178,6 @@ async function loadInputs() {
     }
   }
   $("ranked").hidden = !(listing.mistakes || []).length && !(listing.least_confident || []).length;
-  return listing.inputs;
 }
 function addSample(item, box = $("samples")) {
   state.labels[item.key] = item;
