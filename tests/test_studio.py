@@ -619,3 +619,62 @@ def test_duplicate_detection_lists_the_project_once_per_change_not_once_per_file
     (tmp_path / "p" / "data" / "a" / stored_name(outside, "PNG")).write_bytes(outside)
     assert store.add_images("p", "a", [("same.png", outside)])[0].duplicate_of is not None
     assert len(listings) == 2
+
+
+@needs_photos
+def test_any_registered_model_trains_from_scratch_with_the_tutorials_recipe(trained):
+    client, _, _ = trained
+    assert "lenet5" in client.get("/api/settings").json()["models"]
+    for body, words in (({"recipe": "seed"}, "recipe seed needs one"),
+                        ({"recipe": "fast", "model": "lenet5"}, "with recipe seed"),
+                        ({"recipe": "seed", "model": "nope"}, "'nope' is not registered; choose one of: seed-mnist")):
+        refused = client.post("/api/projects/places/train", json={"epochs": 1, "image_size": 32, **body})
+        assert refused.status_code == 422 and words in refused.json()["detail"], refused.text
+    job = client.post("/api/projects/places/train",
+                      json={"recipe": "seed", "model": "lenet5", "epochs": 1, "image_size": 32}).json()
+    job = _wait_job(client, job["id"])
+    assert job["state"] == "done", job
+    config = json.loads((client.app.state.store.root / "places" / "runs" / job["run"] / "config.json").read_text())
+    assert (config["model"], config["recipe"], config["epochs"]) == ("lenet5", "seed", 1)
+    row = next(r for r in client.get("/api/projects/places").json()["runs"] if r["name"] == job["run"])
+    assert row["model"] == "lenet5" and row["test_accuracy"] is not None
+
+
+def test_a_studio_killed_during_an_import_continues_it_at_the_next_start_and_stores_each_photo_once(tmp_path):
+    root, log, source = tmp_path / "projects", tmp_path / "studio.log", tmp_path / "source"
+    rng = np.random.default_rng(0)
+    for klass in ("a", "b"):
+        (source / klass).mkdir(parents=True)
+        for i in range(1500):  # distinct small photos: each is stored once
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(source / klass / f"{i}.png")
+    port = _free_port()
+    studio = _start_studio(root, port, log)
+    try:
+        _post(port, "/api/projects", {"name": "p"})
+        job = _post(port, "/api/projects/p/import", {"path": str(source)})
+        name = job["id"].split("/", 1)[1]
+        progress = root / "p" / ".studio" / "imports" / f"{name}.json"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and json.loads(progress.read_text())["done"] == 0:
+            time.sleep(0.02)  # until the job has recorded some progress on disk (it does so every second)
+        os.kill(studio.pid, signal.SIGKILL)  # mid-import
+        studio.wait(timeout=10)
+        saved = json.loads(progress.read_text())
+        assert saved["state"] == "running" and 0 < saved["done"] < 3000, saved
+        studio = _start_studio(root, port, log)  # the next start continues from the last file recorded
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            job = _get(port, f"/api/projects/p/imports/{name}")
+            if job["state"] != "running":
+                break
+            time.sleep(0.2)
+        assert job["state"] == "done" and job["done"] == job["total"] == 3000, job
+        assert job["added"] + job["duplicates"] == 3000 and job["refused_count"] == job["missing_count"] == 0
+        for klass in ("a", "b"):  # every photo once: those redone after the kill were found already stored
+            assert len(list((root / "p" / "data" / klass).iterdir())) == 1500
+    finally:
+        try:
+            os.killpg(studio.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+        studio.wait(timeout=90)

@@ -80,6 +80,7 @@ def test_a_learner_trains_evaluates_tests_and_exports_a_classifier(browser, serv
     # train with one click: the default model, progress, then the accuracy on the page
     browser.find_element(By.CSS_SELECTOR, '#tabs [data-tab="train"]').click()
     assert browser.find_element(By.ID, "recipe").get_attribute("value") == "transfer"
+    assert browser.find_elements(By.CSS_SELECTOR, '#recipe option[value="seed:lenet5"]')  # any registered model
     browser.find_element(By.ID, "train").click()
     accuracy = slow.until(lambda d: d.find_elements(By.CSS_SELECTOR, '.job[data-state="done"] .acc'))[0]
     shown = float(accuracy.get_attribute("data-accuracy"))

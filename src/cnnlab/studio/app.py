@@ -84,6 +84,7 @@ class Train(BaseModel):
     epochs: int | None = None
     image_size: int | None = None
     augment: str | None = None
+    model: str | None = None
 
 
 def create_studio_app(source: str | Path, *, api_key: str | None = None, max_files: int = MAX_FILES,
@@ -102,6 +103,7 @@ def create_studio_app(source: str | Path, *, api_key: str | None = None, max_fil
     if root.exists() and not root.is_dir():
         raise CnnlabError(f"--dir {root} is a file; give a folder for the studio's projects (made when missing)")
     store, queue, models = ProjectStore(root), JobQueue(root, command), RunModels()
+    store.sweep_partial_writes()  # a studio killed while storing a photo left its temporary file
     importer = Importer(store, max_bytes, max_pixels)
     budget = Budget(decode_budget, "pixels being decoded", budget_wait_s)
     checker = ImageDecoder(CHECK_SIZE, max_pixels, budget)
@@ -256,7 +258,10 @@ def _import_routes(api: APIRouter, importer: Importer) -> None:
 def _job_routes(api: APIRouter, store: ProjectStore, queue: JobQueue, limits: dict[str, int]) -> None:
     @api.get("/settings")
     def settings() -> dict[str, Any]:
-        return {"defaults": vars(default_settings()), "recipes": list(RECIPES_OFFERED), "limits": limits,
+        from cnnlab.models.zoo import model_names
+
+        return {"defaults": vars(default_settings()), "recipes": list(RECIPES_OFFERED), "models": model_names(),
+                "limits": limits,
                 "page_limit": PAGE_LIMIT}
 
     @api.post("/projects/{project}/train", status_code=202)
@@ -267,7 +272,7 @@ def _job_routes(api: APIRouter, store: ProjectStore, queue: JobQueue, limits: di
                                    f"classes with a few images each (10 or more) before training")
         defaults = default_settings()
         settings = TrainSettings(body.recipe or defaults.recipe, body.epochs or defaults.epochs,
-                                 body.image_size or defaults.image_size, body.augment or None)
+                                 body.image_size or defaults.image_size, body.augment or None, body.model or None)
         return queue.view(queue.submit(project, settings))
 
     @api.get("/jobs")

@@ -36,7 +36,7 @@ from cnnlab.training.checkpoint import CHECKPOINT_JSON
 __all__ = ["Job", "JobQueue", "TrainSettings", "default_settings", "ACTIVE", "RECIPES_OFFERED"]
 
 ACTIVE = ("queued", "running")
-RECIPES_OFFERED = ("transfer", "fast")  # the two that train well on a CPU: see cnnlab.recipes
+RECIPES_OFFERED = ("transfer", "fast", "seed")  # transfer and fast train well on a CPU; seed: any registered model
 POLL_S = 0.5          # how often the worker looks at its process (a stop button answers within this)
 STOP_WAIT_S = 60.0    # after Ctrl-C (SIGINT) a run saves its checkpoint; then it is killed
 TEST_FRACTION = 0.2   # of each project's images kept for the Evaluate page: 6 of 30 photos a class, not 3
@@ -48,12 +48,16 @@ class TrainSettings:
 
     >>> TrainSettings("fast", 10, 64).flags()
     ['--recipe', 'fast', '--epochs', '10', '--image-size', '64', '64', '--test-fraction', '0.2']
+    >>> TrainSettings("seed", 5, 32, model="lenet5").flags()[:4]
+    ['--recipe', 'seed', '--model', 'lenet5']
     """
 
-    recipe: str         # transfer (pretrained EfficientNet-Lite0, frozen) or fast (a small CNN from scratch)
+    recipe: str         # transfer (pretrained EfficientNet-Lite0, frozen), fast (a small CNN from scratch), or
+    #                     seed (the tutorials' recipe) with `model`
     epochs: int         # at most this many passes; transfer stops early when validation stops improving
     image_size: int     # square side in pixels every photo is resized to
     augment: str | None = None  # None, light or standard (cnnlab's presets)
+    model: str | None = None    # with recipe seed: any registered model (`cnnlab models`), from scratch
 
     def check(self) -> TrainSettings:
         """These settings, or a one-line 422 naming the one that is wrong."""
@@ -65,12 +69,22 @@ class TrainSettings:
             raise StudioError(422, f"image size must be 16 to 512 pixels; got {self.image_size!r}")
         if self.augment not in (None, "light", "standard"):
             raise StudioError(422, f"augment must be none, light or standard; got {self.augment!r}")
+        if (self.recipe == "seed") != (self.model is not None):
+            raise StudioError(422, f"model {self.model!r} with recipe {self.recipe!r}: a registered model is chosen "
+                                   f"with recipe seed, and recipe seed needs one")
+        if self.model is not None:
+            from cnnlab.models.zoo import model_names
+
+            if self.model not in model_names():
+                raise StudioError(422, f"model {self.model!r} is not registered; choose one of: "
+                                       f"{', '.join(model_names())}")
         return self
 
     def flags(self) -> list[str]:
         size = str(self.image_size)
         augment = ["--augment", self.augment] if self.augment else []
-        return ["--recipe", self.recipe, "--epochs", str(self.epochs), "--image-size", size, size,
+        model = ["--model", self.model] if self.model else []
+        return ["--recipe", self.recipe, *model, "--epochs", str(self.epochs), "--image-size", size, size,
                 "--test-fraction", str(TEST_FRACTION), *augment]
 
 

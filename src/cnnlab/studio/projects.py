@@ -107,6 +107,16 @@ class ProjectStore:
         # listing of every image per stored file made an import of 10,000 photos quadratic (30 a second)
         self._known: dict[str, tuple[tuple[tuple[str, int], ...], dict[str, str]]] = {}
 
+    def sweep_partial_writes(self) -> int:
+        """Remove what a killed studio left half written in class folders (atomic_write's hidden `.NAME.*.tmp`
+        files; the photo itself was never renamed into place, so nothing is lost); returns how many. For
+        the start of a studio, before anything writes."""
+        removed = 0
+        for leftover in self.root.glob("*/data/*/.*.tmp"):
+            leftover.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
     # projects ----------------------------------------------------------------------------------------
     def project(self, name: str) -> Path:
         """The folder of existing project `name` (a 404 when there is none)."""

@@ -355,6 +355,7 @@ $("run-check").onclick = () => guarded(async () => {
 
 // training -------------------------------------------------------------------------------------------------
 function fillSettings() {
+  fillModels();
   if ($("epochs").value) return;
   const d = state.settings.defaults;
   $("recipe").value = d.recipe; $("epochs").value = d.epochs; $("image-size").value = d.image_size;
@@ -363,8 +364,16 @@ $("recipe").onchange = () => {
   const transfer = $("recipe").value === "transfer";
   $("epochs").value = transfer ? 30 : 20; $("image-size").value = transfer ? 224 : 64;
 };
+function fillModels() {  // every registered model, as "seed:NAME" choices of the Model select
+  if ($("model-options").children.length) return;
+  for (const name of state.settings.models || []) $("model-options").append(el("option", { value: `seed:${name}`, text: name }));
+}
+function modelLabel(settings) {
+  return settings.recipe === "transfer" ? "EfficientNet-Lite0" : settings.model || "small CNN";
+}
 $("train").onclick = () => guarded(async () => {
-  const body = { recipe: $("recipe").value, epochs: Number($("epochs").value), image_size: Number($("image-size").value),
+  const [recipe, model] = $("recipe").value.split(":");
+  const body = { recipe, model: model || null, epochs: Number($("epochs").value), image_size: Number($("image-size").value),
                  augment: $("augment").value || null };
   await api(`${P()}/train`, { method: "POST", json: body });
   toast("Training queued");
@@ -401,7 +410,7 @@ function jobCard(job) {
   const h = job.history, last = h[h.length - 1] || {};
   const done = h.length, planned = job.epochs_planned;
   const title = el("div", { class: "title" }, [el("b", { text: job.run }), el("span", { class: `badge ${job.state}`, text: job.state }),
-    el("span", { class: "muted small", text: `${job.settings.recipe === "transfer" ? "EfficientNet-Lite0" : "small CNN"} · ${job.settings.image_size}px` })]);
+    el("span", { class: "muted small", text: `${modelLabel(job.settings)} · ${job.settings.image_size}px` })]);
   let status;
   if (job.state === "done") status = `finished in ${job.elapsed_s.toFixed(0)} s after ${done} epochs`;
   else if (job.state === "running") status = done ? `epoch ${done} of at most ${planned}` + (job.seconds_left !== null ? ` · about ${Math.ceil(job.seconds_left)} s left` : "") : "preparing the photos…";
