@@ -203,6 +203,21 @@ def test_photos_from_the_webcam_and_an_import_from_the_disk(browser, server, tmp
     wait.until(lambda d: {c.get_attribute("data-class") for c in d.find_elements(By.CSS_SELECTOR, chips)}
                == {"me", *CLASSES})
     assert all(len(list((root / "desk" / "data" / name).iterdir())) == 6 for name in CLASSES)
+    # files copied into the folders from outside: the health check shows them, and one click trashes one
+    data = root / "desk" / "data"
+    (data / CLASSES[0] / "broken.jpg").write_text("not a photo")
+    first = sorted((data / CLASSES[0]).glob("*.jpg"))[0]
+    (data / CLASSES[1] / "copy.jpg").write_bytes(first.read_bytes())
+    browser.find_element(By.ID, "run-check").click()
+    check = browser.find_element(By.ID, "check-result")
+    wait.until(lambda d: check.get_attribute("data-ok") is not None)
+    shown = {f.get_attribute("data-path") for f in check.find_elements(By.CSS_SELECTOR, ".figure")}
+    assert shown == {f"{CLASSES[0]}/{first.name}", f"{CLASSES[1]}/copy.jpg", f"{CLASSES[0]}/broken.jpg"}, shown
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'});", check)
+    _shot(browser, tmp_path / "studio-check.png", not_blank)
+    check.find_element(By.CSS_SELECTOR, f'.figure[data-path="{CLASSES[0]}/broken.jpg"] button.delete').click()
+    wait.until(lambda d: (root / "desk" / ".trash" / "images" / CLASSES[0] / "broken.jpg").is_file())
+    assert not (data / CLASSES[0] / "broken.jpg").exists()
     browser.find_element(By.ID, "import-path").clear()
     browser.find_element(By.ID, "import-path").send_keys("photos/relative")
     browser.find_element(By.CSS_SELECTOR, "#import-form button").click()

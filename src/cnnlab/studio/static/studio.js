@@ -350,8 +350,42 @@ $("run-check").onclick = () => guarded(async () => {
     ? el("div", { text: report.ok ? "Training would run, but these need a look:" : "Training would fail:" })
     : el("div", { class: "check-ok", text: "✓ No problems found: every photo opens, no photo is in two classes." }));
   if (items.length) out.append(el("ul", { class: "check-list" }, items.map(([k, t]) => el("li", { class: k, text: t }))));
+  out.append(...checkImages(report));
   out.dataset.ok = report.ok;
 });
+// The photos behind the findings, each with a button to move it to the trash: the same photo twice, and files
+// that do not open (put in the folders from outside the studio).
+function checkImages(report) {
+  const trash = (path, figure) => guarded(async () => {
+    const [cls, name] = [path.slice(0, path.indexOf("/")), path.slice(path.indexOf("/") + 1)];
+    await api(`${P()}/classes/${enc(cls)}/delete`, { method: "POST", json: { images: [name] } });
+    figure.remove(); toast(`${path} moved to the project's trash`);
+    await loadProject();
+  });
+  const figure = (path, picture, note) => {
+    const f = el("div", { class: "figure", "data-path": path }, [picture, el("div", { class: "small", text: path })]);
+    if (note) f.append(el("div", { class: "muted small", text: note }));
+    f.append(el("button", { class: "ghost danger delete", text: "Delete", onclick: () => trash(path, f) }));
+    return f;
+  };
+  const thumb = (path) => {
+    const img = el("img", { alt: path, loading: "lazy" });
+    const cut = path.indexOf("/");
+    setImage(img, `${P()}/classes/${enc(path.slice(0, cut))}/thumbs/${enc(path.slice(cut + 1))}`);
+    return img;
+  };
+  const found = [];
+  const d = report.duplicates || {};
+  for (const group of [...(d.across_classes || []), ...(d.within_class || [])]) {
+    found.push(el("h3", { text: "The same photo, more than once" }),
+               el("div", { class: "grid wide" }, group.map((path) => figure(path, thumb(path)))));
+  }
+  if ((report.undecodable || []).length) {
+    found.push(el("h3", { text: "Files that do not open as images" }),
+               el("div", { class: "grid wide" }, report.undecodable.map((b) => figure(b.path, el("div", { class: "broken", text: "✗" }), b.reason))));
+  }
+  return found;
+}
 
 // training -------------------------------------------------------------------------------------------------
 function fillSettings() {
