@@ -678,3 +678,21 @@ def test_a_studio_killed_during_an_import_continues_it_at_the_next_start_and_sto
         except ProcessLookupError:
             pass
         studio.wait(timeout=90)
+
+
+def test_a_second_studio_on_the_same_folder_is_refused_in_one_line(tmp_path):
+    root, log = tmp_path / "projects", tmp_path / "studio.log"
+    studio = _start_studio(root, _free_port(), log)
+    try:
+        second = subprocess.run([sys.executable, "-m", "cnnlab", "studio", "--dir", str(root), "--port",
+                                 str(_free_port())], capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2, second
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1 and f"another cnnlab studio (process {studio.pid}) serves --dir {root}" in lines[0]
+        assert studio.poll() is None  # the first goes on
+    finally:
+        os.killpg(studio.pid, signal.SIGINT)
+        studio.wait(timeout=90)
+    again = _start_studio(root, _free_port(), log)  # once it stopped, the folder is free
+    os.killpg(again.pid, signal.SIGINT)
+    again.wait(timeout=90)

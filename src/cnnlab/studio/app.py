@@ -44,7 +44,7 @@ from cnnlab.studio.imports import Importer
 from cnnlab.studio.jobs import (
     RECIPES_OFFERED, JobQueue, TrainSettings, default_settings, read_history, read_json_dict,
 )
-from cnnlab.studio.projects import PAGE_LIMIT, ProjectStore, StudioError, check_name
+from cnnlab.studio.projects import PAGE_LIMIT, ProjectStore, StudioError, check_name, lock_projects_folder
 from cnnlab.studio.results import INT8_NAME, ZIP_NAME, RunModels, evaluate_run, export_bundle, export_int8, top_classes
 from cnnlab.versions import __version__
 
@@ -90,9 +90,10 @@ class Train(BaseModel):
 def create_studio_app(source: str | Path, *, api_key: str | None = None, max_files: int = MAX_FILES,
                       max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS, decode_budget: int = DECODE_BUDGET,
                       body_budget: int = BODY_BUDGET, budget_wait_s: float = BUDGET_WAIT_S,
-                      command: list[str] | None = None) -> FastAPI:
+                      command: list[str] | None = None, lock: bool = False) -> FastAPI:
     """The studio for the projects under folder `source` (made when missing); `command` starts cnnlab
-    for training (default: this interpreter with `-m cnnlab`).
+    for training (default: this interpreter with `-m cnnlab`); `lock` holds the folder for this process
+    (`cnnlab studio` does: a second studio on the same folder is refused before it touches anything).
 
     >>> import tempfile; from fastapi.testclient import TestClient
     >>> client = TestClient(create_studio_app(tempfile.mkdtemp()))
@@ -102,6 +103,7 @@ def create_studio_app(source: str | Path, *, api_key: str | None = None, max_fil
     root = Path(source).expanduser()
     if root.exists() and not root.is_dir():
         raise CnnlabError(f"--dir {root} is a file; give a folder for the studio's projects (made when missing)")
+    held = lock_projects_folder(root) if lock else None
     store, queue, models = ProjectStore(root), JobQueue(root, command), RunModels()
     store.sweep_partial_writes()  # a studio killed while storing a photo left its temporary file
     importer = Importer(store, max_bytes, max_pixels)
@@ -121,6 +123,7 @@ def create_studio_app(source: str | Path, *, api_key: str | None = None, max_fil
     app = FastAPI(title="cnnlab studio", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.store, app.state.queue, app.state.models, app.state.importer = store, queue, models, importer
+    app.state.lock = held  # the folder stays this process's while the app lives
     app.mount("/static", StaticFiles(directory=str(STATIC)), name="static")
     add_error_handlers(app)
 
@@ -403,5 +406,5 @@ def run_studio(projects_dir: str | Path, host: str = "127.0.0.1", port: int = DE
     Traceback (most recent call last):
     cnnlab.errors.CnnlabError: --host 0.0.0.0 is reachable from other machines, and no API key was given; ...
     """
-    server, sock = build_server(str(projects_dir), host, port, api_key, app_factory=create_studio_app)
+    server, sock = build_server(str(projects_dir), host, port, api_key, app_factory=create_studio_app, lock=True)
     serve_forever(server, sock, ready)

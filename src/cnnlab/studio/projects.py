@@ -25,9 +25,10 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from cnnlab.data.images import IMAGE_EXTENSIONS, list_images, open_image
+from cnnlab.errors import CnnlabError
 from cnnlab.fileio import atomic_write
 
 __all__ = ["ProjectStore", "StudioError", "check_name", "NAME_LIMIT", "THUMBNAIL_SIZE", "PAGE_LIMIT",
@@ -316,6 +317,38 @@ class ProjectStore:
 
 def _write_bytes(path: Path, data: bytes) -> None:
     path.write_bytes(data)
+
+
+def lock_projects_folder(root: Path) -> IO[str] | None:
+    """Hold `root/.studio.lock` for this process (released when it ends, however it ends): two studios on one
+    folder would run two job queues and two imports over the same projects. None where the platform has no
+    fcntl (Windows), which then relies on the user.
+
+    >>> import tempfile; d = Path(tempfile.mkdtemp()); held = lock_projects_folder(d)
+    >>> import subprocess, sys
+    >>> code = f"from cnnlab.studio.projects import lock_projects_folder; lock_projects_folder({str(d)!r})"
+    >>> subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stderr.splitlines()[-1][:60]
+    'cnnlab.errors.CnnlabError: another cnnlab studio (process '
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    root.mkdir(parents=True, exist_ok=True)
+    handle = open(root / ".studio.lock", "a+", encoding="utf-8")  # noqa: SIM115  (held for the process's life)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise CnnlabError(f"another cnnlab studio (process {holder}) serves --dir {root}; stop it first, or give "
+                          f"this one another folder") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
 
 
 def _image_names(folder: Path) -> list[str]:
