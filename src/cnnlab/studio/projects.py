@@ -326,8 +326,8 @@ def lock_projects_folder(root: Path) -> IO[str] | None:
 
     >>> import tempfile; d = Path(tempfile.mkdtemp()); held = lock_projects_folder(d)
     >>> import subprocess, sys
-    >>> code = f"from pathlib import Path; from cnnlab.studio.projects import lock_projects_folder; " \
-    ...        f"lock_projects_folder(Path({str(d)!r}))"
+    >>> code = "from pathlib import Path; from cnnlab.studio.projects import lock_projects_folder as f; "
+    >>> code += f"f(Path({str(d)!r}))"
     >>> subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stderr.splitlines()[-1][:60]
     'cnnlab.errors.CnnlabError: another cnnlab studio (process '
     """
