@@ -9,8 +9,8 @@ drives it:
    sends them; photos per second, and the server process's resident memory before and after;
 2. import: CIFAR-10's 10,000 test JPEGs put in one class by `POST /api/projects/P/import` (a folder on
    the server's disk); seconds to the job's end;
-3. training: the studio's one-click training (recipe fast, 3 epochs, 64 px) against `cnnlab train` with the
-   flags the studio ran, alternating, 2 rounds: each run's train_seconds;
+3. training: the studio's training (recipe fast, 10 epochs, 64 px) against `cnnlab train` with the same
+   flags, 4 rounds, the order alternating: each run's train_seconds;
 4. grid: in headless Chromium (Debian's chromium and chromium-driver), the page opened on that
    10,000-photo class: milliseconds from the click on the class to its first page of 120 names laid out
    and every thumbnail on the first screen of the grid decoded, the first time (thumbnails made on the
@@ -109,28 +109,40 @@ def import_folder(client: httpx.Client, source: Path) -> dict:
             "photos_per_second": round(job["total"] / seconds, 1)}
 
 
-def training(client: httpx.Client, projects: Path, rounds: int = 2) -> dict:
-    """The studio's one-click training against `cnnlab train` with the same flags on the same photos, alternating:
-    each run's own train_seconds (metrics.json), so data decoding (cached after the first run) is not in it."""
+def training(client: httpx.Client, projects: Path, epochs: int, rounds: int = 4) -> dict:
+    """The studio's one-click training against `cnnlab train` with the same flags on the same photos, the order
+    alternating by round: each run's own train_seconds (metrics.json: data decoding is not in it) and the
+    thread decisions it recorded. The studio's job is followed as the page follows it (GET /api/jobs)."""
     import json
 
-    settings = {"recipe": "fast", "epochs": 3, "image_size": 64}
-    studio, cli = [], []
-    for round_ in range(rounds):
+    settings = {"recipe": "fast", "epochs": epochs, "image_size": 64}
+    data = projects / "photos" / "data"
+    flags = ["--recipe", "fast", "--epochs", str(epochs), "--image-size", "64", "64", "--test-fraction", "0.2"]
+    found: dict[str, list] = {"studio": [], "cli": []}
+    threads: dict[str, list] = {"studio": [], "cli": []}
+
+    def studio_run() -> Path:
         job = client.post("/api/projects/photos/train", json=settings).json()
         while job["state"] in ("queued", "running"):
             time.sleep(0.5)
             job = next(j for j in client.get("/api/jobs").json()["jobs"] if j["run"] == job["run"])
-        run = projects / "photos" / "runs" / job["run"]
-        studio.append(json.loads((run / "metrics.json").read_text())["train_seconds"])
-        command = (projects / "photos" / ".studio" / "logs" / f"{job['run']}.log").read_text().splitlines()[0]
-        flags = command.split(" train ", 1)[1].split(" --run-dir ")[0].split()  # DATA and the flags it ran with
+        return projects / "photos" / "runs" / job["run"]
+
+    def cli_run(round_: int) -> Path:
         mine = projects.parent / f"cli-run-{round_}"
-        subprocess.run([sys.executable, "-m", "cnnlab", "train", *flags, "--run-dir", str(mine), "--quiet"],
+        subprocess.run([sys.executable, "-m", "cnnlab", "train", str(data), *flags, "--run-dir", str(mine), "--quiet"],
                        check=True, stdout=subprocess.DEVNULL)
-        cli.append(json.loads((mine / "metrics.json").read_text())["train_seconds"])
-    return {"settings": settings, "studio_train_seconds": studio, "cli_train_seconds": cli,
-            "ratio_of_medians": round(statistics.median(studio) / statistics.median(cli), 3)}
+        return mine
+
+    for round_ in range(rounds):
+        for side in (("studio", "cli") if round_ % 2 == 0 else ("cli", "studio")):
+            run = studio_run() if side == "studio" else cli_run(round_)
+            found[side].append(round(json.loads((run / "metrics.json").read_text())["train_seconds"], 2))
+            records = json.loads((run / "history.json").read_text()).get("threads") or []  # one per phase
+            threads[side].append([f"{d['threads']}: {d['reason'][:40]}" for r in records for d in r["decisions"]])
+    return {"settings": settings, "studio_train_seconds": found["studio"], "cli_train_seconds": found["cli"],
+            "thread_decisions": threads,
+            "ratio_of_medians": round(statistics.median(found["studio"]) / statistics.median(found["cli"]), 3)}
 
 
 def names_ms(client: httpx.Client, offset: int) -> float:
@@ -167,9 +179,7 @@ def grid_in_chromium(url: str) -> dict:
             wait = WebDriverWait(driver, 120, poll_frequency=0.01)
             wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-ready"))
             driver.find_element(By.CSS_SELECTOR, '#project-list [data-project="grid"]').click()
-            wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-class") == "all")
-            driver.find_element(By.CSS_SELECTOR, '#tabs [data-tab="train"]').click()  # away, then back: a fresh grid
-            driver.find_element(By.CSS_SELECTOR, '#tabs [data-tab="images"]').click()
+            wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-class") == "a-first")
             chip = driver.find_element(By.CSS_SELECTOR, '#class-list [data-class="all"]')
             started = time.perf_counter()
             chip.click()
@@ -186,6 +196,7 @@ def main() -> None:
     parser.add_argument("--imagenette", type=Path, required=True, help="the extracted imagenette-224 folder")
     parser.add_argument("--cifar-archive", type=Path, required=True, help="cifar10-jpg.tar.gz (its test/ split)")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument("--train-epochs", type=int, default=10, help="epochs of each training run compared")
     args = parser.parse_args()
     record = {"machine": report.machine(thread_policy="the studio server's own")}
     with tempfile.TemporaryDirectory() as scratch:
@@ -194,7 +205,7 @@ def main() -> None:
             with httpx.Client(base_url=url, timeout=600) as client:
                 record["upload"] = upload(client, process.pid, args.imagenette)
                 print("upload:", record["upload"], flush=True)
-                record["training"] = training(client, Path(scratch) / "projects")
+                record["training"] = training(client, Path(scratch) / "projects", args.train_epochs)
                 print("training:", record["training"], flush=True)
                 flat = Path(scratch) / "cifar-test" / "all"
                 flat.mkdir(parents=True)
@@ -204,6 +215,8 @@ def main() -> None:
                             klass, photo = member.name.split("/")[1:3]
                             (flat / f"{klass}-{photo}").write_bytes(tar.extractfile(member).read())
                 record["import"] = import_folder(client, flat.parent)
+                # a class that sorts first: the project page opens it, so the first click on "all" is cold
+                client.post("/api/projects/grid/classes", json={"name": "a-first"}).raise_for_status()
                 print("import:", record["import"], flush=True)
                 names = {"start": names_ms(client, 0), "end": names_ms(client, 10_000 - PAGE)}
                 record["grid"] = {"class_images": len(list(flat.iterdir())), "page_of_names_ms": names,

@@ -696,3 +696,21 @@ def test_a_second_studio_on_the_same_folder_is_refused_in_one_line(tmp_path):
     again = _start_studio(root, _free_port(), log)  # once it stopped, the folder is free
     os.killpg(again.pid, signal.SIGINT)
     again.wait(timeout=90)
+
+
+def test_pages_of_a_class_list_its_folder_once_per_change(tmp_path, monkeypatch):
+    from cnnlab.studio import projects as projects_module
+    from cnnlab.studio.projects import ProjectStore
+
+    store = ProjectStore(tmp_path)
+    store.create_project("p")
+    store.create_class("p", "a")
+    store.add_images("p", "a", [(f"{i}.png", _png(f"#{i:02x}8040")) for i in range(30)])
+    listings = []
+    listed = projects_module._image_names
+    monkeypatch.setattr(projects_module, "_image_names", lambda folder: listings.append(folder.name) or listed(folder))
+    pages = [store.images("p", "a", offset, 10)["images"] for offset in (0, 10, 20)]
+    assert len(listings) == 1 and len({n for page in pages for n in page}) == 30
+    time.sleep(0.05)  # past the file system's timestamp granularity
+    store.delete_images("p", "a", pages[0][:3])
+    assert store.images("p", "a", 0, 100)["total"] == 27 and len(listings) == 2

@@ -107,6 +107,19 @@ class ProjectStore:
         # per project: (its class folders' names and modification times, content key -> "class/name"); a
         # listing of every image per stored file made an import of 10,000 photos quadratic (30 a second)
         self._known: dict[str, tuple[tuple[tuple[str, int], ...], dict[str, str]]] = {}
+        self._listings: dict[Path, tuple[int, list[str]]] = {}  # class folder -> (its mtime, sorted image names)
+
+    def _class_listing(self, folder: Path) -> list[str]:
+        """A class folder's image names, sorted; listed again only when the folder changed (a page of a
+        10,000-photo class took 143 ms when every page listed and sorted the folder)."""
+        stamp = folder.stat().st_mtime_ns
+        cached = self._listings.get(folder)
+        if cached is None or cached[0] != stamp:
+            cached = (stamp, _image_names(folder))
+            if len(self._listings) > 256:  # folders of projects deleted or renamed meanwhile
+                self._listings.clear()
+            self._listings[folder] = cached
+        return cached[1]
 
     def sweep_partial_writes(self) -> int:
         """Remove what a killed studio left half written in class folders (atomic_write's hidden `.NAME.*.tmp`
@@ -216,7 +229,7 @@ class ProjectStore:
         if offset < 0 or not 0 < limit <= PAGE_LIMIT:
             raise StudioError(422, f"offset must be >= 0 and limit 1..{PAGE_LIMIT}; got offset {offset}, "
                                    f"limit {limit}")
-        files = _image_names(self.class_folder(project, name))
+        files = self._class_listing(self.class_folder(project, name))
         return {"class": name, "total": len(files), "offset": offset, "images": files[offset:offset + limit]}
 
     def image_path(self, project: str, name: str, image: str) -> Path:
