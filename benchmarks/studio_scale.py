@@ -36,6 +36,7 @@ from pathlib import Path
 import httpx
 
 import report
+from cnnlab.studio.jobs import TrainSettings
 
 PAGE = 120  # studio.js asks for pages of 120 names
 CHROMIUM, CHROMEDRIVER = Path("/usr/bin/chromium"), Path("/usr/bin/chromedriver")
@@ -117,7 +118,7 @@ def training(client: httpx.Client, projects: Path, epochs: int, rounds: int = 4)
 
     settings = {"recipe": "fast", "epochs": epochs, "image_size": 64}
     data = projects / "photos" / "data"
-    flags = ["--recipe", "fast", "--epochs", str(epochs), "--image-size", "64", "64", "--test-fraction", "0.2"]
+    flags = TrainSettings(**settings).flags()  # what the studio passes to `cnnlab train` for these settings
     found: dict[str, list] = {"studio": [], "cli": []}
     threads: dict[str, list] = {"studio": [], "cli": []}
 

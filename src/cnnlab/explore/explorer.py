@@ -360,11 +360,7 @@ class Explorer:
         'same' padding, marked in `padding_mask`); `sum_plus_bias` is sum(products) + bias and `value`
         that after the layer's own activation, to compare with `torch_value`, the layer's output.
         """
-        info = self.by_name.get(layer)
-        if info is None or not info.steppable:
-            steppable = [item.name for item in self.layers if item.steppable]
-            raise ExploreError(404, f"layer={layer!r} is not a convolution the stepper takes apart; use one of: "
-                                    f"{', '.join(steppable[:12])}")
+        self._require_steppable(layer, "the stepper takes apart")
         trace = self.trace(key)
         x, out = trace.conv_inputs[layer], trace.outputs[layer]  # (C_in, H, W), (C_out, H', W')
         for what, given, size in (("channel", channel, out.shape[0]), ("row", row, out.shape[1]),
@@ -406,10 +402,16 @@ class Explorer:
                 "sum": float(products.sum()), "bias": bias, "sum_plus_bias": total,
                 "activation": activation or "linear", "value": value, "torch_value": float(out[channel, row, col])}
 
+    def _require_steppable(self, layer: str, what: str) -> None:
+        """A 404 naming the layers that are, unless `layer` is a plain convolution the stepper can take apart."""
+        if layer not in self.by_name or not self.by_name[layer].steppable:
+            steppable = [item.name for item in self.layers if item.steppable]
+            raise ExploreError(404, f"layer={layer!r} is not a convolution {what}; use one of: "
+                                    f"{', '.join(steppable[:12]) or 'none in this model'}")
+
     def layer_input_png(self, key: str, layer: str, channel: int) -> bytes:
         """One channel of a convolution's input (what its window slides over), stretched to 0..255."""
-        if layer not in self.by_name or not self.by_name[layer].steppable:
-            raise ExploreError(404, f"layer={layer!r} is not a convolution the stepper takes apart")
+        self._require_steppable(layer, "the stepper takes apart")
         x = self.trace(key).conv_inputs[layer]
         if not 0 <= channel < x.shape[0]:
             raise ExploreError(422, f"channel={channel} is out of range: the input of {layer!r} has channels "
@@ -532,10 +534,7 @@ class Explorer:
 
     def _filter(self, layer: str, channel: int) -> torch.Tensor:
         """The (C_in / groups, kh, kw) kernel of output `channel` of a steppable convolution."""
-        if layer not in self.by_name or not self.by_name[layer].steppable:
-            steppable = [item.name for item in self.layers if item.steppable]
-            raise ExploreError(404, f"layer={layer!r} is not a convolution with a kernel to draw; use one of: "
-                                    f"{', '.join(steppable[:12]) or 'none in this model'}")
+        self._require_steppable(layer, "with a kernel to draw")
         weight: torch.Tensor = self.modules[layer].weight.detach()  # type: ignore[operator]
         self._check_channel(channel, weight.shape[0], layer)
         return weight[channel].float()

@@ -256,7 +256,7 @@ class ProjectStore:
             return cached[1]
         found: dict[str, str] = {}
         for folder in folders:
-            for name in _image_names(folder):
+            for name in self._class_listing(folder):
                 found.setdefault(Path(name).stem, f"{folder.name}/{name}")
         self._known[project] = (signature, found)
         return found

@@ -283,7 +283,8 @@ class ThreadTuner:
         self.recent: list[float] = []       # step seconds since the last decision or window
         self.reference = math.inf           # mean seconds per step at the chosen count, as measured
         self.measured_at = self.clock()
-        self.reading = self._read()        # (clock, others' CPU seconds) the next quiet check compares with
+        # (clock, others' CPU seconds) the next quiet check compares with; a fixed count reads nothing
+        self.reading = self._read() if self.policy.adaptive else None
         self.watching = False               # the start of a run's quiet check is under way
         self.quiet_checks = 0
         if self.policy.adaptive:
