@@ -18,7 +18,9 @@ from cnnlab.models.sequential import Sequential
 from cnnlab.models.transfer import transfer_model
 from cnnlab.training import fit
 from cnnlab.training.devices import Runtime
-from cnnlab.training.features import FeatureSettings, FeatureViews, frozen_split, plan_features
+from cnnlab.training.features import (
+    FeatureSettings, FeatureViews, FrozenPrefix, frozen_split, plan_features, prefix_every_step,
+)
 from cnnlab.training.scoring import score
 
 FP32 = Runtime(torch.device("cpu"), "fp32", False, threads=1)
@@ -251,7 +253,8 @@ def test_cli_run_records_its_features_and_scoring_and_evaluate_gives_the_same_nu
     assert "read from" in capsys.readouterr().out
     assert json.loads((tmp_path / "again" / "history.json").read_text())["features"][0]["source"] == "disk"
     main(["train", *common, "--run-dir", str(tmp_path / "slow"), "--feature-cache", "off"])
-    assert json.loads((tmp_path / "slow" / "history.json").read_text())["features"] == [{"used": False}]
+    slow = json.loads((tmp_path / "slow" / "history.json").read_text())["features"]
+    assert slow[0]["used"] is False and slow[0]["every_step"]["layers"] > 0  # the prefix ran every step, folded
 
 
 def test_cli_refuses_a_bad_feature_flag(capsys):
@@ -358,3 +361,39 @@ def test_the_transfer_finetune_recipe_adds_a_fine_tuning_phase_on_live_augmentat
     used = [record["used"] for record in json.loads((run / "history.json").read_text())["features"]]
     assert used == [True, False]  # the head on stored plain features; the fine-tuning on live augmented images
     assert "features: of the plain images" in printed
+
+
+def test_a_prefix_run_every_step_is_the_model_folded_with_the_same_outputs_and_gradients():
+    model, data = _frozen_resnet(), _data()
+    model.freeze(1)  # fine-tuning the top block: its input must be computed every step (live augmentation)
+    net, record = prefix_every_step(model, data, FP32)
+    assert record["every_step"]["layers"] == len(model.features) and record["every_step"]["batchnorm_folded"] > 0
+    x = torch.rand(8, 3, 32, 32)
+    model.eval()
+    net.eval()
+    expected, got = model(x), net(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    grads = []
+    for forward in (model, net):
+        model.zero_grad()
+        forward(x).logsumexp(1).sum().backward()
+        grads.append([p.grad.clone() for p in model.parameters() if p.requires_grad])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-3, atol=1e-4)
+    prefix = net[0]
+    assert isinstance(prefix, FrozenPrefix) and not any(p.requires_grad for p in prefix.parameters())
+    net.train()
+    assert not any(m.training for m in prefix.modules())  # its BatchNorm never starts updating statistics
+
+
+def test_fine_tuning_with_live_augmentation_runs_the_prefix_every_step_and_leaves_it_unchanged():
+    model, data = _frozen_resnet(), _data()
+    model.freeze(1)
+    top = f"features.{len(model.features) - 1}."
+    before = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith(("head", top))}
+    history = fit(model, data, epochs=1, seed=5, verbose=0, runtime=FP32, augment="flip=h",
+                  features=FeatureSettings("off"))
+    assert history.features["used"] is False and history.features["every_step"]["layers"] == len(model.features)
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())  # the frozen blocks, their statistics too
+    assert not torch.equal(after[top + "conv1.weight"], _frozen_resnet().state_dict()[top + "conv1.weight"])

@@ -12,7 +12,7 @@ from cnnlab import (
     GlobalAveragePooling2D, MaxPooling2D, Residual, ResidualBlock, Sequential,
 )
 from cnnlab.models import model_summary
-from cnnlab.models.layers import conv_output_size, same_padding
+from cnnlab.models.layers import conv_output_size, same_conv2d, same_padding, same_pads
 
 # Seed 003's manual convolution: a 5x5 image and a vertical-edge filter.
 IMAGE = np.array([[1, 2, 0, 1, 3], [0, 1, 2, 3, 1], [1, 0, 1, 0, 2], [2, 1, 0, 1, 0], [0, 3, 2, 1, 1]])
@@ -154,3 +154,43 @@ def test_layer_used_alone_builds_on_first_call():
     layer = Conv2D(5, 3, padding="same")
     out = layer(torch.randn(2, 3, 6, 6))
     assert out.shape == (2, 5, 6, 6) and layer.weight.shape == (5, 3, 3, 3)
+
+
+@pytest.mark.parametrize("size,kernel,stride,groups", [(7, 3, 2, 1), (8, 3, 2, 1), (9, 5, 2, 4), (14, 5, 2, 4),
+                                                       (6, 4, 1, 1), (7, 6, 1, 4), (5, 1, 2, 4), (28, 3, 1, 4)])
+def test_same_conv2d_equals_padding_the_input_first_forward_and_backward(size, kernel, stride, groups):
+    torch.manual_seed(size * kernel)
+    x = torch.randn(2, 4, size, size + 1, requires_grad=True)
+    w, b = torch.randn(4, 4 // groups, kernel, kernel, requires_grad=True), torch.randn(4, requires_grad=True)
+    pads = same_pads((size, size + 1), (kernel, kernel), (stride, stride))
+    ours = same_conv2d(x, w, b, (stride, stride), pads, groups)
+    reference = F.conv2d(F.pad(x, pads), w, b, stride, 0, 1, groups)
+    torch.testing.assert_close(ours, reference, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(reference)
+    expected = torch.autograd.grad((reference * g).sum(), (x, w, b))
+    for got, want in zip(torch.autograd.grad((ours * g).sum(), (x, w, b)), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
+    wider = (0, 2, 1, 1)  # pads more than one pixel apart: the input is padded
+    torch.testing.assert_close(same_conv2d(x, w, b, (stride, stride), wider, groups),
+                               F.conv2d(F.pad(x, wider), w, b, stride, 0, 1, groups))
+
+
+@pytest.mark.parametrize("stride,layout", [(1, torch.channels_last), (2, torch.channels_last),
+                                           (2, torch.contiguous_format)])
+def test_depthwise_gradients_under_bf16_autocast_are_fp32_gradients_of_the_inputs_as_given(stride, layout):
+    torch.manual_seed(stride)
+    x = torch.randn(2, 6, 9, 9).bfloat16().to(memory_format=layout).requires_grad_()  # a bf16 layer's output
+    w, b = torch.randn(6, 1, 5, 5, requires_grad=True), torch.randn(6, requires_grad=True)  # fp32 parameters
+    pads = same_pads((9, 9), (5, 5), (stride, stride))
+    with torch.autocast("cpu", torch.bfloat16):
+        y = same_conv2d(x, w, b, (stride, stride), pads, 6)
+    assert y.dtype == torch.bfloat16 and y.grad_fn.name() == "_DepthwiseFp32GradBackward"
+    g = torch.randn(y.shape).bfloat16()
+    got = torch.autograd.grad(y, (x, w, b), g)
+    x32, w32, b32 = (t.detach().float().requires_grad_() for t in (x, w, b))
+    want = torch.autograd.grad(F.conv2d(F.pad(x32, pads), w32, b32, stride, 0, 1, 6), (x32, w32, b32), g.float())
+    assert [a.dtype for a in got] == [torch.bfloat16, torch.float32, torch.float32]
+    for a, e in zip(got, want, strict=True):
+        torch.testing.assert_close(a.float(), e.to(a.dtype).float(), rtol=1e-5, atol=1e-5)
+    with torch.autocast("cpu", torch.bfloat16), torch.no_grad():  # inference: the plain convolution
+        assert same_conv2d(x, w, b, (stride, stride), pads, 6).grad_fn is None

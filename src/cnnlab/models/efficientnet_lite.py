@@ -18,14 +18,13 @@ more on the bottom/right than on the top/left, which `SamePadConv2d` reproduces.
 from __future__ import annotations
 
 import importlib.util
-import math
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import CnnlabError, first_line
+from cnnlab.models.layers import same_conv2d, same_pads
 
 __all__ = ["EfficientNetLite0", "efficientnet_lite0", "lite0_weights_path", "load_lite0_state_dict",
            "LITE0_PARAMETERS", "LITE0_MEAN", "LITE0_STD", "LITE0_PACKAGE"]
@@ -54,13 +53,10 @@ class SamePadConv2d(nn.Conv2d):
         super().__init__(cin, cout, kernel, stride, padding=0, groups=groups, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        pads: list[int] = []
-        for size, k, s in zip(x.shape[:1:-1], self.kernel_size[::-1], self.stride[::-1], strict=True):  # W then H
-            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
-            pads += [total // 2, total - total // 2]
-        if pads[0] == pads[1] and pads[2] == pads[3]:  # symmetric (every stride-1 conv): the conv pads, no copy
-            return F.conv2d(x, self.weight, self.bias, self.stride, (pads[2], pads[0]), self.dilation, self.groups)
-        return super().forward(F.pad(x, pads))
+        kernel, stride = (self.kernel_size[0], self.kernel_size[1]), (self.stride[0], self.stride[1])
+        pads = same_pads((x.shape[2], x.shape[3]), kernel, stride)
+        assert pads is not None  # the input's size is known here
+        return same_conv2d(x, self.weight, self.bias, stride, pads, self.groups)
 
 
 def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:

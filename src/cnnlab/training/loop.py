@@ -35,7 +35,7 @@ from cnnlab.training.objectives import Objective, probabilities
 from cnnlab.training.optimizers import OptimizerSpec
 from cnnlab.training.progress import Progress, TqdmProgress
 from cnnlab.training.threads import ThreadTuner
-from cnnlab.training.features import FeatureSettings, plan_features
+from cnnlab.training.features import FeatureSettings, plan_features, prefix_every_step
 from cnnlab.training.distributed import (
     all_reduce_sums, check_batch, from_main, is_main, loss_share, place, seed_ranks, shard, sync_buffers,
     unwrap_sync_batchnorm, world_size, wrap,
@@ -249,6 +249,10 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int = 1, batch_size: int = 
     if plan is not None:  # a frozen backbone's output, computed once: only the head runs from here on
         # (FeatureViews, K augmented views per image, has the surface of a dataset that the loop uses)
         net, train, validation_data, augment = plan.head, plan.train, plan.validation, None  # type: ignore[assignment]
+        feature_record = plan.record
+    else:  # a frozen prefix that runs every step (live augmentation) still runs folded, without autograd
+        every_step = prefix_every_step(model, train, runtime)
+        net, feature_record = every_step if every_step is not None else (model, {"used": False})
     if runtime.device.type != "cpu" and isinstance(train, ArrayDataset) and _fits_on_device(train, runtime.device):
         train = train.to(runtime.device)  # uint8 on the GPU: no host-to-device copy per step
     forward = wrap(net, runtime, sync_bn)  # DDP when distributed; `model` stays the unwrapped module we save
@@ -329,7 +333,7 @@ def fit(model: nn.Module, train: Dataset, *, epochs: int = 1, batch_size: int = 
         unwrap_sync_batchnorm(model)  # the saved model loads without a process group
     model.eval()
     history.threads = threads.record()
-    history.features = plan.record if plan is not None else {"used": False}
+    history.features = feature_record
     return history
 
 
