@@ -146,3 +146,20 @@ def test_data_load_script_times_first_and_cached_loads(tmp_path):
     loads = json.loads((tmp_path / "load.json").read_text())["loads"]
     assert [r["images"] for r in loads.values()] == [16, 16, 16]  # first, cached, and from the extracted folder
     assert all(r["seconds"] > 0 for r in loads.values())
+
+
+def test_transfer_finetune_stand_in_has_natural_sizes_and_no_imagenet_class_names(tmp_path):
+    finetune = _load("transfer_finetune")
+    source = tmp_path / "imagenette-224"
+    for split, cls, count in (("train", "tench", 3), ("train", "church", 2), ("val", "tench", 1)):
+        (source / split / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            Image.new("RGB", (224, 224), (i * 40, 90, 20)).save(source / split / cls / f"{i}.JPEG")
+    archive = tmp_path / "a.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(source, arcname="imagenette-224")
+    out = finetune.natural_folder(archive, tmp_path / "natural")
+    photos = sorted(out.glob("*/*.jpg"))
+    assert sorted({p.parent.name for p in photos}) == ["kind_a", "kind_b"]  # church, tench: no ImageNet names
+    assert len(photos) == 6 and len(list(out.glob("kind_b/*.jpg"))) == 4  # tench's train and val photos
+    assert all(Image.open(p).size in finetune.SIZES for p in photos)
