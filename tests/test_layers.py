@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from cnnlab import (
     Activation, AveragePooling2D, BatchNormalization, CnnlabError, Conv2D, Dense, Dropout, Flatten,
@@ -194,3 +195,24 @@ def test_depthwise_gradients_under_bf16_autocast_are_fp32_gradients_of_the_input
         torch.testing.assert_close(a.float(), e.to(a.dtype).float(), rtol=1e-5, atol=1e-5)
     with torch.autocast("cpu", torch.bfloat16), torch.no_grad():  # inference: the plain convolution
         assert same_conv2d(x, w, b, (stride, stride), pads, 6).grad_fn is None
+
+
+def test_torchvision_depthwise_convs_become_depthwiseconv_with_the_same_weights_names_and_outputs():
+    import torchvision
+
+    from cnnlab.models.layers import DepthwiseConv, with_depthwise_conv
+    from cnnlab.models.zoo import build_model
+
+    torch.manual_seed(0)
+    plain = torchvision.models.mobilenet_v2(num_classes=10).eval()
+    ours = build_model("mobilenet_v2", (64, 64, 3), 10).eval()
+    ours.load_state_dict(plain.state_dict())  # strict: the same names and shapes
+    depthwise = [m for m in ours.modules() if isinstance(m, DepthwiseConv)]
+    assert len(depthwise) == 17 and all(m.groups == m.in_channels for m in depthwise)
+    x = torch.rand(2, 3, 64, 64)
+    torch.testing.assert_close(ours(x), plain(x), rtol=1e-5, atol=1e-5)
+    with torch.autocast("cpu", torch.bfloat16):
+        out = depthwise[0](torch.rand(2, depthwise[0].in_channels, 8, 8, requires_grad=True))
+    assert out.grad_fn.name() == "_DepthwiseFp32GradBackward"
+    net = nn.Sequential(nn.Conv2d(4, 4, 3, padding="same", groups=4), nn.Conv2d(4, 4, 3, dilation=2, groups=4))
+    assert not any(isinstance(m, DepthwiseConv) for m in with_depthwise_conv(net).modules())  # left as they are

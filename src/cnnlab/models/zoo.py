@@ -20,7 +20,7 @@ from cnnlab.errors import CnnlabError, first_line
 from cnnlab.models.efficientnet_lite import EfficientNetLite0
 from cnnlab.models.layers import (
     Activation, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
-    GlobalAveragePooling2D, MaxPooling2D,
+    GlobalAveragePooling2D, MaxPooling2D, with_depthwise_conv,
 )
 from cnnlab.models.sequential import ResidualBlock, Sequential
 from cnnlab.registry import Registry
@@ -200,7 +200,7 @@ def _torchvision(name: str, input_shape: InputShape, num_classes: int) -> nn.Mod
         model.set_submodule(FIRST_CONV[name], nn.Conv2d(
             channels, old.out_channels, old.kernel_size, old.stride, old.padding,  # type: ignore[arg-type]
             bias=old.bias is not None))
-    return model
+    return with_depthwise_conv(model)  # MobileNetV2's depthwise convolutions: fp32 gradients under CPU bf16
 
 
 def _torchvision_builder(name: str) -> Callable[[InputShape, int], nn.Module]:
