@@ -21,20 +21,12 @@ from torch import nn
 from cnnlab.errors import CnnlabError
 from cnnlab.models.layers import (
     ACTIVATIONS, Layer, Shape, _activation, _assign, _expect_count, _expect_image, _initializer, _keras_text,
-    _named, _pair, _padding, conv_output_size, initialize, register_layer, same_conv2d, same_pads,
+    _named, _pair, _padding, conv_output_size, initialize, input_pads, register_layer, same_conv2d, same_pads,
 )
 from cnnlab.models.symbolic import KerasTensor, Layout, keras_index
 
 __all__ = ["ZeroPadding2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose", "UpSampling2D",
            "GlobalMaxPooling2D", "Reshape", "ReLU", "LeakyReLU", "Softmax", "Lambda"]
-
-
-def _same_pads(x: torch.Tensor, pads: tuple[int, ...] | None, kernel: tuple[int, int],
-               strides: tuple[int, int]) -> tuple[int, ...]:
-    """The layer's padding (F.pad's order), or Keras's 'same' for this input's size when it is known per call."""
-    pads = pads or same_pads((x.shape[2], x.shape[3]), kernel, strides)
-    assert pads is not None
-    return pads
 
 
 def _activate(x: torch.Tensor, activation: str | None) -> torch.Tensor:
@@ -141,7 +133,7 @@ class DepthwiseConv2D(_Conv):
         return (shape[0] * self.depth_multiplier, *self.spatial(shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, C * multiplier, H', W')
-        pads = _same_pads(x, self.pads, self.kernel_size, self.strides)
+        pads = input_pads(x, self.pads, self.kernel_size, self.strides)
         return _activate(same_conv2d(x, self.weight, self.bias, self.strides, pads, x.shape[1]), self.activation)
 
     def keras_weights(self) -> list[torch.Tensor]:
@@ -200,7 +192,7 @@ class SeparableConv2D(_Conv):
         return (self.filters, *self.spatial(shape))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, filters, H', W')
-        pads = _same_pads(x, self.pads, self.kernel_size, self.strides)
+        pads = input_pads(x, self.pads, self.kernel_size, self.strides)
         x = same_conv2d(x, self.depthwise, None, self.strides, pads, x.shape[1])
         return _activate(F.conv2d(x, self.pointwise, self.bias), self.activation)
 

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError, first_line
-from cnnlab.models.layers import same_conv2d, same_pads
+from cnnlab.models.layers import input_pads, same_conv2d
 
 __all__ = ["EfficientNetLite0", "efficientnet_lite0", "lite0_weights_path", "load_lite0_state_dict",
            "LITE0_PARAMETERS", "LITE0_MEAN", "LITE0_STD", "LITE0_PACKAGE"]
@@ -54,9 +54,7 @@ class SamePadConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kernel, stride = (self.kernel_size[0], self.kernel_size[1]), (self.stride[0], self.stride[1])
-        pads = same_pads((x.shape[2], x.shape[3]), kernel, stride)
-        assert pads is not None  # the input's size is known here
-        return same_conv2d(x, self.weight, self.bias, stride, pads, self.groups)
+        return same_conv2d(x, self.weight, self.bias, stride, input_pads(x, None, kernel, stride), self.groups)
 
 
 def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:

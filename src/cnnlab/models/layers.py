@@ -35,7 +35,7 @@ from cnnlab.models.symbolic import (
 __all__ = [
     "Layer", "Conv2D", "Dense", "MaxPooling2D", "AveragePooling2D", "Flatten", "Dropout",
     "BatchNormalization", "GlobalAveragePooling2D", "Activation", "InputLayer", "layer_from_config", "register_layer",
-    "same_padding", "same_conv2d", "conv_output_size", "DepthwiseConv", "with_depthwise_conv",
+    "same_padding", "same_conv2d", "input_pads", "conv_output_size", "DepthwiseConv", "with_depthwise_conv",
 ]
 
 Shape = tuple[Any, ...]  # one sample's shape, channels first: (C, H, W) or (features,); H, W None = any size
@@ -94,6 +94,18 @@ def same_pads(size: tuple[Any, Any], kernel: tuple[int, int], strides: tuple[int
     return (left, right, top, bottom)
 
 
+def input_pads(x: torch.Tensor, pads: tuple[int, ...] | None, window: tuple[int, int],
+               strides: tuple[int, int]) -> tuple[int, ...]:
+    """A layer's padding in F.pad's order: `pads` as built, or Keras's 'same' for `x`'s size (None: built for any size).
+
+    >>> input_pads(torch.zeros(1, 1, 5, 5), None, (3, 3), (2, 2))
+    (1, 1, 1, 1)
+    """
+    found = pads or same_pads((x.shape[2], x.shape[3]), window, strides)
+    assert found is not None  # the input's size is known at call time
+    return found
+
+
 def same_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, strides: tuple[int, int],
                 pads: tuple[int, ...], groups: int = 1) -> torch.Tensor:
     """F.conv2d with the zero padding `pads` (F.pad's left, right, top, bottom), as Keras's 'same' pads.
@@ -114,13 +126,14 @@ def same_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     True
     """
     left, right, top, bottom = pads
-    exporting = torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()  # ONNX's Conv pads unevenly itself
-    if right - left not in (0, 1) or bottom - top not in (0, 1) or (exporting and (left, top) != (right, bottom)):
-        x, padding = F.pad(x, pads), (0, 0)
-    else:
-        if right > left or bottom > top:  # a zero tap in front: every window starts one pixel earlier
-            weight = F.pad(weight, (right - left, 0, bottom - top, 0))
+    if (left, top) == (right, bottom):
+        padding = (top, left)
+    elif right - left in (0, 1) and bottom - top in (0, 1) \
+            and not (torch.onnx.is_in_onnx_export() or torch.compiler.is_exporting()):  # ONNX's Conv pads unevenly
+        weight = F.pad(weight, (right - left, 0, bottom - top, 0))  # a zero tap in front: windows start one earlier
         padding = (bottom, right)
+    else:
+        x, padding = F.pad(x, pads), (0, 0)
     if groups > 1 and groups == x.shape[1] and _bf16_autocast_on_cpu(x) and torch.is_grad_enabled() \
             and (x.requires_grad or weight.requires_grad):
         return _DepthwiseFp32Grad.apply(x, weight, bias, tuple(strides), padding, groups)
@@ -487,8 +500,7 @@ class Conv2D(Layer):
         return (self.filters, oh, ow)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, filters, H', W')
-        pads = self.pads or same_pads((x.shape[2], x.shape[3]), self.kernel_size, self.strides)
-        assert pads is not None
+        pads = input_pads(x, self.pads, self.kernel_size, self.strides)
         x = same_conv2d(x, self.weight, self.bias, self.strides, pads)
         act = ACTIVATIONS[self.activation] if self.activation else None
         return act(x) if act else x
@@ -603,8 +615,7 @@ class _Pooling2D(Layer):
         return (c, oh, ow)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, C, H', W')
-        pads = self.pads or same_pads((x.shape[2], x.shape[3]), self.pool_size, self.strides)
-        assert pads is not None
+        pads = input_pads(x, self.pads, self.pool_size, self.strides)
         if not any(pads):  # 'valid', or 'same' that needs no padding: skip the copy F.pad makes
             pool = F.max_pool2d if self.mode == "max" else F.avg_pool2d
             return pool(x, self.pool_size, self.strides)

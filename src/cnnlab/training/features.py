@@ -337,12 +337,14 @@ def prefix_every_step(model: nn.Module, data: Dataset, runtime: Runtime) -> tupl
     split = frozen_split(model, probe) if probe is not None else None
     if split is None or isinstance(split, str):
         return None
-    has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in split.prefix.modules())
-    prefix = fold_batchnorm(split.prefix, probe) if has_batchnorm else split.prefix  # no copy where nothing folds
-    folded = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in split.prefix.modules()) \
-        - sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in prefix.modules())
+    before = _batchnorms(split.prefix)
+    prefix = fold_batchnorm(split.prefix, probe) if before else split.prefix  # no copy where nothing folds
     return nn.Sequential(FrozenPrefix(prefix), split.head), \
-        {"used": False, "every_step": {"layers": split.layers, "batchnorm_folded": folded}}
+        {"used": False, "every_step": {"layers": split.layers, "batchnorm_folded": before - _batchnorms(prefix)}}
+
+
+def _batchnorms(module: nn.Module) -> int:
+    return sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
 
 
 def first_images(data: Dataset, runtime: Runtime) -> torch.Tensor | None:
