@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 import cnnlab
+from cnnlab.training.allocator import allocator_policy
 from cnnlab.training.threads import cgroup_cpu_quota
 
 __all__ = ["machine_record", "sitting", "load_average", "matmul_peak", "cpu_model", "cpu_flags", "FLAGS"]
@@ -130,6 +131,7 @@ def machine_record(thread_policy: object = None, peaks: bool = True) -> dict:
         "threads": {"torch": torch.get_num_threads(), "torch_interop": torch.get_num_interop_threads(),
                     **{name: os.environ[name] for name in THREAD_ENV if name in os.environ}},
         "thread_policy": thread_policy,
+        "allocator": allocator_policy(),  # what cnnlab's CPU runs do with malloc here (training/allocator.py)
         "python": platform.python_version(), "torch": torch.__version__, "cnnlab": cnnlab.__version__,
         "load_average": load_average(),
     }

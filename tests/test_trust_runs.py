@@ -30,6 +30,7 @@ from cnnlab.cli import main
 from cnnlab.data import load_dataset
 from cnnlab.rundir import LOCK_NAME, claim_run_dir
 from cnnlab.training import checkpoint as ck
+from cnnlab.training.allocator import allocator_policy
 from cnnlab.training.threads import available_cores
 
 pytestmark = pytest.mark.timeout(300)
@@ -394,7 +395,8 @@ def test_the_runtime_and_class_weights_are_printed_and_recorded(tmp_path, capsys
     assert first == f"runtime: cpu ({policy}), fp32, channels_last, not compiled, 1 process"
     config = json.loads((run_dir / "config.json").read_text())
     assert config["runtime"] == {"device": "cpu", "device_name": "cpu", "precision": "fp32", "channels_last": True,
-                                 "threads": threads, "thread_policy": policy, "compile": False, "processes": 1}
+                                 "threads": threads, "thread_policy": policy, "compile": False, "processes": 1,
+                                 "allocator": allocator_policy()}
     # inverse class frequency, by hand: n / (classes * count) over the training split
     labels = load_dataset("digits").labels
     counts = torch.bincount(labels, minlength=10).double()

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from cnnlab.errors import CnnlabError
+from cnnlab.training.allocator import allocator_policy, keep_freed_memory
 from cnnlab.training.threads import ThreadPolicy, parse_threads, thread_policy
 
 __all__ = ["DEVICE_CHOICES", "PRECISION_CHOICES", "COMPILE_CHOICES", "Runtime", "resolve_runtime",
@@ -128,7 +129,12 @@ class Runtime:
         return torch.amp.GradScaler(self.device.type) if self.precision == "fp16" else None
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        """Move `model` to the device in the memory format this runtime computes in."""
+        """Move `model` to the device in the memory format this runtime computes in.
+
+        On the CPU, the process's malloc also starts keeping freed memory for the next step (training/allocator.py).
+        """
+        if self.device.type == "cpu":
+            keep_freed_memory()
         model = model.to(self.device)
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
@@ -160,7 +166,8 @@ class Runtime:
         policy = self.thread_policy()
         return {"device": str(self.device), "device_name": name, "precision": self.precision,
                 "channels_last": self.channels_last, "threads": policy.candidates[0],
-                "thread_policy": policy.describe(), "compile": self.compile}
+                "thread_policy": policy.describe(), "compile": self.compile,
+                **({"allocator": allocator_policy()} if self.device.type == "cpu" else {})}
 
 
 def process_count() -> int:
