@@ -461,8 +461,10 @@ def test_the_most_confident_mistakes_are_listed_and_one_deleted_leaves_the_evalu
     assert len(mistakes) == min(12, len(wrong)) and {m["name"] for m in mistakes} <= {i["name"] for i in wrong}
     assert [m["confidence"] for m in mistakes] == sorted((i["confidence"] for i in wrong), reverse=True)[:12]
     assert all(m["class"] != m["predicted"] for m in mistakes)
-    first = mistakes[0]
-    assert (first["name"], first["class"], first["predicted"]) == (sure["name"], "church", "golf_ball")
+    # the relabelled photo is now a mistake at its old confidence; the model's most confident correct golf ball
+    # ranks at or near the top of the mistakes (a run may hold another mistake as confident, so look it up)
+    first = next(m for m in mistakes if m["name"] == sure["name"])
+    assert (first["class"], first["predicted"]) == ("church", "golf_ball")
     assert first["confidence"] == pytest.approx(sure["confidence"], abs=1e-9)
     deleted = client.post(f"/api/projects/places/classes/{first['class']}/delete", json={"images": [first["name"]]})
     assert deleted.json() == {"deleted": 1}
