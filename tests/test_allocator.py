@@ -13,7 +13,7 @@ from cnnlab.training import allocator
 GLIBC = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
 
 # 30 training steps of seed 004's CNN (plain torch, channels_last, adam) after 5 warm-up steps, in a fresh
-# process; prints the minor page faults per step. KEEP says whether keep_freed_memory() runs first.
+# process; prints the minor page faults per step. Its argument "keep" runs keep_freed_memory() first.
 STEPS = textwrap.dedent("""
     import json, resource, sys, torch
     import torch.nn.functional as F
@@ -42,9 +42,8 @@ STEPS = textwrap.dedent("""
 """)
 
 
-def _faults(mode: str, env: dict | None = None) -> dict:
-    done = subprocess.run([sys.executable, "-c", STEPS, mode], capture_output=True, text=True, check=True, env=env,
-                          timeout=120)
+def _faults(mode: str) -> dict:
+    done = subprocess.run([sys.executable, "-c", STEPS, mode], capture_output=True, text=True, check=True, timeout=120)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -65,6 +64,7 @@ def test_kept_memory_ends_the_page_faults_of_every_step():
     ("LD_PRELOAD", "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2", "another allocator is preloaded"),
 ])
 def test_a_users_own_malloc_setting_is_left_alone(monkeypatch, variable, value, reason):
+    monkeypatch.setattr(allocator, "_applied", None)  # as in a fresh process: an earlier test's fit may have set it
     monkeypatch.setenv(variable, value)
     assert allocator.allocator_policy().startswith("malloc left as it is"), allocator.allocator_policy()
     if GLIBC:

@@ -38,11 +38,28 @@ _applied: str | None = None  # what keep_freed_memory did in this process, once 
 
 
 def allocator_policy() -> str:
-    """What `keep_freed_memory` does in this process: the setting it applies, or why it leaves malloc alone.
+    """What `keep_freed_memory` did in this process, or, before it has run, what it will do.
 
     >>> allocator_policy().startswith(("glibc malloc keeps", "malloc left as it is"))
     True
     """
+    return _applied if _applied is not None else _left_alone() or _kept(MMAP_THRESHOLD_BYTES)
+
+
+def keep_freed_memory() -> str:
+    """Set glibc's thresholds for this process (once; later calls only return what was done), unless left alone.
+
+    >>> keep_freed_memory() == keep_freed_memory() == allocator_policy()
+    True
+    """
+    global _applied
+    if _applied is None:
+        _applied = _left_alone() or _apply()
+    return _applied
+
+
+def _left_alone() -> str | None:
+    """Why malloc is left as it is in this process, or None when cnnlab sets its thresholds."""
     if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
         return "malloc left as it is: not Linux with glibc"
     preload = os.environ.get("LD_PRELOAD", "")
@@ -51,26 +68,21 @@ def allocator_policy() -> str:
     if any(name in os.environ for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")) \
             or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):
         return "malloc left as it is: its thresholds are set in the environment"
-    return f"glibc malloc keeps freed memory for reuse (mmap threshold {MMAP_THRESHOLD_BYTES // MIB} MiB, " \
+    return None
+
+
+def _apply() -> str:
+    libc = ctypes.CDLL("libc.so.6")
+    # an older glibc refuses thresholds above its own upper limit: then that limit
+    mmap = next((size for size in (MMAP_THRESHOLD_BYTES, OLD_GLIBC_MMAP_MAX_BYTES)
+                 if libc.mallopt(_M_MMAP_THRESHOLD, size) == 1), None)
+    if mmap is None:
+        return "malloc left as it is: glibc refused the mmap threshold (mallopt)"
+    if libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) != 1:
+        return "malloc: glibc refused the trim threshold (mallopt); freed memory is kept only below it"
+    return _kept(mmap)
+
+
+def _kept(mmap_bytes: int) -> str:
+    return f"glibc malloc keeps freed memory for reuse (mmap threshold {mmap_bytes // MIB} MiB, " \
            f"trim threshold {TRIM_THRESHOLD_BYTES // MIB} MiB)"
-
-
-def keep_freed_memory() -> str:
-    """Apply `allocator_policy()` to this process (once; later calls only return what was done).
-
-    >>> keep_freed_memory() == keep_freed_memory()
-    True
-    """
-    global _applied
-    if _applied is None:
-        policy = allocator_policy()
-        if policy.startswith("glibc"):
-            libc = ctypes.CDLL("libc.so.6")
-            if libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) != 1:  # an older glibc: its own upper limit
-                policy = policy.replace(f"{MMAP_THRESHOLD_BYTES // MIB} MiB", f"{OLD_GLIBC_MMAP_MAX_BYTES // MIB} MiB")
-                if libc.mallopt(_M_MMAP_THRESHOLD, OLD_GLIBC_MMAP_MAX_BYTES) != 1:
-                    policy = "malloc left as it is: glibc refused the mmap threshold (mallopt)"
-            if policy.startswith("glibc") and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES) != 1:
-                policy = "malloc: glibc refused the trim threshold (mallopt); freed memory is kept only below it"
-        _applied = policy
-    return _applied
