@@ -100,7 +100,7 @@ def test_pooling_before_the_relu_gives_the_same_outputs_and_gradients(name, dtyp
         plain_grads = _grads(model, plain)
     torch.testing.assert_close(fused, plain, rtol=0, atol=0)
     assert len(fused_grads) == len(plain_grads) == sum(1 for _ in model.parameters())
-    for a, b in zip(fused_grads, plain_grads):
+    for a, b in zip(fused_grads, plain_grads, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
