@@ -30,7 +30,7 @@ import cnnlab
 from cnnlab.training.allocator import allocator_policy
 from cnnlab.training.threads import cgroup_cpu_quota
 
-__all__ = ["machine_record", "sitting", "load_average", "matmul_peak", "cpu_model", "cpu_flags", "FLAGS"]
+__all__ = ["machine_record", "sitting", "load_average", "matmul_peak", "cpu_model", "cpu_id", "cpu_flags", "FLAGS"]
 
 # The CPU features torch's CPU kernels (oneDNN, its vectorized ops) choose between; a record lists those present.
 FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
@@ -52,6 +52,29 @@ def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
         if line.split(":")[0].strip() in ("model name", "Model", "Hardware"):
             return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
+
+
+def cpu_id(cpuinfo: Path = Path("/proc/cpuinfo")) -> str | None:
+    r"""Vendor, family, model and stepping of the first processor (x86 Linux), or None.
+
+    A VM's model name can be as plain as "AMD EPYC" on CPUs a generation apart (Zen 4 is family 25, Zen 5
+    family 26, with twice the bf16 matmul peak here), so the record says which one ran.
+
+    >>> import tempfile; f = Path(tempfile.mkdtemp()) / "cpuinfo"
+    >>> _ = f.write_text("vendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nstepping\t: 1\n")
+    >>> cpu_id(f)
+    'AuthenticAMD family 26 model 2 stepping 1'
+    """
+    fields: dict[str, str] = {}
+    for line in _read(cpuinfo).splitlines():
+        key, _, value = line.partition(":")
+        if not key.strip():
+            break  # the first processor's block ends at a blank line
+        fields.setdefault(key.strip(), value.strip())
+    if "cpu family" not in fields:
+        return None
+    return (f"{fields.get('vendor_id', '?')} family {fields['cpu family']} model {fields.get('model', '?')} "
+            f"stepping {fields.get('stepping', '?')}")
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str]:
@@ -123,6 +146,7 @@ def machine_record(thread_policy: object = None, peaks: bool = True) -> dict:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_model": cpu_model(),
+        "cpu_id": cpu_id(),
         "cpu_flags": cpu_flags(),
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the kernels torch dispatches to
         "accelerator": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

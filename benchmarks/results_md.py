@@ -104,7 +104,9 @@ def machine_label(machine: object) -> str:
                  f"{peak['threads']} threads" if peak else "")
         load = f", load average {_load(machine.get('load_before'))} before, {_load(machine.get('load_after'))} after"
         flags = f" ({' '.join(machine['cpu_flags'])})" if machine["cpu_flags"] else ""
-        return (f"{machine['cpu_model']}{flags}, {seen['affinity'] or machine['cores']} cores{quota}{peaks}{load}, "
+        ident = f" [{machine['cpu_id']}]" if machine.get("cpu_id") else ""
+        cores = seen["affinity"] or machine["cores"]
+        return (f"{machine['cpu_model']}{ident}{flags}, {cores} cores{quota}{peaks}{load}, "
                 f"{machine['utc'][:16].replace('T', ' ')} UTC, host {machine['hostname']}")
     if isinstance(machine, dict):
         date = machine.get("date") or "date not recorded"
