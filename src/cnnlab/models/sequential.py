@@ -168,9 +168,9 @@ class Sequential(nn.Sequential):
 
         max(relu(a), relu(b)) == relu(max(a, b)), and the gradients are the same too (both reach the window's
         first largest input, when it is positive), so a Conv2D(activation='relu') or Activation('relu') before
-        MaxPooling2D applies its ReLU to the pooled tensor, a quarter of the size. Seed 004's CNN trained 8-9%
-        faster a step (bf16, 2-core AMD EPYC, 2026-12-07). Layers with hooks (feature maps, Grad-CAM, the
-        explorer) run one by one, so every hook sees the layer's own output.
+        MaxPooling2D applies its ReLU to the pooled tensor, a quarter of the size. Seed 004's CNN, bf16, 2-core
+        AMD EPYC VMs, 2026-12-07: 3-5% faster a step on a Zen 5, 8-9% on a Zen 4 (benchmarks/README.md). Layers
+        with hooks (feature maps, Grad-CAM, the explorer) run one by one, so every hook sees the layer's own output.
         """
         layers = list(self._modules.values())
         i = 0
