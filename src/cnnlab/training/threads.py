@@ -293,6 +293,7 @@ class ThreadTuner:
         self.reference = math.inf           # mean seconds per step at the chosen count, as measured
         self.measured_at = self.looked_at = self.clock()
         self.look_every = self.settings.look_seconds
+        self.looked = False                 # the measurement under way began at a look (see _measure)
         # (clock, others' CPU seconds) the next quiet check compares with; a fixed count reads nothing
         self.reading = self._read() if self.policy.adaptive else None
         self.watching = False               # the start of a run's quiet check is under way
@@ -376,14 +377,15 @@ class ThreadTuner:
         self.looked_at = now
         used = self._others_cores()
         if used is not None and used < self.settings.quiet_cores:
-            self._measure(f"other processes went quiet ({used:.2f} cores)")
+            self._measure(f"other processes went quiet ({used:.2f} cores)", looked=True)
 
-    def _measure(self, reason: str, timed: float | None = None) -> None:
-        """Time every candidate count, alternating; `timed`: the current count's first sample, already taken."""
+    def _measure(self, reason: str, timed: float | None = None, looked: bool = False) -> None:
+        """Time every candidate count, alternating; `timed`: the current count's first sample, already taken;
+        `looked`: a look (`_look`) found the others quiet, so a result of fewer threads backs the looks off."""
         cands = self.policy.candidates
         order = [self.current] + [c for c in cands if c != self.current]
         self.plan = [c for r in range(self.settings.rounds) for c in (order if r % 2 == 0 else order[::-1])]
-        self.samples, self.timed, self.reason = {c: [] for c in cands}, [], reason
+        self.samples, self.timed, self.reason, self.looked = {c: [] for c in cands}, [], reason, looked
         if timed is not None:
             self.samples[self.plan.pop(0)].append(timed)
         self.checks += 1
@@ -421,8 +423,7 @@ class ThreadTuner:
             self.current = chosen
         self.reference, self.measured_at = means[chosen], self.clock()
         self.recent, self.reading, self.looked_at = [], self._read(), self.measured_at
-        went_quiet = self.reason.startswith("other processes went quiet")
-        self.look_every = self.look_every * 2 if went_quiet and chosen != self.policy.candidates[0] \
+        self.look_every = self.look_every * 2 if self.looked and chosen != self.policy.candidates[0] \
             else self.settings.look_seconds
         if changed:
             self._record(chosen, self.reason, means)
