@@ -271,8 +271,10 @@ BUSY_RUN = textwrap.dedent("""
     threads.TORCH_DEFAULT = 2  # the two CPUs of the affinity mask set above
     data = load_dataset("digits")
     torch.manual_seed(0)
-    h = fit(build_model("seed-mnist"), data, epochs=2, batch_size=4, verbose=0,
-            runtime=resolve_runtime("cpu", "fp32", "off", steps=720))
+    # 4 epochs of 360 steps: on a CPU fast enough for 1.4 ms steps at one thread, the start of the run's
+    # measurement (a second watched, then 0.25 s probes) ended at steps 407-697 of the 720 that 2 epochs gave
+    h = fit(build_model("seed-mnist"), data, epochs=4, batch_size=4, verbose=0,
+            runtime=resolve_runtime("cpu", "fp32", "off", steps=1440))
     print(json.dumps(h.threads))
 """)
 
