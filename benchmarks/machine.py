@@ -38,12 +38,13 @@ FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx51
 THREAD_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "MKL_NUM_THREADS", "KMP_BLOCKTIME")
 # The matmul peak: square matrices of PEAK_SIZE (2048: packing and threading overheads vanish there; measured
 # 188 GFLOP/s fp32, 798 bf16 on the 2-core EPYC), best of the repeats that fit in PEAK_SECONDS per precision,
-# so a record costs about 1 s. A CPU that needs over PROBE_SECONDS for one 1024 matmul (bf16 without native
-# support) is measured at 1024 instead, so the record stays short there too.
+# so a record costs about 1 s. A CPU that needs over PROBE_SECONDS for one warm 256 matmul (under 7 GFLOP/s:
+# bf16 without native support, 0.8 GFLOP/s on a Zen 3, where one 1024 matmul takes 2.5 s) is measured at 256
+# instead, so the record stays short there too.
 PEAK_SIZE = 2048
 PEAK_SECONDS = 0.4
-PROBE_SIZE = 1024
-PROBE_SECONDS = 0.05
+PROBE_SIZE = 256
+PROBE_SECONDS = 0.005
 
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
@@ -116,8 +117,9 @@ def matmul_peak(dtype: torch.dtype, seconds: float = PEAK_SECONDS, size: int = P
     True
     """
     probe = torch.randn(PROBE_SIZE, PROBE_SIZE).to(dtype)
+    torch.mm(probe, probe)  # the warm-up: oneDNN picks its kernel on the first call
     start = time.perf_counter()
-    torch.mm(probe, probe)  # also the warm-up: oneDNN picks its kernel on the first call
+    torch.mm(probe, probe)
     if time.perf_counter() - start > PROBE_SECONDS:
         size = min(size, PROBE_SIZE)
     a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)

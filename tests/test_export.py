@@ -163,6 +163,10 @@ def test_cli_int8_calibrates_on_the_runs_training_images(digits_run, capsys):
     assert r["top1_agreement"] >= INT8_MIN_AGREEMENT and r["size_bytes"] < 0.4 * r["fp32_size_bytes"]
     assert abs(r["accuracy"]["int8"] - r["accuracy"]["fp32"]) < 0.03  # 360 images: one flip is 0.28 points
     assert OnnxClassifier(r["path"]).metadata["export"]["quantization"] == "int8"
+    weights = [onnx.numpy_helper.to_array(i) for i in onnx.load(r["path"]).graph.initializer
+               if i.name.endswith("weight_quantized")]
+    # 7-bit weights: AVX2 CPUs without VNNI sum pairs of uint8 x int8 products in int16, 2 * 255 * 64 < 32767
+    assert weights and all(w.dtype == np.int8 and np.abs(w.astype(int)).max() <= 64 for w in weights)
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -195,6 +199,23 @@ def test_onnx_classifier_refuses_files_it_cannot_describe(tmp_path):
     onnx.save(proto, str(tmp_path / "plain.onnx"))
     with pytest.raises(CnnlabError, match="no 'cnnlab' metadata"):
         OnnxClassifier(tmp_path / "plain.onnx")
+
+
+@pytest.mark.parametrize(("n", "differ", "passes", "noted"), [
+    (12, 1, True, True), (12, 2, False, False), (100, 3, True, False), (100, 4, False, False),
+    (1000, 30, True, False), (1000, 31, False, False), (20, 0, True, False)])
+def test_int8_agreement_needs_97_percent_and_lets_one_image_differ_on_small_test_sets(n, differ, passes, noted):
+    from cnnlab.export.pipeline import int8_agreement
+    fp32 = np.eye(3)[np.arange(n) % 3]
+    int8 = fp32.copy()
+    int8[:differ] = np.roll(int8[:differ], 1, axis=1)  # the first `differ` images get another top-1 class
+    if not passes:
+        with pytest.raises(CnnlabError, match=rf"agrees with fp32 on only {100 * (1 - differ / n):.1f}% of {n} images"):
+            int8_agreement(fp32, int8)
+        return
+    agreement, note = int8_agreement(fp32, int8)
+    assert agreement == pytest.approx(1 - differ / n)
+    assert (note is not None) == noted and (not noted or f"{differ} of {n} test images" in note)
 
 
 @pytest.mark.skipif(not (SHARED / "fashion-mnist" / "t10k-images-idx3-ubyte.gz").is_file(),

@@ -17,7 +17,7 @@ from cnnlab.models.preprocessing_layers import RandomFlip
 from cnnlab.models.sequential import Sequential
 from cnnlab.models.transfer import transfer_model
 from cnnlab.training import fit
-from cnnlab.training.devices import Runtime
+from cnnlab.training.devices import Runtime, cpu_has_native_bf16
 from cnnlab.training.features import (
     FeatureSettings, FeatureViews, FrozenPrefix, frozen_split, plan_features, prefix_every_step,
 )
@@ -242,7 +242,11 @@ def test_cli_run_records_its_features_and_scoring_and_evaluate_gives_the_same_nu
     assert metrics["scoring"]["precision"] == "bf16" and metrics["scoring"]["features_once"] is True
     card = json.loads((run / "model.json").read_text())
     assert card["scoring"]["precision"] == "bf16"
-    main(["evaluate", str(run), "--json"])
+    native = cpu_has_native_bf16()
+    if not native:  # evaluate falls back to fp32 where the CPU has no bf16 instructions (a Zen 3); ask for bf16
+        main(["evaluate", str(run), "--json"])
+        assert json.loads(capsys.readouterr().out)["inference"]["precision"] == "fp32"
+    main(["evaluate", str(run), "--json", *([] if native else ["--precision", "bf16"])])
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["inference"]["precision"] == "bf16"
     assert evaluated["accuracy"] == metrics["test_accuracy"]

@@ -407,11 +407,13 @@ def test_the_int8_export_reports_its_parity_on_the_runs_test_photos(trained, tmp
     client, job, _ = trained
     url = f"/api/projects/places/runs/{job['run']}/export"
     assert client.post(url, json={"quantize": "fp16"}).status_code == 422
-    report = client.post(url, json={"quantize": "int8"}).json()
+    answer = client.post(url, json={"quantize": "int8"})
+    assert answer.status_code == 200, answer.text
+    report = answer.json()
     parity = report["parity"]
     metrics = json.loads((client.app.state.store.root / "places" / "runs" / job["run"] / "metrics.json").read_text())
     assert parity["test_images"] == 12 and parity["calibration_images"] > 0  # the run's own test split: 20% of 60
-    assert parity["top1_agreement"] >= 10 / 12 and parity["accuracy"]["int8"] >= 0.8
+    assert parity["top1_agreement"] >= 11 / 12 and parity["accuracy"]["int8"] >= 0.8  # one borderline photo may flip
     # the run scored its 12 test photos in bf16; the fp32 ONNX graph may read a borderline one otherwise, and the
     # relabelling test before this one moved one of them to the other class: two photos' worth of difference
     assert parity["accuracy"]["fp32"] == pytest.approx(metrics["test_accuracy"], abs=2 / 12 + 1e-9)
@@ -521,17 +523,35 @@ def _free_port() -> int:
 
 
 def _start_studio(root: Path, port: int, log: Path) -> subprocess.Popen:
-    process = subprocess.Popen([sys.executable, "-m", "cnnlab", "studio", "--dir", str(root), "--port", str(port)],
-                               stdout=open(log, "a"), stderr=subprocess.STDOUT, start_new_session=True)
+    """`cnnlab studio` in its own process group, once it answers: its port listens before the app exists."""
+    # -X faulthandler: a SIGABRT from _stop_studio writes every thread's stack to the log
+    process = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "cnnlab", "studio", "--dir", str(root),
+                                "--port", str(port)], stdout=open(log, "a"), stderr=subprocess.STDOUT,
+                               start_new_session=True)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and process.poll() is None:
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return process
+            _get(port, "/api/projects")
+            return process
         except OSError:
             time.sleep(0.2)
     process.kill()
     pytest.fail(f"the studio did not start: {log.read_text()[-2000:]}")
+
+
+def _stop_studio(process: subprocess.Popen, log: Path, wait_s: float = 90) -> int:
+    """Ctrl-C to the studio's process group; its exit code. A studio still running after `wait_s` fails the
+    test with its threads' stacks."""
+    try:
+        os.killpg(process.pid, signal.SIGINT)
+    except ProcessLookupError:  # it ended already
+        pass
+    try:
+        return process.wait(timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGABRT)
+        process.wait(timeout=30)
+        pytest.fail(f"the studio did not stop {wait_s:.0f} s after Ctrl-C: {log.read_text()[-6000:]}")
 
 
 def _get(port: int, path: str) -> dict:
@@ -592,13 +612,7 @@ def test_a_killed_studio_leaves_its_run_training_and_a_killed_run_resumes_at_the
         with open(run / "history.csv") as f:
             assert [int(row["epoch"]) for row in csv.DictReader(f)] == list(range(20))  # every epoch once
     finally:
-        with_children = [studio.pid]
-        for pid in with_children:
-            try:
-                os.killpg(pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
-        studio.wait(timeout=90)
+        _stop_studio(studio, log)
 
 
 def test_duplicate_detection_lists_the_project_once_per_change_not_once_per_file(tmp_path, monkeypatch):
@@ -677,11 +691,7 @@ def test_a_studio_killed_during_an_import_continues_it_at_the_next_start_and_sto
         for klass in ("a", "b"):  # every photo once: those redone after the kill were found already stored
             assert len(list((root / "p" / "data" / klass).iterdir())) == 1500
     finally:
-        try:
-            os.killpg(studio.pid, signal.SIGINT)
-        except ProcessLookupError:
-            pass
-        studio.wait(timeout=90)
+        _stop_studio(studio, log)
 
 
 def test_a_second_studio_on_the_same_folder_is_refused_in_one_line(tmp_path):
@@ -695,11 +705,8 @@ def test_a_second_studio_on_the_same_folder_is_refused_in_one_line(tmp_path):
         assert len(lines) == 1 and f"another cnnlab studio (process {studio.pid}) serves --dir {root}" in lines[0]
         assert studio.poll() is None  # the first goes on
     finally:
-        os.killpg(studio.pid, signal.SIGINT)
-        studio.wait(timeout=90)
-    again = _start_studio(root, _free_port(), log)  # once it stopped, the folder is free
-    os.killpg(again.pid, signal.SIGINT)
-    again.wait(timeout=90)
+        _stop_studio(studio, log)
+    _stop_studio(_start_studio(root, _free_port(), log), log)  # once it stopped, the folder is free
 
 
 def test_pages_of_a_class_list_its_folder_once_per_change(tmp_path, monkeypatch):

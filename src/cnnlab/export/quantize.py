@@ -4,8 +4,13 @@ Static: activation ranges come from running real training images through the fp3
 (MinMax calibration), so no range is computed at prediction time. QDQ format, which
 onnxruntime's CPU provider fuses into integer kernels (QLinearConv, QGemm); weights int8 per
 output channel (conv filters differ in range by 10x and more), activations uint8 asymmetric (ReLU
-outputs are all >= 0, so a symmetric int8 range would waste half its codes). The final softmax
-stays float: quantizing probabilities to 256 levels would round small ones to 0.
+outputs are all >= 0, so a symmetric int8 range would waste half its codes). Weights use 7 bits
+(-64..64, onnxruntime's reduce_range): on x86 CPUs without VNNI (AVX2 only, such as AMD Zen 3) the
+integer kernels add pairs of uint8 x int8 products in 16 bits, which full-range weights overflow;
+the file may run on any CPU, so it is made safe for all of them. Measured 2026-12-08 on a Zen 3
+(seed-mnist, 2 epochs on 3,000 Fashion-MNIST images, all 10,000 test images): top-1 agreement with
+fp32 97.8% with 8-bit weights, 98.6% with 7. The final softmax stays float: quantizing probabilities
+to 256 levels would round small ones to 0.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ def quantize_int8(fp32_path: Path, output: Path, calibration: np.ndarray) -> Non
         q.quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         q.quantize_static(str(prepared), str(output), _Reader(calibration), quant_format=q.QuantFormat.QDQ,
                           activation_type=q.QuantType.QUInt8, weight_type=q.QuantType.QInt8, per_channel=True,
-                          calibrate_method=q.CalibrationMethod.MinMax, nodes_to_exclude=softmax)
+                          reduce_range=True, calibrate_method=q.CalibrationMethod.MinMax, nodes_to_exclude=softmax)
     _mark_int8(onnx, output, fp32)
 
 
